@@ -1,0 +1,45 @@
+"""The FastAPI application: routers, error handlers and the context's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from clawhq.api import problems
+from clawhq.api.routes import admin, agents, auth, health, webhooks
+from clawhq.context import AppContext
+from clawhq.errors import ClawHQError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
+    """The API. ``make_context`` runs at start-up, so tests and the CLI wire their own."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = make_context()
+        app.state.context = context
+        try:
+            context.orchestrator.prepare()
+            log.info("agents post webhooks to %s", context.orchestrator.webhook_base_url)
+        except ClawHQError as exc:
+            log.error("container engine not ready (%s); agent operations will retry", exc)
+        try:
+            yield
+        finally:
+            context.close()
+
+    app = FastAPI(
+        title="ClawHQ",
+        version="0.1.0",
+        summary="OpenClaw agents, one hardened container each.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (auth, agents, webhooks, admin, health):
+        app.include_router(module.router)
+    return app

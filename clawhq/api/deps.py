@@ -1,0 +1,64 @@
+"""Request dependencies as ``Annotated`` aliases, so route signatures read like sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from clawhq.context import AppContext
+from clawhq.db.models import User
+from clawhq.errors import Forbidden, Unauthorized
+from clawhq.orchestrator.lifecycle import AgentOrchestrator
+from clawhq.services import users
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from /api/auth/login")
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(context: Context) -> Iterator[Session]:
+    with context.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+def get_orchestrator(context: Context) -> AgentOrchestrator:
+    return context.orchestrator
+
+
+Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
+
+BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_current_user(session: DbSession, credentials: BearerToken) -> User:
+    if credentials is None:
+        raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
+    user = users.authenticate(session, credentials.credentials)
+    # End the read transaction now: on SQLite it holds the database's write lock, and the
+    # orchestrator works in sessions of its own.
+    session.commit()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("this needs an admin account", code="admin_required")
+    return user
+
+
+Admin = Annotated[User, Depends(get_admin)]

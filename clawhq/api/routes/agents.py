@@ -1,0 +1,95 @@
+"""``/api/agents``: the caller's agents and their lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator
+from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
+from clawhq.db.models import Agent
+from clawhq.errors import ClawHQError
+from clawhq.services import agents
+from clawhq.services.agents import NewAgent
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+UNKNOWN = "unknown"
+
+
+def public(agent: Agent, container_status: str | None = None) -> AgentPublic:
+    view = AgentPublic.model_validate(agent)
+    return view.model_copy(update={"container_status": container_status})
+
+
+@router.get("", response_model=AgentList, response_model_by_alias=True)
+def list_agents(user: CurrentUser, session: DbSession, orchestrator: Orchestrator) -> AgentList:
+    """The caller's agents, each with what the engine reports of its container right now."""
+    owned = agents.list_agents(session, user)
+    try:
+        live = orchestrator.container_states(user.id)
+    except ClawHQError:
+        return AgentList(agents=[public(a, UNKNOWN) for a in owned])
+    return AgentList(agents=[public(a, live.get(a.id, "missing")) for a in owned])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentPublic)
+def create_agent(
+    body: AgentCreate, user: CurrentUser, session: DbSession, context: Context
+) -> AgentPublic:
+    """Create an agent (STOPPED). Over the plan's limit: 403 ``agent_limit_reached``."""
+    new = NewAgent(
+        name=body.name,
+        model_provider=body.model_provider,
+        model=body.model,
+        api_key=body.api_key,
+        uses_bundled_api=body.uses_bundled_api,
+        channels=tuple(body.channels),
+    )
+    return public(agents.create_agent(session, context.keyring, user, new), "missing")
+
+
+@router.get("/{agent_id}", response_model=AgentPublic)
+def get_agent(
+    agent_id: AgentId, user: CurrentUser, session: DbSession, orchestrator: Orchestrator
+) -> AgentPublic:
+    agent = agents.get_owned(session, user, agent_id)
+    try:
+        return public(agent, orchestrator.container_state(agent))
+    except ClawHQError:
+        return public(agent, UNKNOWN)
+
+
+@router.post("/{agent_id}/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=AgentPublic)
+def deploy_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
+    """(Re)create the container and start it; ``RUNNING`` follows once it answers healthy."""
+    return public(orchestrator.deploy(agent_id, user.id))
+
+
+@router.post("/{agent_id}/start", status_code=status.HTTP_202_ACCEPTED, response_model=AgentPublic)
+def start_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
+    return public(orchestrator.start(agent_id, user.id))
+
+
+@router.post("/{agent_id}/stop", response_model=AgentPublic)
+def stop_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
+    return public(orchestrator.stop(agent_id, user.id))
+
+
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_agent(
+    agent_id: AgentId,
+    user: CurrentUser,
+    orchestrator: Orchestrator,
+    keep_workspace: Annotated[
+        bool,
+        Query(
+            alias="keepWorkspace",
+            description="Keep the agent's workspace volume (default: it is deleted too).",
+        ),
+    ] = False,
+) -> Response:
+    orchestrator.destroy(agent_id, user.id, keep_workspace=keep_workspace)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,30 @@
+"""``GET /health``: is ClawHQ itself able to work (database and engine reachable)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from clawhq.api.deps import Context
+from clawhq.errors import ClawHQError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(context: Context) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with context.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means "not ok"; the type is enough for the operator
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        context.runtime.ping()
+        checks["engine"] = "ok"
+    except ClawHQError as exc:
+        checks["engine"] = f"error: {exc.code}"
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ok": healthy, **checks}, status_code=200 if healthy else 503)

@@ -1,0 +1,26 @@
+"""``POST /api/agents/{id}/webhook``: heartbeats and usage from agent containers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from clawhq.api.deps import BearerToken, DbSession
+from clawhq.api.routes.agents import AgentId
+from clawhq.api.schemas import AgentEvent, Heartbeat, WebhookAck
+from clawhq.services import webhooks
+
+router = APIRouter(prefix="/api/agents", tags=["webhooks"])
+
+
+@router.post("/{agent_id}/webhook", response_model=WebhookAck)
+def receive_event(
+    agent_id: AgentId, event: AgentEvent, session: DbSession, credentials: BearerToken
+) -> WebhookAck:
+    """Authenticated with the agent's ``CLAWHQ_WEBHOOK_TOKEN``; usage counts once per eventId."""
+    token = credentials.credentials if credentials else None
+    agent = webhooks.authenticate_agent(session, agent_id, token)
+    if isinstance(event, Heartbeat):
+        webhooks.record_heartbeat(session, agent)
+        return WebhookAck(accepted=True)
+    counted = webhooks.record_usage(session, agent, event.event_id, event.messages, event.tokens)
+    return WebhookAck(accepted=True, duplicate=not counted)

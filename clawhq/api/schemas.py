@@ -1,0 +1,138 @@
+"""Request and response bodies, named by role. JSON uses camelCase field names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+from clawhq.settings import PROVIDERS
+from clawhq.status import AgentStatus
+
+Provider = Literal["claude", "openai", "gemini", "deepseek", "grok"]
+Channel = Literal["telegram", "discord", "slack", "whatsapp"]
+assert set(Provider.__args__) == set(PROVIDERS)  # type: ignore[attr-defined]
+
+AgentName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@-]+$")
+]
+ApiKey = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^\S+$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
+    )
+
+
+class AgentCreate(Schema):
+    name: AgentName
+    model_provider: Provider = "claude"
+    model: ModelName = "claude-sonnet-4-20250514"
+    api_key: ApiKey | None = Field(
+        default=None, description="The user's own provider key; never returned."
+    )
+    uses_bundled_api: bool = False
+    channels: list[Channel] = Field(default_factory=list, max_length=4)
+
+    @model_validator(mode="after")
+    def _needs_a_key(self) -> AgentCreate:
+        if self.api_key is None and not self.uses_bundled_api:
+            raise ValueError("give apiKey, or set usesBundledApi to true where your plan allows it")
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must not repeat")
+        return self
+
+
+class AgentPublic(Schema):
+    """An agent as its owner sees it: no API key, no webhook token."""
+
+    id: str
+    name: str
+    user_id: str
+    model_provider: str
+    model: str
+    status: AgentStatus
+    last_error: str | None
+    container_id: str | None
+    container_port: int | None
+    container_status: str | None = Field(
+        default=None, description="What the engine reports now: running, exited, missing, unknown."
+    )
+    has_api_key: bool
+    uses_bundled_api: bool
+    channels: list[str]
+    total_messages: int
+    total_tokens: int
+    last_active_at: datetime | None
+    last_heartbeat: datetime | None
+    deployed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentList(Schema):
+    agents: list[AgentPublic]
+
+
+class Credentials(Schema):
+    email: EmailStr
+    password: Password
+
+
+class UserPublic(Schema):
+    id: str
+    email: str
+    plan: str = Field(validation_alias="plan_name")
+    is_admin: bool
+    created_at: datetime
+
+
+class Session(Schema):
+    user: UserPublic
+    token: str
+    token_type: Literal["bearer"] = "bearer"
+
+
+class PlanChange(Schema):
+    plan: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class Heartbeat(Schema):
+    type: Literal["heartbeat"]
+
+
+class Usage(Schema):
+    type: Literal["usage"]
+    messages: int = Field(ge=0, le=1_000_000)
+    tokens: int = Field(ge=0, le=1_000_000_000)
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+AgentEvent = Annotated[Heartbeat | Usage, Field(discriminator="type")]
+
+
+class WebhookAck(Schema):
+    accepted: bool
+    duplicate: bool = False
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None

@@ -1,0 +1,204 @@
+"""The ``clawhq`` command line (Typer)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import Annotated
+
+import typer
+
+from clawhq.cli.images import ImageKind
+from clawhq.crypto import generate_key
+from clawhq.errors import ClawHQError, ConfigError
+from clawhq.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="ClawHQ: OpenClaw agents, one hardened container each.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+image_app = typer.Typer(help="Agent images.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
+app.add_typer(image_app, name="image")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        typer.echo(f"clawhq: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: ClawHQError) -> typer.Exit:
+    typer.echo(f"clawhq: {exc.message}", err=True)
+    return typer.Exit(1)
+
+
+def _context(settings: Settings):  # type: ignore[no-untyped-def]
+    from clawhq.context import build_context
+
+    try:
+        return build_context(settings)
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [CLAWHQ_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [CLAWHQ_PORT]")] = None,
+) -> None:
+    """Migrate the database and serve the API (agents' webhooks included)."""
+    import uvicorn
+
+    from clawhq.api.app import create_app
+    from clawhq.db import migrate
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(**overrides)
+    context = _context(settings)
+    migrate.upgrade(context.engine)
+    hosts = [settings.host]
+    try:
+        gateway = context.orchestrator.prepare()
+    except ClawHQError as exc:
+        logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
+        gateway = None
+    # Agents post webhooks to the agent network's gateway unless told otherwise: listen there too.
+    wildcard = settings.host in ("0.0.0.0", "::")
+    if gateway and settings.webhook_base_url is None and not wildcard and gateway not in hosts:
+        hosts.append(gateway)
+    try:
+        sockets = [_listen(h, settings.port) for h in hosts]
+    except ConfigError as exc:
+        context.close()
+        raise _fail(exc) from None
+    log = logging.getLogger("clawhq")
+    log.info("ClawHQ API on %s", ", ".join(f"http://{h}:{settings.port}" for h in hosts))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(lambda: context), log_config=None, proxy_headers=False)
+    )
+    server.run(sockets=sockets)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest revision."""
+    from clawhq.db import migrate
+    from clawhq.db.engine import create_db_engine
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.resolved_database_url)
+    migrate.upgrade(engine)
+    typer.echo(f"database at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new key for CLAWHQ_ENCRYPTION_KEY."""
+    typer.echo(generate_key())
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    plan: Annotated[str, typer.Option(help="free, pro or team")] = "free",
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="CLAWHQ_USER_PASSWORD", help="Lets the user log in with a password"),
+    ] = None,
+) -> None:
+    """Create a user; the last line printed is a new API token for them."""
+    from clawhq.services import users
+
+    context = _context(_settings())
+    try:
+        with context.sessions() as session:
+            user = users.create_user(session, email, password, plan=plan, is_admin=admin)
+            token = users.issue_token(session, user, "cli", None)
+            session.commit()
+            typer.echo(
+                f"created user {user.id} ({user.email}, plan {plan}{', admin' if admin else ''})"
+            )
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        context.close()
+    typer.echo(token)
+
+
+@image_app.command("build")
+def image_build(
+    kind: Annotated[ImageKind, typer.Argument(help="Which image")] = ImageKind.openclaw,
+    tag: Annotated[str | None, typer.Option(help="Image tag (default: CLAWHQ_AGENT_IMAGE)")] = None,
+    base_image: Annotated[str | None, typer.Option(help="Base image with Node.js 24")] = None,
+    openclaw_version: Annotated[str | None, typer.Option(help="npm version of openclaw")] = None,
+) -> None:
+    """Build the OpenClaw agent image, or the busybox test agent."""
+    from clawhq.cli import images
+    from clawhq.runtime.docker_engine import DockerRuntime
+
+    settings = _settings()
+    runtime = DockerRuntime(settings.docker_host)
+    try:
+        if kind is ImageKind.test_agent:
+            image_id = images.build_test_agent(runtime, tag or images.TEST_AGENT_TAG)
+        else:
+            image_id = images.build_openclaw(
+                runtime, tag or settings.agent_image, base_image, openclaw_version
+            )
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        runtime.close()
+    typer.echo(image_id)
+
+
+@app.command()
+def doctor() -> None:
+    """Check Docker, the image, the database, the port range and the key; say what to fix."""
+    from clawhq.cli.doctor import run_checks
+
+    context = _context(_settings())
+    try:
+        checks = run_checks(context)
+    finally:
+        context.close()
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        typer.echo(f"[{mark}] {check.name}: {check.detail}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

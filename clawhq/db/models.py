@@ -1,0 +1,168 @@
+"""The database schema: plans, users, API tokens, agents, port leases and webhook events.
+
+The same models run on SQLite and PostgreSQL; Alembic migrations in ``migrations/`` create them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from clawhq.status import AgentStatus
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Plan(Base):
+    """What a user may do: how many agents, and whether the operator's bundled keys are used."""
+
+    __tablename__ = "plans"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    max_agents: Mapped[int] = mapped_column(Integer)
+    bundled_keys_allowed: Mapped[bool] = mapped_column(Boolean)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    plan_name: Mapped[str] = mapped_column(ForeignKey("plans.name"), default="free")
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    plan: Mapped[Plan] = relationship(lazy="joined")
+
+
+class ApiToken(Base):
+    """A bearer token for the API, stored as its SHA-256 digest."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Agent(Base):
+    """One user's OpenClaw agent: its desired configuration and what ClawHQ knows of it."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_agents_user_id_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    model_provider: Mapped[str] = mapped_column(String(16), default="claude")
+    model: Mapped[str] = mapped_column(String(128), default="claude-sonnet-4-20250514")
+    status: Mapped[AgentStatus] = mapped_column(
+        Enum(AgentStatus, native_enum=False, length=16, validate_strings=True),
+        default=AgentStatus.STOPPED,
+    )
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    container_id: Mapped[str | None] = mapped_column(String(64))
+    container_port: Mapped[int | None] = mapped_column(Integer)
+    api_key_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    api_key_key_id: Mapped[str | None] = mapped_column(String(16))
+    uses_bundled_api: Mapped[bool] = mapped_column(Boolean, default=False)
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    webhook_token_hash: Mapped[str | None] = mapped_column(String(64))
+    total_messages: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key_ciphertext is not None
+
+    @property
+    def api_key_context(self) -> str:
+        """The associated data that binds this agent's API key ciphertext to this row."""
+        return f"agent:{self.id}:api_key"
+
+
+class PortLease(Base):
+    """A host port held by one agent. The primary key makes a port impossible to lease twice."""
+
+    __tablename__ = "port_leases"
+
+    port: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), unique=True)
+    leased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEvent(Base):
+    """A usage event already counted, so a retried delivery is not counted twice."""
+
+    __tablename__ = "webhook_events"
+
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

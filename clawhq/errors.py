@@ -1,0 +1,89 @@
+"""ClawHQ's exceptions. Every error a user can see has a stable ``code`` and an HTTP status.
+
+    ClawHQError
+    ├── ConfigError                 invalid settings; stops start-up (never an HTTP answer)
+    ├── InvalidRequest (400)        well-formed but unacceptable input
+    ├── Unauthorized (401)          missing, wrong or expired credentials
+    ├── Forbidden (403)
+    │   └── PlanLimitExceeded       the user's plan does not allow this
+    ├── NotFound (404)              unknown, or owned by someone else
+    ├── Conflict (409)              the resource's state does not allow this now
+    ├── EngineError (502)           the container engine refused or failed an operation
+    │   └── ImageNotFound           the agent image is not on the engine
+    └── Unavailable (503)           a dependency is down or a pool is empty
+        ├── EngineUnavailable       the container engine cannot be reached
+        └── PortPoolExhausted       no free port is left in CLAWHQ_PORT_RANGE
+
+The runtime package translates Docker SDK errors into these at its boundary; the API turns
+them into ``application/problem+json`` bodies.
+"""
+
+from __future__ import annotations
+
+
+class ClawHQError(Exception):
+    """Base of every ClawHQ error: a stable machine ``code`` and a human ``message``."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(ClawHQError):
+    code = "config_error"
+
+
+class InvalidRequest(ClawHQError):
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthorized(ClawHQError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ClawHQError):
+    status = 403
+    code = "forbidden"
+
+
+class PlanLimitExceeded(Forbidden):
+    code = "plan_limit_exceeded"
+
+
+class NotFound(ClawHQError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ClawHQError):
+    status = 409
+    code = "conflict"
+
+
+class EngineError(ClawHQError):
+    status = 502
+    code = "engine_error"
+
+
+class ImageNotFound(EngineError):
+    code = "image_not_found"
+
+
+class Unavailable(ClawHQError):
+    status = 503
+    code = "unavailable"
+
+
+class EngineUnavailable(Unavailable):
+    code = "engine_unavailable"
+
+
+class PortPoolExhausted(Unavailable):
+    code = "port_pool_exhausted"

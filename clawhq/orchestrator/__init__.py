@@ -1,0 +1,1 @@
+"""The orchestrator: owns every agent's lifecycle (deploy, start, stop, destroy)."""

@@ -1,0 +1,23 @@
+"""The runtime boundary. Only this package imports the Docker SDK."""
+
+from clawhq.runtime.base import (
+    Container,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    EngineEvent,
+    Limits,
+    PortBinding,
+    Runtime,
+)
+
+__all__ = [
+    "Container",
+    "ContainerSpec",
+    "ContainerState",
+    "ContainerStats",
+    "EngineEvent",
+    "Limits",
+    "PortBinding",
+    "Runtime",
+]

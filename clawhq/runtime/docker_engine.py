@@ -1,0 +1,319 @@
+"""The :class:`~clawhq.runtime.base.Runtime` on Docker Engine, through the Docker SDK for Python.
+
+This is the only module that imports ``docker``; engine errors become ClawHQ errors in
+:func:`engine_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container as SdkContainer
+from docker.types import LogConfig
+
+from clawhq.errors import EngineError, EngineUnavailable, ImageNotFound
+from clawhq.runtime import labels
+from clawhq.runtime.base import (
+    Container,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    EngineEvent,
+    PortBinding,
+)
+
+log = logging.getLogger(__name__)
+
+NO_ICC = {"com.docker.network.bridge.enable_icc": "false"}
+_MANAGED = f"{labels.SERVICE}={labels.SERVICE_AGENT}"
+
+
+@contextlib.contextmanager
+def engine_errors(action: str) -> Iterator[None]:
+    """Translate Docker SDK and transport errors into ClawHQ's error tree."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotFound(
+            f"{action}: image not found on the engine ({exc.explanation}); "
+            "build it with `clawhq image build`"
+        ) from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{action}: {exc.explanation or exc}") from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise EngineUnavailable(f"{action}: Docker Engine is unreachable ({exc})") from None
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"{action}: {exc}") from None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-01-01"):
+        return None
+    # Docker gives nanoseconds; Python parses microseconds.
+    head, _, tail = value.rstrip("Z").partition(".")
+    fraction = (tail[:6] if tail else "0").ljust(6, "0")
+    return datetime.fromisoformat(f"{head}.{fraction}").replace(tzinfo=UTC)
+
+
+def _bindings(port_map: Mapping[str, Any] | None) -> tuple[PortBinding, ...]:
+    found = []
+    for key, hosts in (port_map or {}).items():
+        for host in hosts or ():
+            found.append(PortBinding(host["HostIp"], int(host["HostPort"]), int(key.split("/")[0])))
+    return tuple(found)
+
+
+def container_from_inspect(attrs: Mapping[str, Any]) -> Container:
+    """A :class:`Container` from ``docker inspect`` data."""
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    health = state.get("Health") or {}
+    return Container(
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        image=config.get("Image", ""),
+        state=ContainerState(state.get("Status", "dead")),
+        labels=config.get("Labels") or {},
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or "",
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        health=health.get("Status"),
+        ports=_bindings((attrs.get("HostConfig") or {}).get("PortBindings")),
+    )
+
+
+def container_from_summary(item: Mapping[str, Any]) -> Container:
+    """A :class:`Container` from one row of the list endpoint (no exit details there)."""
+    names = item.get("Names") or ["/"]
+    ports = tuple(
+        PortBinding(p.get("IP", ""), int(p["PublicPort"]), int(p["PrivatePort"]))
+        for p in item.get("Ports") or ()
+        if p.get("PublicPort")
+    )
+    return Container(
+        id=item["Id"],
+        name=names[0].lstrip("/"),
+        image=item.get("Image", ""),
+        state=ContainerState(item.get("State", "dead")),
+        labels=item.get("Labels") or {},
+        ports=ports,
+    )
+
+
+class DockerRuntime:
+    """Agent containers on one Docker Engine (``DOCKER_HOST`` or the local socket).
+
+    The API version is pinned (Docker 20.10's) so that building the client never needs the
+    engine: ClawHQ starts, and answers 503s, while the engine is down.
+    """
+
+    API_VERSION = "1.41"
+
+    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+        with engine_errors("connect to Docker Engine"):
+            options = {"timeout": timeout, "max_pool_size": 32, "version": self.API_VERSION}
+            if base_url:
+                self._client = docker.DockerClient(base_url=base_url, **options)
+            else:
+                self._client = docker.from_env(**options)
+        self._api = self._client.api
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> None:
+        with engine_errors("reach Docker Engine"):
+            self._client.ping()
+
+    def ensure_network(self, name: str) -> str:
+        with engine_errors(f"prepare network {name}"):
+            try:
+                network = self._client.networks.get(name)
+            except docker.errors.NotFound:
+                try:
+                    network = self._client.networks.create(
+                        name,
+                        driver="bridge",
+                        options=NO_ICC,
+                        labels={labels.SERVICE: labels.SERVICE_AGENT, labels.NETWORK: "agents"},
+                        check_duplicate=True,
+                    )
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:
+                        raise
+                    network = self._client.networks.get(name)  # another process won the race
+                network.reload()
+            config = (network.attrs.get("IPAM") or {}).get("Config") or [{}]
+            options = network.attrs.get("Options") or {}
+            if options.get("com.docker.network.bridge.enable_icc") != "false":
+                raise EngineError(
+                    f"network {name} exists but lets containers talk to each other "
+                    "(enable_icc is not false); remove it so ClawHQ can recreate it"
+                )
+            return str(config[0].get("Gateway", ""))
+
+    def create(self, spec: ContainerSpec) -> Container:
+        with engine_errors(f"create container {spec.name}"):
+            self._client.volumes.create(
+                spec.volume,
+                labels={
+                    labels.SERVICE: labels.SERVICE_AGENT,
+                    labels.VOLUME_OF: spec.labels.get(labels.AGENT_ID, ""),
+                    labels.USER_ID: spec.labels.get(labels.USER_ID, ""),
+                },
+            )
+            created: SdkContainer = self._client.containers.create(
+                spec.image,
+                name=spec.name,
+                environment=dict(spec.env),
+                labels={**spec.labels, labels.CONFIG_HASH: spec.config_hash()},
+                user=spec.user,
+                mem_limit=spec.limits.memory_bytes,
+                memswap_limit=spec.limits.memory_bytes,
+                cpu_quota=spec.limits.cpu_quota,
+                cpu_period=spec.limits.cpu_period,
+                pids_limit=spec.limits.pids_limit,
+                read_only=True,
+                tmpfs=dict(spec.tmpfs),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                init=True,
+                network=spec.network,
+                ports={f"{spec.port.container_port}/tcp": (spec.port.host_ip, spec.port.host_port)},
+                volumes={spec.volume: {"bind": spec.volume_path, "mode": "rw"}},
+                log_config=LogConfig(
+                    type="json-file",
+                    config={"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)},
+                ),
+                restart_policy={"Name": "no"},
+            )
+            return container_from_inspect(created.attrs)
+
+    def start(self, container_id: str) -> None:
+        with engine_errors(f"start container {container_id[:12]}"):
+            self._api.start(container_id)
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        with engine_errors(f"stop container {container_id[:12]}"):
+            try:
+                self._api.stop(container_id, timeout=timeout)
+            except docker.errors.NotFound:
+                return
+
+    def remove(self, container_id: str) -> None:
+        with engine_errors(f"remove container {container_id[:12]}"):
+            try:
+                self._api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                    return
+                raise
+
+    def remove_volume(self, name: str) -> None:
+        with engine_errors(f"remove volume {name}"):
+            try:
+                self._api.remove_volume(name, force=True)
+            except docker.errors.NotFound:
+                return
+
+    def inspect(self, container_id: str) -> Container | None:
+        with engine_errors(f"inspect container {container_id[:12]}"):
+            try:
+                return container_from_inspect(self._api.inspect_container(container_id))
+            except docker.errors.NotFound:
+                return None
+
+    def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
+        wanted = [_MANAGED, *(f"{k}={v}" for k, v in (filters or {}).items())]
+        with engine_errors("list agent containers"):
+            rows = self._api.containers(all=True, filters={"label": wanted})
+        return [container_from_summary(row) for row in rows]
+
+    def logs(self, container_id: str, tail: int) -> str:
+        with engine_errors(f"read logs of {container_id[:12]}"):
+            raw: bytes = self._api.logs(container_id, tail=tail, stdout=True, stderr=True)
+        return raw.decode(errors="replace")
+
+    def stats(self, container_id: str) -> ContainerStats:
+        with engine_errors(f"read stats of {container_id[:12]}"):
+            data = self._api.stats(container_id, stream=False)
+        cpu, pre = data.get("cpu_stats") or {}, data.get("precpu_stats") or {}
+        cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
+            pre.get("cpu_usage") or {}
+        ).get("total_usage", 0)
+        system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        cores = cpu.get("online_cpus") or 1
+        percent = (cpu_delta / system_delta) * cores * 100 if system_delta > 0 else 0.0
+        memory = data.get("memory_stats") or {}
+        networks = data.get("networks") or {}
+        return ContainerStats(
+            cpu_percent=round(percent, 2),
+            memory_bytes=int(memory.get("usage", 0)),
+            memory_limit_bytes=int(memory.get("limit", 0)),
+            pids=int((data.get("pids_stats") or {}).get("current", 0)),
+            network_rx_bytes=sum(int(n.get("rx_bytes", 0)) for n in networks.values()),
+            network_tx_bytes=sum(int(n.get("tx_bytes", 0)) for n in networks.values()),
+        )
+
+    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
+        with engine_errors("follow engine events"):
+            stream = self._api.events(
+                since=since,
+                decode=True,
+                filters={"type": "container", "label": [_MANAGED]},
+            )
+        with engine_errors("follow engine events"):
+            for raw in stream:
+                actor = raw.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                yield EngineEvent(
+                    action=str(raw.get("Action", "")).split(":")[0],
+                    container_id=str(actor.get("ID", "")),
+                    labels={k: v for k, v in attributes.items() if k.startswith("clawhq.")},
+                    time=datetime.fromtimestamp(raw.get("timeNano", 0) / 1e9, UTC),
+                    attributes=attributes,
+                )
+
+    def image_exists(self, image: str) -> bool:
+        with engine_errors(f"look up image {image}"):
+            try:
+                self._client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+    def build_image(
+        self, context: Path, dockerfile: str, tag: str, buildargs: Mapping[str, str] | None = None
+    ) -> str:
+        """Build an image from a local context; return its id. Build output goes to the log."""
+        with engine_errors(f"build image {tag}"):
+            try:
+                image, output = self._client.images.build(
+                    path=str(context),
+                    dockerfile=dockerfile,
+                    tag=tag,
+                    buildargs=dict(buildargs or {}),
+                    rm=True,
+                    forcerm=True,
+                )
+            except docker.errors.BuildError as exc:
+                lines = [str(step.get("stream", step.get("error", ""))) for step in exc.build_log]
+                detail = "".join(lines)[-2000:]
+                raise EngineError(f"build of {tag} failed: {exc.msg}\n{detail}") from None
+            for step in output:
+                text = str(step.get("stream", "")).strip()
+                if text:
+                    log.debug("build %s: %s", tag, text)
+            return str(image.id)

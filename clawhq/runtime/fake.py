@@ -1,0 +1,132 @@
+"""An in-memory :class:`~clawhq.runtime.base.Runtime` for unit tests of the layers above."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from clawhq.errors import ClawHQError, EngineError, EngineUnavailable, ImageNotFound
+from clawhq.runtime import labels
+from clawhq.runtime.base import (
+    Container,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    EngineEvent,
+)
+
+
+class FakeRuntime:
+    """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise."""
+
+    def __init__(self, images: set[str] | None = None) -> None:
+        self.images = set(images or ())
+        self.containers: dict[str, Container] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.volumes: set[str] = set()
+        self.fail: dict[str, ClawHQError] = {}
+        self.reachable = True
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _check(self, method: str) -> None:
+        if not self.reachable:
+            raise EngineUnavailable("fake engine is down")
+        if method in self.fail:
+            raise self.fail[method]
+
+    def _find(self, ref: str) -> Container | None:
+        return self.containers.get(ref) or next(
+            (c for c in self.containers.values() if c.name == ref), None
+        )
+
+    def ping(self) -> None:
+        self._check("ping")
+
+    def ensure_network(self, name: str) -> str:
+        self._check("ensure_network")
+        return "10.99.0.1"
+
+    def create(self, spec: ContainerSpec) -> Container:
+        self._check("create")
+        with self._lock:
+            if spec.image not in self.images:
+                raise ImageNotFound(f"no such image: {spec.image}")
+            if self._find(spec.name):
+                raise EngineError(f"container name {spec.name} is already in use")
+            container = Container(
+                id=f"fake{next(self._ids):060d}",
+                name=spec.name,
+                image=spec.image,
+                state=ContainerState.CREATED,
+                labels={**spec.labels, labels.CONFIG_HASH: spec.config_hash()},
+                ports=(spec.port,),
+            )
+            self.containers[container.id] = container
+            self.specs[container.id] = spec
+            self.volumes.add(spec.volume)
+            return container
+
+    def _set(self, ref: str, **changes: object) -> None:
+        with self._lock:
+            container = self._find(ref)
+            if container is None:
+                raise EngineError(f"no such container: {ref}")
+            self.containers[container.id] = replace(container, **changes)  # type: ignore[arg-type]
+
+    def start(self, container_id: str) -> None:
+        self._check("start")
+        self._set(container_id, state=ContainerState.RUNNING, started_at=datetime.now(UTC))
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        self._check("stop")
+        if self._find(container_id):
+            self._set(container_id, state=ContainerState.EXITED, exit_code=0)
+
+    def crash(self, container_id: str, exit_code: int = 137, oom: bool = False) -> None:
+        """Test helper: the container dies on its own."""
+        self._set(container_id, state=ContainerState.EXITED, exit_code=exit_code, oom_killed=oom)
+
+    def remove(self, container_id: str) -> None:
+        self._check("remove")
+        with self._lock:
+            container = self._find(container_id)
+            if container is not None:
+                del self.containers[container.id]
+                self.specs.pop(container.id, None)
+
+    def remove_volume(self, name: str) -> None:
+        self._check("remove_volume")
+        self.volumes.discard(name)
+
+    def inspect(self, container_id: str) -> Container | None:
+        self._check("inspect")
+        return self._find(container_id)
+
+    def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
+        self._check("list_managed")
+        wanted = {labels.SERVICE: labels.SERVICE_AGENT, **(filters or {})}
+        return [
+            c
+            for c in list(self.containers.values())
+            if all(c.labels.get(k) == v for k, v in wanted.items())
+        ]
+
+    def logs(self, container_id: str, tail: int) -> str:
+        self._check("logs")
+        return ""
+
+    def stats(self, container_id: str) -> ContainerStats:
+        self._check("stats")
+        return ContainerStats(0.0, 0, 0, 0, 0, 0)
+
+    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
+        self._check("events")
+        return iter(())
+
+    def image_exists(self, image: str) -> bool:
+        self._check("image_exists")
+        return image in self.images

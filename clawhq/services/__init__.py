@@ -1,0 +1,1 @@
+"""Use cases over the data layer: users and tokens, agents, webhooks. Each owns its transaction."""

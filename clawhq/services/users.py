@@ -1,0 +1,113 @@
+"""Users, their plans and their API tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clawhq.credentials import (
+    API_TOKEN_PREFIX,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
+from clawhq.db.models import ApiToken, Plan, User
+from clawhq.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+
+# Verifying against this when the email is unknown keeps login timing the same either way.
+_DUMMY_HASH = hash_password("clawhq-timing-equalizer")
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def get_plan(session: Session, name: str) -> Plan:
+    plan = session.get(Plan, name)
+    if plan is None:
+        known = ", ".join(session.scalars(select(Plan.name).order_by(Plan.name)))
+        raise InvalidRequest(f"unknown plan {name!r} (known: {known})", code="unknown_plan")
+    return plan
+
+
+def create_user(
+    session: Session,
+    email: str,
+    password: str | None = None,
+    *,
+    plan: str = "free",
+    is_admin: bool = False,
+) -> User:
+    """Add a user; a taken email is a 409 ``email_taken``."""
+    get_plan(session, plan)
+    user = User(
+        email=normalize_email(email),
+        password_hash=hash_password(password) if password else None,
+        plan_name=plan,
+        is_admin=is_admin,
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict("a user with this email already exists", code="email_taken") from None
+    return user
+
+
+def issue_token(session: Session, user: User, name: str, ttl: timedelta | None) -> str:
+    """A new API token for ``user``; only its digest is stored. Returns the token itself."""
+    token = new_token(API_TOKEN_PREFIX)
+    expires = datetime.now(UTC) + ttl if ttl else None
+    session.add(
+        ApiToken(user_id=user.id, token_hash=hash_token(token), name=name, expires_at=expires)
+    )
+    session.flush()
+    return token
+
+
+def register(session: Session, email: str, password: str, ttl: timedelta) -> tuple[User, str]:
+    user = create_user(session, email, password)
+    token = issue_token(session, user, "login", ttl)
+    session.commit()
+    return user, token
+
+
+def login(session: Session, email: str, password: str, ttl: timedelta) -> tuple[User, str]:
+    user = session.scalars(select(User).where(User.email == normalize_email(email))).first()
+    if user is None or user.password_hash is None:
+        verify_password(_DUMMY_HASH, password)
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    if not verify_password(user.password_hash, password):
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    token = issue_token(session, user, "login", ttl)
+    session.commit()
+    return user, token
+
+
+def authenticate(session: Session, token: str) -> User:
+    """The user behind a bearer token; unknown or expired tokens are 401."""
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
+    if row is None:
+        raise Unauthorized("invalid API token", code="invalid_token")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        raise Unauthorized("this API token has expired: log in again", code="token_expired")
+    return row.user
+
+
+def set_plan(session: Session, user_id: str, plan: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found", code="user_not_found")
+    user.plan_name = get_plan(session, plan).name
+    session.commit()
+    session.refresh(user)
+    return user
+
+
+def count_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0

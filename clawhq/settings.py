@@ -1,0 +1,208 @@
+"""All of ClawHQ's configuration, read from the environment in one place.
+
+Every variable is documented in the README. Invalid values stop start-up with a message that
+names the environment variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from functools import lru_cache
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from clawhq.errors import ConfigError
+
+ENV_PREFIX = "CLAWHQ_"
+PROVIDERS = ("claude", "openai", "gemini", "deepseek", "grok")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([bkmg]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: str | int) -> int:
+    """Parse a Docker-style size (``512m``, ``1g``, ``1GiB``, bytes as int) into bytes."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use forms like 512m or 1g)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def decode_encryption_key(value: str) -> bytes:
+    """Decode a url-safe base64 key and check it holds exactly 32 bytes."""
+    try:
+        raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be url-safe base64 (run `clawhq keys generate`)") from exc
+    if len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes, got {len(raw)} (run `clawhq keys generate`)")
+    return raw
+
+
+class Settings(BaseSettings):
+    """ClawHQ settings. Field ``x`` is read from ``CLAWHQ_X`` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/clawhq")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    docker_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("DOCKER_HOST", "docker_host")
+    )
+    encryption_key: SecretStr | None = None
+
+    claude_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
+    deepseek_api_key: SecretStr | None = None
+    grok_api_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    token_ttl_days: int = Field(default=30, ge=1)
+
+    agent_image: str = "clawhq-openclaw:latest"
+    agent_memory: int = Field(default=parse_size("1g"))
+    agent_cpu_quota: int = Field(default=50_000, ge=1_000)
+    agent_cpu_period: int = Field(default=100_000, ge=1_000, le=1_000_000)
+    agent_pids_limit: int = Field(default=256, ge=16)
+    agent_log_max_size: str = "10m"
+    agent_log_max_files: int = Field(default=3, ge=1, le=100)
+    agent_network: str = "clawhq-agents"
+    agent_workspace_path: str = "/home/openclaw"
+    agent_bind_ip: IPv4Address = IPv4Address("127.0.0.1")
+    agent_internal_port: int = Field(default=18789, ge=1, le=65535)
+    agent_health_path: str = "/healthz"
+    port_range: Annotated[tuple[int, int], NoDecode] = (19000, 19999)
+
+    health_interval: float = Field(default=30.0, gt=0)
+    start_timeout: float = Field(default=120.0, gt=0)
+    startup_poll_interval: float = Field(default=0.5, gt=0)
+    stop_timeout: int = Field(default=10, ge=0, le=600)
+    webhook_base_url: str | None = None
+
+    @field_validator("agent_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: str | int) -> int:
+        size = parse_size(value)
+        if size < 6 * 1024**2:
+            raise ValueError("must be at least 6m (Docker's minimum)")
+        return size
+
+    @field_validator("agent_log_max_size")
+    @classmethod
+    def _log_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _port_range(cls, value: str | tuple[int, int]) -> tuple[int, int]:
+        if isinstance(value, str):
+            parts = value.split("-")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError("must look like 19000-19999")
+            value = (int(parts[0]), int(parts[1]))
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+        return (low, high)
+
+    @field_validator("agent_health_path")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            decode_encryption_key(value.get_secret_value())
+            return value
+        return None
+
+    @field_validator("webhook_base_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as http://172.18.0.1:8000")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_key(self) -> Settings:
+        if self.env == "production" and self.encryption_key is None:
+            raise ValueError(
+                f"{ENV_PREFIX}ENCRYPTION_KEY is required when {ENV_PREFIX}ENV=production "
+                "(run `clawhq keys generate`)"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'clawhq.db'}"
+
+    @property
+    def port_count(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1
+
+    def bundled_key(self, provider: str) -> str | None:
+        """The operator's bundled API key for a provider, if one is configured."""
+        secret: SecretStr | None = getattr(self, f"{provider}_api_key", None)
+        return secret.get_secret_value() if secret else None
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (plus overrides), translating errors to env names."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error["loc"]
+            name = env_name(str(loc[0])) if loc else "configuration"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own with :func:`load_settings`)."""
+    return load_settings()

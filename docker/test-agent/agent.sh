@@ -1,0 +1,38 @@
+# Test agent. Environment (besides what ClawHQ sets):
+#   TEST_AGENT_MODE      healthy (default) | crash (exit 3 at once) | unhealthy ({"ok":false})
+#                        | catchall (200 with a non-JSON body)
+#   TEST_AGENT_HEARTBEAT seconds between heartbeats (default 2; 0 disables)
+bb=/bin/busybox
+mode=${TEST_AGENT_MODE:-healthy}
+echo "test agent ${CLAWHQ_AGENT_ID:-?} starting in mode $mode"
+case "$mode" in
+  crash) echo "test agent: crashing on purpose" >&2; exit 3 ;;
+  unhealthy|catchall)
+    $bb mkdir -p /tmp/www
+    if [ "$mode" = unhealthy ]; then
+      echo '{"ok":false}' > /tmp/www/healthz
+    else
+      echo '<html>control ui</html>' > /tmp/www/healthz
+    fi
+    root=/tmp/www ;;
+  *) root=/www ;;
+esac
+
+heartbeat() {
+  interval=${TEST_AGENT_HEARTBEAT:-2}
+  [ "$interval" = 0 ] && return
+  [ -n "$CLAWHQ_WEBHOOK_URL" ] || return
+  while :; do
+    # busybox wget's own -T option crashes in Debian's static build; `timeout` does the job.
+    $bb timeout 5 $bb wget -q -O /dev/null \
+      --header "Authorization: Bearer $CLAWHQ_WEBHOOK_TOKEN" \
+      --header "Content-Type: application/json" \
+      --post-data '{"type":"heartbeat"}' "$CLAWHQ_WEBHOOK_URL" 2>/dev/null
+    $bb sleep "$interval"
+  done
+}
+heartbeat &
+
+trap 'echo "test agent: stopping"; exit 0' TERM INT
+$bb httpd -f -p "${TEST_AGENT_PORT:-18789}" -h "$root" &
+wait $!

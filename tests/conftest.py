@@ -1,0 +1,258 @@
+"""Shared fixtures: both databases, the real Docker Engine, and apps wired to either.
+
+``scripts/test`` installs and starts Docker Engine and PostgreSQL. Run bare, pytest skips what
+it cannot reach and says why; with ``CI=true`` an unreachable engine or database fails instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, delete, insert, text
+
+from clawhq.api.app import create_app
+from clawhq.context import AppContext, build_context
+from clawhq.crypto import generate_key
+from clawhq.db import migrate
+from clawhq.db.engine import create_db_engine, normalize_url
+from clawhq.db.models import Base, Plan
+from clawhq.runtime.fake import FakeRuntime
+from clawhq.settings import Settings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CLAWHQ_TEST_POSTGRES_URL", "postgresql+psycopg://clawhq:clawhq@127.0.0.1:5432/postgres"
+)
+TEST_IMAGE = "clawhq-test-agent:latest"
+TEST_NETWORK = "clawhq-test-agents"
+DEFAULT_PLANS = (
+    {"name": "free", "max_agents": 1, "bundled_keys_allowed": False},
+    {"name": "pro", "max_agents": 5, "bundled_keys_allowed": True},
+    {"name": "team", "max_agents": 25, "bundled_keys_allowed": True},
+)
+
+
+def unavailable(what: str, why: str) -> None:
+    message = f"{what} is not available ({why}); run the suite with scripts/test"
+    if IN_CI:
+        pytest.fail(f"{message} — CI never skips it", pytrace=False)
+    pytest.skip(message)
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    name = f"clawhq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        unavailable("PostgreSQL", f"{POSTGRES_ADMIN_URL.split('@')[-1]}: {type(exc).__name__}")
+    url = normalize_url(POSTGRES_ADMIN_URL).rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'clawhq.db'}"
+
+
+_migrated: dict[str, Engine] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs once on SQLite and once on PostgreSQL, on a migrated, empty
+    schema (plans reset to their defaults)."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    engine = _migrated.get(url)
+    if engine is None:
+        engine = _migrated[url] = create_db_engine(url)
+        migrate.upgrade(engine)
+    yield url
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+        conn.execute(insert(Plan), [dict(p) for p in DEFAULT_PLANS])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for engine in _migrated.values():
+        engine.dispose()
+
+
+# -- settings and apps -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "encryption_key": generate_key(),
+            "agent_image": TEST_IMAGE,
+            "agent_network": TEST_NETWORK,
+            "agent_memory": "64m",
+            "port_range": "19400-19499",
+            "start_timeout": 20,
+            "startup_poll_interval": 0.1,
+            "stop_timeout": 2,
+            "webhook_base_url": "http://127.0.0.1:9",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+class Api:
+    """A TestClient with helpers to make users and agents through the real endpoints."""
+
+    def __init__(self, client: TestClient, context: AppContext) -> None:
+        self.client = client
+        self.context = context
+
+    def user(self, plan: str = "free", email: str | None = None) -> dict[str, str]:
+        """Register a user, move it to ``plan``; return auth headers (and ``id``)."""
+        email = email or f"u{uuid.uuid4().hex[:12]}@example.com"
+        reply = self.client.post(
+            "/api/auth/register", json={"email": email, "password": "correct horse battery"}
+        )
+        assert reply.status_code == 201, reply.text
+        body = reply.json()
+        if plan != "free":
+            from clawhq.services import users
+
+            with self.context.sessions() as session:
+                users.set_plan(session, body["user"]["id"], plan)
+        return {"Authorization": f"Bearer {body['token']}", "X-User-Id": body["user"]["id"]}
+
+    def agent(self, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+        body = {"name": f"agent-{uuid.uuid4().hex[:6]}", "apiKey": "sk-test-0123456789"}
+        body.update(fields)
+        reply = self.client.post("/api/agents", json=body, headers=headers)
+        assert reply.status_code == 201, reply.text
+        return reply.json()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def running_app(settings: Settings, runtime: Any = None, **kwargs: Any) -> Iterator[Api]:
+    holder: dict[str, AppContext] = {}
+
+    def make() -> AppContext:
+        holder["context"] = build_context(settings, runtime=runtime, **kwargs)
+        return holder["context"]
+
+    with TestClient(create_app(make), raise_server_exceptions=False) as client:
+        yield Api(client, holder["context"])
+
+
+@pytest.fixture
+def fake_runtime() -> FakeRuntime:
+    return FakeRuntime(images={TEST_IMAGE})
+
+
+@pytest.fixture
+def fake_api(settings: Settings, fake_runtime: FakeRuntime) -> Iterator[Api]:
+    """The API over the in-memory runtime; agents count as healthy once started."""
+
+    def probe(url: str) -> bool:
+        return True
+
+    with running_app(settings, fake_runtime, probe=probe) as api:
+        yield api
+
+
+# -- the real Docker Engine --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_runtime() -> Iterator[Any]:
+    from clawhq.errors import ClawHQError
+    from clawhq.runtime.docker_engine import DockerRuntime
+
+    runtime = DockerRuntime(os.environ.get("DOCKER_HOST"))
+    try:
+        runtime.ping()
+    except ClawHQError as exc:
+        unavailable("Docker Engine", exc.message)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_runtime: Any) -> str:
+    from clawhq.cli.images import build_test_agent
+
+    build_test_agent(docker_runtime, TEST_IMAGE)
+    return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def image_variant(docker_runtime: Any, test_image: str, tmp_path_factory: pytest.TempPathFactory):
+    """Build (once) the test agent with a fixed ``TEST_AGENT_MODE``; returns the tag."""
+    built: dict[str, str] = {}
+
+    def variant(mode: str) -> str:
+        if mode not in built:
+            context = tmp_path_factory.mktemp(f"variant-{mode}")
+            (context / "Dockerfile").write_text(f"FROM {test_image}\nENV TEST_AGENT_MODE={mode}\n")
+            tag = f"clawhq-test-agent:{mode}"
+            docker_runtime.build_image(context, "Dockerfile", tag)
+            built[mode] = tag
+        return built[mode]
+
+    return variant
+
+
+def remove_user_containers(runtime: Any, user_ids: list[str]) -> None:
+    from clawhq.runtime import labels
+
+    for user_id in user_ids:
+        for container in runtime.list_managed({labels.USER_ID: user_id}):
+            runtime.remove(container.id)
+            runtime.remove_volume(f"clawhq-workspace-{container.agent_id}")
+
+
+@pytest.fixture
+def docker_app(
+    make_settings: Callable[..., Settings], docker_runtime: Any, test_image: str
+) -> Iterator[Callable[..., contextlib.AbstractContextManager[Api]]]:
+    """Start the API over the real engine with settings overrides; cleans up what it made."""
+    contexts: list[AppContext] = []
+
+    @contextlib.contextmanager
+    def start(**overrides: Any) -> Iterator[Api]:
+        with running_app(make_settings(**overrides)) as api:
+            contexts.append(api.context)
+            yield api
+
+    yield start
+    for context in contexts:
+        from clawhq.db.models import User
+
+        engine = create_db_engine(context.settings.resolved_database_url)
+        with engine.connect() as conn:
+            ids = [row[0] for row in conn.execute(text(f"SELECT id FROM {User.__tablename__}"))]
+        engine.dispose()
+        remove_user_containers(docker_runtime, ids)

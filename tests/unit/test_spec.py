@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+
+from clawhq.db.models import Agent
+from clawhq.orchestrator.spec import AgentSecrets, build_spec, container_name
+from clawhq.runtime import labels
+from clawhq.settings import load_settings
+
+
+def make_agent() -> Agent:
+    return Agent(
+        id="a" * 32,
+        user_id="u" * 32,
+        name="helper",
+        model_provider="claude",
+        model="claude-sonnet-4-20250514",
+        channels=["telegram"],
+    )
+
+
+def test_spec_carries_identity_env_limits_and_labels() -> None:
+    settings = load_settings(agent_memory="1g", agent_pids_limit=128, port_range="19000-19010")
+    secrets = AgentSecrets("sk-user", "whk_token", "gw-token")
+    spec = build_spec(settings, make_agent(), 19003, secrets, "http://172.18.0.1:8000")
+
+    assert spec.name == container_name("u" * 32, "a" * 32) == f"clawhq-{'u' * 32}-{'a' * 32}"
+    assert spec.labels == {
+        labels.SERVICE: "openclaw-agent",
+        labels.USER_ID: "u" * 32,
+        labels.AGENT_ID: "a" * 32,
+    }
+    assert spec.user == "1001:1001"
+    assert spec.limits.memory_bytes == 1024**3
+    assert spec.limits.pids_limit == 128
+    assert (spec.port.host_ip, spec.port.host_port, spec.port.container_port) == (
+        "127.0.0.1",
+        19003,
+        18789,
+    )
+    assert spec.env["CLAWHQ_API_KEY"] == "sk-user"
+    assert spec.env["CLAWHQ_WEBHOOK_TOKEN"] == "whk_token"
+    assert spec.env["OPENCLAW_GATEWAY_TOKEN"] == "gw-token"
+    assert spec.env["CLAWHQ_WEBHOOK_URL"] == f"http://172.18.0.1:8000/api/agents/{'a' * 32}/webhook"
+    assert json.loads(spec.env["CLAWHQ_CHANNELS"]) == ["telegram"]
+    for name in (
+        "CLAWHQ_USER_ID",
+        "CLAWHQ_AGENT_ID",
+        "CLAWHQ_AGENT_NAME",
+        "CLAWHQ_MODEL_PROVIDER",
+        "CLAWHQ_MODEL",
+    ):
+        assert spec.env[name]
+
+
+def test_config_hash_ignores_secrets_but_not_configuration() -> None:
+    settings = load_settings()
+    agent = make_agent()
+    one = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1")
+    two = build_spec(settings, agent, 19000, AgentSecrets("k2", "t2", "g2"), "http://h:1")
+    assert one.config_hash() == two.config_hash()
+    agent.model = "claude-opus-4"
+    three = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1")
+    assert three.config_hash() != one.config_hash()
