@@ -26,7 +26,7 @@ from clawhq.db.models import Base, Plan
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings, load_settings
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() == "true" or bool(os.environ.get("CLAWHQ_TEST_STRICT"))
 POSTGRES_ADMIN_URL = os.environ.get(
     "CLAWHQ_TEST_POSTGRES_URL", "postgresql+psycopg://clawhq:clawhq@127.0.0.1:5432/postgres"
 )

@@ -42,8 +42,8 @@ def test_usage_counts_once_per_event_id(fake_api: Api, fake_runtime: FakeRuntime
 
 
 def test_wrong_or_foreign_tokens_are_refused(fake_api: Api, fake_runtime: FakeRuntime) -> None:
-    first, first_hook = deployed_agent(fake_api, fake_runtime)
-    second, second_hook = deployed_agent(fake_api, fake_runtime)
+    first, _first_hook = deployed_agent(fake_api, fake_runtime)
+    _second, second_hook = deployed_agent(fake_api, fake_runtime)
     url = f"/api/agents/{first}/webhook"
     for headers in ({}, {"Authorization": "Bearer whk_wrong"}, second_hook):
         reply = fake_api.client.post(url, json={"type": "heartbeat"}, headers=headers)

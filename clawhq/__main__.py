@@ -1,0 +1,5 @@
+"""``python -m clawhq``: the same as the ``clawhq`` command."""
+
+from clawhq.cli import app
+
+app(prog_name="clawhq")

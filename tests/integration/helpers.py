@@ -1,0 +1,50 @@
+"""Helpers for tests against the real engine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import docker
+
+from tests.conftest import Api
+
+
+def wait_status(
+    api: Api, headers: dict[str, str], agent_id: str, *wanted: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll the API until the agent is in one of ``wanted`` (bounded; fails with the last body)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = api.client.get(f"/api/agents/{agent_id}", headers=headers).json()
+        if body["status"] in wanted:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"agent is {body.get('status')}, wanted {wanted}: {body}")
+
+
+def deploy_running(api: Api, headers: dict[str, str], agent_id: str) -> dict[str, Any]:
+    reply = api.client.post(f"/api/agents/{agent_id}/deploy", headers=headers)
+    assert reply.status_code == 202, reply.text
+    return wait_status(api, headers, agent_id, "RUNNING")
+
+
+def sdk() -> docker.DockerClient:
+    return docker.from_env(version="1.41")
+
+
+def exec_in(container_id: str, *command: str) -> tuple[int, str]:
+    result = sdk().containers.get(container_id).exec_run(list(command))
+    return result.exit_code, result.output.decode(errors="replace")
+
+
+def count_leases(api: Api) -> int:
+    from sqlalchemy import text
+
+    with api.context.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM port_leases")).scalar() or 0)
+
+
+def containers_of(agent_id: str) -> list[Any]:
+    return sdk().containers.list(all=True, filters={"label": f"clawhq.agent-id={agent_id}"})
