@@ -54,6 +54,7 @@ def _context(settings: Settings):  # type: ignore[no-untyped-def]
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _listen(host: str, port: int) -> socket.socket:
