@@ -11,6 +11,7 @@ from clawhq.crypto import Keyring, load_keyring
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.orchestrator.health import Probe, http_probe
 from clawhq.orchestrator.lifecycle import AgentOrchestrator
+from clawhq.orchestrator.supervisor import Supervisor
 from clawhq.runtime import Runtime
 from clawhq.settings import Settings
 
@@ -23,8 +24,11 @@ class AppContext:
     keyring: Keyring
     runtime: Runtime
     orchestrator: AgentOrchestrator
+    supervisor: Supervisor | None
 
     def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         self.orchestrator.shutdown()
         close = getattr(self.runtime, "close", None)
         if callable(close):
@@ -48,4 +52,5 @@ def build_context(
     keyring = load_keyring(settings)
     runtime = runtime if runtime is not None else docker_runtime(settings)
     orchestrator = AgentOrchestrator(settings, runtime, sessions, keyring, probe=probe)
-    return AppContext(settings, engine, sessions, keyring, runtime, orchestrator)
+    supervisor = Supervisor(orchestrator) if settings.supervise else None
+    return AppContext(settings, engine, sessions, keyring, runtime, orchestrator, supervisor)

@@ -8,6 +8,7 @@
     │   └── PlanLimitExceeded       the user's plan does not allow this
     ├── NotFound (404)              unknown, or owned by someone else
     ├── Conflict (409)              the resource's state does not allow this now
+    ├── TooManyRequests (429)       come back later (``retry_after`` seconds)
     ├── EngineError (502)           the container engine refused or failed an operation
     │   └── ImageNotFound           the agent image is not on the engine
     └── Unavailable (503)           a dependency is down or a pool is empty
@@ -65,6 +66,15 @@ class NotFound(ClawHQError):
 class Conflict(ClawHQError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(ClawHQError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class EngineError(ClawHQError):

@@ -19,14 +19,20 @@ class AgentStatus(StrEnum):
     ERROR = "ERROR"
 
 
+class DesiredState(StrEnum):
+    """What the agent's owner asked for; the supervisor converges the engine towards it."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    DELETED = "DELETED"
+
+
 S = AgentStatus
 
 #: The states each operation may start from.
 DEPLOY_FROM = frozenset({S.STOPPED, S.ERROR, S.RUNNING, S.UNHEALTHY})
-START_FROM = frozenset({S.STOPPED, S.ERROR})
-STOP_FROM = frozenset({S.RUNNING, S.UNHEALTHY, S.DEPLOYING, S.RESTARTING, S.ERROR})
-#: States in which an operation is under way, so another one must wait.
-BUSY = frozenset({S.STOPPING})
+START_FROM = frozenset({S.STOPPED, S.ERROR, S.RESTARTING})
+STOP_FROM = frozenset({S.RUNNING, S.UNHEALTHY, S.DEPLOYING, S.RESTARTING, S.STOPPING, S.ERROR})
 
 
 def require(current: AgentStatus, allowed: frozenset[AgentStatus], action: str) -> None:

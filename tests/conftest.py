@@ -179,7 +179,9 @@ def fake_api(settings: Settings, fake_runtime: FakeRuntime) -> Iterator[Api]:
     def probe(url: str) -> bool:
         return True
 
-    with running_app(settings, fake_runtime, probe=probe) as api:
+    with running_app(
+        settings.model_copy(update={"supervise": False}), fake_runtime, probe=probe
+    ) as api:
         yield api
 
 

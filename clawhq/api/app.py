@@ -28,6 +28,8 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             log.info("agents post webhooks to %s", context.orchestrator.webhook_base_url)
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
+        if context.supervisor is not None:
+            context.supervisor.start()
         try:
             yield
         finally:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from clawhq.errors import ClawHQError
+from clawhq.errors import ClawHQError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,14 @@ MEDIA_TYPE = "application/problem+json"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def problem(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"urn:clawhq:error:{code}",
         "title": HTTPStatus(status).phrase,
@@ -30,7 +37,9 @@ def problem(request: Request, status: int, code: str, detail: str, **extra: Any)
         "instance": request.url.path,
         **extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -43,7 +52,8 @@ async def _clawhq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClawHQError)
     if exc.status >= 500:
         log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
-    return problem(request, exc.status, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return problem(request, exc.status, exc.code, exc.message, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

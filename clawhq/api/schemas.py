@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, 
 from pydantic.alias_generators import to_camel
 
 from clawhq.settings import PROVIDERS
-from clawhq.status import AgentStatus
+from clawhq.status import AgentStatus, DesiredState
 
 Provider = Literal["claude", "openai", "gemini", "deepseek", "grok"]
 Channel = Literal["telegram", "discord", "slack", "whatsapp"]
@@ -62,7 +62,13 @@ class AgentPublic(Schema):
     model_provider: str
     model: str
     status: AgentStatus
-    last_error: str | None
+    desired_state: DesiredState = Field(description="What the owner asked for last.")
+    last_error: str | None = Field(description="Why the agent last failed, in plain words.")
+    last_exit_code: int | None
+    oom_killed: bool = Field(description="Whether the last exit was an out-of-memory kill.")
+    restart_count: int
+    next_restart_at: datetime | None
+    last_healthy_at: datetime | None
     container_id: str | None
     container_port: int | None
     container_status: str | None = Field(

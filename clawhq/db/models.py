@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from clawhq.status import AgentStatus
+from clawhq.status import AgentStatus, DesiredState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -120,7 +120,18 @@ class Agent(Base):
         default=AgentStatus.STOPPED,
     )
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    desired_state: Mapped[DesiredState] = mapped_column(
+        Enum(DesiredState, native_enum=False, length=16, validate_strings=True),
+        default=DesiredState.STOPPED,
+    )
+    keep_workspace: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_exit_code: Mapped[int | None] = mapped_column(Integer)
+    oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    backoff_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_healthy_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     container_id: Mapped[str | None] = mapped_column(String(64))
     container_port: Mapped[int | None] = mapped_column(Integer)
     api_key_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)

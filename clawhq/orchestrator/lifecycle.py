@@ -3,38 +3,40 @@
 Rules kept here:
 - Operations on one agent are serialized (a per-agent lock in this process, a row lock or
   SQLite's write lock across processes) and each checks the state it starts from.
-- A deploy or start that fails at any step leaves no container and no port lease; the agent
-  is ``ERROR`` with the reason in ``last_error``.
+- The owner's wish is ``desired_state``, written in the same transaction as the status; the
+  supervisor converges towards it and never undoes a user's stop.
+- A deploy or start the user asked for that fails at any step leaves no container and no port
+  lease; the agent is ``ERROR`` with the reason in ``last_error``. A restart the supervisor
+  started that fails is retried after a backoff instead.
 - Deploy and start return once the container runs; a background waiter marks the agent
-  ``RUNNING`` when its health path answers ``{"ok": true}``, or ``ERROR`` when it never does.
+  ``RUNNING`` when its health path answers ``{"ok": true}``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import threading
 import time
-import weakref
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq import status as states
 from clawhq.credentials import WEBHOOK_TOKEN_PREFIX, hash_token, new_token
 from clawhq.crypto import Keyring, Sealed
 from clawhq.db.models import Agent, User
-from clawhq.errors import ClawHQError, NotFound, PlanLimitExceeded, Unavailable
+from clawhq.errors import ClawHQError, NotFound, PlanLimitExceeded, TooManyRequests, Unavailable
 from clawhq.orchestrator.health import Probe, http_probe
+from clawhq.orchestrator.locks import AgentLocks
 from clawhq.orchestrator.ports import PortPool
+from clawhq.orchestrator.reconcile import backoff_delay
 from clawhq.orchestrator.spec import AgentSecrets, build_spec, container_name, volume_name
-from clawhq.runtime import Runtime, labels
+from clawhq.runtime import Container, Runtime, labels
 from clawhq.settings import Settings
-from clawhq.status import AgentStatus
+from clawhq.status import AgentStatus, DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -42,39 +44,18 @@ LOG_TAIL_LINES = 5
 MAX_ERROR_CHARS = 1000
 
 
-class AgentLocks:
-    """One re-entrant lock per agent id, dropped when nobody holds a reference to it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
-
-    @contextlib.contextmanager
-    def hold(self, agent_id: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.get(agent_id)
-            if lock is None:
-                lock = _Lock()
-                self._locks[agent_id] = lock
-        with lock.rlock:
-            yield
-
-
-class _Lock:
-    __slots__ = ("__weakref__", "rlock")
-
-    def __init__(self) -> None:
-        self.rlock = threading.RLock()
-
-
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _set_status(agent: Agent, status: AgentStatus, error: str | None = None) -> None:
-    agent.status = status
-    agent.status_changed_at = _now()
-    agent.last_error = error[:MAX_ERROR_CHARS] if error else None
+def set_status(agent: Agent, status: AgentStatus) -> None:
+    if agent.status is not status:
+        agent.status = status
+        agent.status_changed_at = now()
+
+
+def set_error(agent: Agent, reason: str | None) -> None:
+    agent.last_error = reason[:MAX_ERROR_CHARS] if reason else None
 
 
 class AgentOrchestrator:
@@ -92,12 +73,14 @@ class AgentOrchestrator:
     ) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.sessions = sessions
+        self.locks = AgentLocks()
         self.ports = PortPool(settings.port_range, str(settings.agent_bind_ip))
-        self._sessions = sessions
+        self.probe = probe
         self._keyring = keyring
-        self._probe = probe
-        self._locks = AgentLocks()
         self._executor = ThreadPoolExecutor(max_background, thread_name_prefix="clawhq-waiter")
+        self._watching: set[str] = set()
+        self._watching_lock = threading.Lock()
         self._webhook_base = settings.webhook_base_url
         self._prepared = False
         self._closed = False
@@ -118,85 +101,76 @@ class AgentOrchestrator:
         return self._webhook_base
 
     def shutdown(self) -> None:
-        """Stop background waiters. Agents keep running; the next start picks them up."""
+        """Stop background waiters. Agents keep running; the next start adopts them."""
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # -- operations -----------------------------------------------------------------------
+    # -- what the owner asks for ----------------------------------------------------------
 
     def deploy(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """(Re)create the agent's container from its current configuration and start it.
 
         With ``owner_id``, every operation treats another user's agent as missing.
         """
-        with self._locks.hold(agent_id):
-            return self._deploy(agent_id, owner_id)
+        with self.locks.hold(agent_id):
+            return self._deploy(agent_id, owner_id, supervised=False)
 
     def start(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """Start a stopped agent; an agent without a container is deployed."""
-        with self._locks.hold(agent_id):
-            with self._sessions.begin() as session:
-                agent = self._load(session, agent_id, owner_id)
+        with self.locks.hold(agent_id):
+            with self.sessions.begin() as session:
+                agent = self.load(session, agent_id, owner_id)
                 if agent.status in (AgentStatus.RUNNING, AgentStatus.DEPLOYING):
                     return agent
                 states.require(agent.status, states.START_FROM, "start")
-                container = self.runtime.inspect(agent.container_id) if agent.container_id else None
+                container = self._inspect(agent.container_id)
                 if container is not None:
-                    _set_status(agent, AgentStatus.DEPLOYING)
+                    self._check_capacity(session)
+                    agent.desired_state = DesiredState.RUNNING
+                    set_status(agent, AgentStatus.DEPLOYING)
                 port = agent.container_port
             if container is None:
-                return self._deploy(agent_id, owner_id)
+                return self._deploy(agent_id, owner_id, supervised=False)
             try:
                 self.runtime.start(container.id)
             except ClawHQError as exc:
-                self._fail(agent_id, container.id, f"start failed: {exc.message}")
+                self.fail_start(agent_id, container.id, f"start failed: {exc.message}")
                 raise
-            self._watch(agent_id, container.id, port)
-            return self._get(agent_id)
+            self.watch(agent_id, container.id, port)
+            return self.get(agent_id)
 
     def stop(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """Stop gracefully (SIGTERM, then SIGKILL after ``CLAWHQ_STOP_TIMEOUT``)."""
-        with self._locks.hold(agent_id):
-            with self._sessions.begin() as session:
-                agent = self._load(session, agent_id, owner_id)
+        with self.locks.hold(agent_id):
+            with self.sessions.begin() as session:
+                agent = self.load(session, agent_id, owner_id)
+                agent.desired_state = DesiredState.STOPPED
+                agent.next_restart_at = None
                 if agent.status is AgentStatus.STOPPED:
                     return agent
                 states.require(agent.status, states.STOP_FROM, "stop")
-                previous = agent.status
-                _set_status(agent, AgentStatus.STOPPING)
+                set_status(agent, AgentStatus.STOPPING)
                 container_id = agent.container_id
-            try:
-                if container_id:
-                    self.runtime.stop(container_id, self.settings.stop_timeout)
-            except ClawHQError:
-                with self._sessions.begin() as session:
-                    _set_status(self._load(session, agent_id), previous)
-                raise
-            with self._sessions.begin() as session:
-                agent = self._load(session, agent_id)
-                _set_status(agent, AgentStatus.STOPPED)
-                return agent
+            # If this fails the agent stays STOPPING with desired STOPPED: the supervisor
+            # finishes the stop once the engine answers again.
+            if container_id:
+                self.runtime.stop(container_id, self.settings.stop_timeout)
+            return self.mark_stopped(agent_id)
 
     def destroy(
         self, agent_id: str, owner_id: str | None = None, *, keep_workspace: bool = False
     ) -> None:
-        """Remove the container and the port lease, the workspace volume unless kept, the row."""
-        with self._locks.hold(agent_id):
-            with self._sessions.begin() as session:
-                agent = self._load(session, agent_id, owner_id)
-                user_id, container_id = agent.user_id, agent.container_id
-            if keep_workspace and container_id:
-                # Let the agent flush its workspace before it goes.
-                self.runtime.stop(container_id, self.settings.stop_timeout)
-            for ref in {container_id, container_name(user_id, agent_id)} - {None}:
-                self.runtime.remove(str(ref))
-            if not keep_workspace:
-                self.runtime.remove_volume(volume_name(agent_id))
-            with self._sessions.begin() as session:
-                self.ports.release(session, agent_id)
-                agent = session.get(Agent, agent_id)
-                if agent is not None:
-                    session.delete(agent)
+        """Remove the container and the port lease, the workspace volume unless kept, the row.
+
+        The wish to delete is recorded first, so a crash half-way is finished by the
+        supervisor rather than leaving a container behind.
+        """
+        with self.locks.hold(agent_id):
+            with self.sessions.begin() as session:
+                agent = self.load(session, agent_id, owner_id)
+                agent.desired_state = DesiredState.DELETED
+                agent.keep_workspace = keep_workspace
+            self.finish_delete(agent_id)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -207,18 +181,158 @@ class AgentOrchestrator:
 
     def container_state(self, agent: Agent) -> str:
         """``running``, ``exited``… for the agent's container, or ``missing`` when it has none."""
-        container = self.runtime.inspect(agent.container_id) if agent.container_id else None
+        container = self._inspect(agent.container_id)
         return container.state.value if container else "missing"
+
+    def health_url(self, port: int | None) -> str:
+        """Where ClawHQ probes an agent: its published port, on the host."""
+        host = str(self.settings.agent_bind_ip)
+        host = "127.0.0.1" if host == "0.0.0.0" else host
+        return f"http://{host}:{port}{self.settings.agent_health_path}"
+
+    def watched(self) -> set[str]:
+        """Agents whose start a waiter in this process follows."""
+        with self._watching_lock:
+            return set(self._watching)
+
+    # -- building blocks shared with the supervisor ---------------------------------------
+
+    def finish_delete(self, agent_id: str) -> None:
+        with self.locks.hold(agent_id):
+            with self.sessions.begin() as session:
+                agent = self.find(session, agent_id)
+                if agent is None or agent.desired_state is not DesiredState.DELETED:
+                    return
+                user_id, container_id = agent.user_id, agent.container_id
+                keep_workspace = agent.keep_workspace
+            if keep_workspace and container_id:
+                self.runtime.stop(container_id, self.settings.stop_timeout)  # let it flush
+            self._remove_all(agent_id, user_id, container_id)
+            if not keep_workspace:
+                self.runtime.remove_volume(volume_name(agent_id))
+            with self.sessions.begin() as session:
+                self.ports.release(session, agent_id)
+                agent = self.find(session, agent_id)
+                if agent is not None:
+                    session.delete(agent)
+
+    def mark_stopped(self, agent_id: str) -> Agent:
+        with self.sessions.begin() as session:
+            agent = self.load(session, agent_id)
+            if agent.desired_state is DesiredState.STOPPED:
+                set_status(agent, AgentStatus.STOPPED)
+            return agent
+
+    def deploy_supervised(self, agent_id: str) -> None:
+        """Recreate the container of an agent that should run (the supervisor's restart)."""
+        with self.locks.hold(agent_id):
+            try:
+                self._deploy(agent_id, None, supervised=True)
+            except ClawHQError as exc:
+                log.warning("recreating agent %s failed: %s", agent_id, exc.message)
+
+    def watch(
+        self, agent_id: str, container_id: str, port: int | None, *, supervised: bool = False
+    ) -> None:
+        """Follow a starting container until it is healthy, fails, or runs out of time."""
+        if self._closed:
+            return
+        with self._watching_lock:
+            self._watching.add(agent_id)
+        self._executor.submit(self._await_healthy, agent_id, container_id, port, supervised)
+
+    def fail_start(self, agent_id: str, container_ref: str, reason: str) -> None:
+        """Undo a start the user asked for: no container, no lease, ``ERROR`` with the reason."""
+        with self.locks.hold(agent_id):
+            with self.sessions.begin() as session:
+                agent = self.find(session, agent_id)
+                if agent is None or agent.status is not AgentStatus.DEPLOYING:
+                    return  # superseded: stopped, deleted or redeployed meanwhile
+                if agent.container_id not in (None, container_ref):
+                    return
+            log.warning("agent %s failed to start: %s", agent_id, reason)
+            try:
+                self.runtime.remove(container_ref)
+            except ClawHQError as exc:  # the supervisor removes it once the engine is back
+                log.error("could not remove container of failed agent %s: %s", agent_id, exc)
+            with self.sessions.begin() as session:
+                agent = self.find(session, agent_id)
+                if agent is None:
+                    return
+                self.ports.release(session, agent_id)
+                agent.container_id = None
+                agent.container_port = None
+                agent.desired_state = DesiredState.STOPPED
+                set_status(agent, AgentStatus.ERROR)
+                set_error(agent, reason)
+
+    def schedule_restart(
+        self, agent_id: str, reason: str, container: Container | None = None
+    ) -> None:
+        """Record why an agent that should run is down, and when it will be restarted."""
+        with self.locks.hold(agent_id), self.sessions.begin() as session:
+            agent = self.find(session, agent_id)
+            if agent is None or agent.desired_state is not DesiredState.RUNNING:
+                return
+            if container is not None and not container.is_running:
+                agent.last_exit_code = container.exit_code
+                agent.oom_killed = container.oom_killed
+            agent.backoff_step += 1
+            delay = backoff_delay(
+                agent.backoff_step,
+                self.settings.restart_backoff_initial,
+                self.settings.restart_backoff_max,
+            )
+            agent.next_restart_at = now() + timedelta(seconds=delay)
+            set_status(agent, AgentStatus.RESTARTING)
+            set_error(agent, reason)
+            log.warning("agent %s is down (%s); restart in %.0fs", agent_id, reason, delay)
+
+    def describe_down(self, container: Container | None) -> str:
+        """Why a container is not serving, in words for its owner, with its last log lines."""
+        if container is None:
+            return "the agent's container disappeared"
+        return container.describe_exit() + self.log_tail(container.id)
+
+    def log_tail(self, container_id: str) -> str:
+        try:
+            tail = self.runtime.logs(container_id, LOG_TAIL_LINES).strip()
+        except ClawHQError:
+            return ""
+        return f"; last log lines: {tail}" if tail else ""
+
+    def get(self, agent_id: str) -> Agent:
+        with self.sessions() as session:
+            return self.load(session, agent_id)
+
+    def load(self, session: Session, agent_id: str, owner_id: str | None = None) -> Agent:
+        agent = self.find(session, agent_id)
+        if (
+            agent is None
+            or agent.desired_state is DesiredState.DELETED
+            or (owner_id is not None and agent.user_id != owner_id)
+        ):
+            raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
+        return agent
+
+    @staticmethod
+    def find(session: Session, agent_id: str) -> Agent | None:
+        query = select(Agent).where(Agent.id == agent_id).with_for_update()
+        return session.scalars(query).one_or_none()
 
     # -- internals ------------------------------------------------------------------------
 
-    def _deploy(self, agent_id: str, owner_id: str | None) -> Agent:
+    def _deploy(self, agent_id: str, owner_id: str | None, *, supervised: bool) -> Agent:
         if not self._prepared:
             self.prepare()
-        webhook_base = str(self._webhook_base)
-        with self._sessions.begin() as session:
-            agent = self._load(session, agent_id, owner_id)
-            states.require(agent.status, states.DEPLOY_FROM, "deploy")
+        with self.sessions.begin() as session:
+            agent = self.load(session, agent_id, owner_id)
+            if supervised:
+                if agent.desired_state is not DesiredState.RUNNING:
+                    return agent
+            else:
+                states.require(agent.status, states.DEPLOY_FROM, "deploy")
+                self._check_capacity(session)
             secrets_ = AgentSecrets(
                 api_key=self._api_key_for(session, agent),
                 webhook_token=new_token(WEBHOOK_TOKEN_PREFIX),
@@ -229,23 +343,55 @@ class AgentOrchestrator:
             agent.webhook_token_hash = hash_token(secrets_.webhook_token)
             agent.container_id = None
             agent.container_port = port
-            _set_status(agent, AgentStatus.DEPLOYING)
-            spec = build_spec(self.settings, agent, port, secrets_, webhook_base)
+            agent.desired_state = DesiredState.RUNNING
+            if not supervised:
+                set_status(agent, AgentStatus.DEPLOYING)
+                set_error(agent, None)
+                agent.last_exit_code, agent.oom_killed = None, False
+                agent.backoff_step, agent.next_restart_at = 0, None
+            spec = build_spec(self.settings, agent, port, secrets_, str(self._webhook_base))
         container_id: str | None = None
         try:
-            for ref in {old_container, spec.name} - {None}:
-                self.runtime.remove(str(ref))
+            self._remove_all(agent_id, spec.labels[labels.USER_ID], old_container)
             container_id = self.runtime.create(spec).id
-            with self._sessions.begin() as session:
-                agent = self._load(session, agent_id)
+            with self.sessions.begin() as session:
+                agent = self.load(session, agent_id)
                 agent.container_id = container_id
-                agent.deployed_at = _now()
+                agent.deployed_at = now()
             self.runtime.start(container_id)
         except ClawHQError as exc:
-            self._fail(agent_id, container_id or spec.name, f"deploy failed: {exc.message}")
+            reason = f"deploy failed: {exc.message}"
+            if supervised:
+                if container_id:
+                    self.runtime.remove(container_id)
+                self.schedule_restart(agent_id, reason)
+            else:
+                self.fail_start(agent_id, container_id or spec.name, reason)
             raise
-        self._watch(agent_id, container_id, port)
-        return self._get(agent_id)
+        self.watch(agent_id, container_id, port, supervised=supervised)
+        return self.get(agent_id)
+
+    def _remove_all(self, agent_id: str, user_id: str, container_id: str | None) -> None:
+        """Remove the agent's containers: the recorded one, by name, and any labelled one."""
+        refs = {container_id, container_name(user_id, agent_id)}
+        refs |= {c.id for c in self.runtime.list_managed({labels.AGENT_ID: agent_id})}
+        for ref in refs - {None}:
+            self.runtime.remove(str(ref))
+
+    def _check_capacity(self, session: Session) -> None:
+        in_flight = session.scalar(
+            select(func.count()).select_from(Agent).where(Agent.status == AgentStatus.DEPLOYING)
+        )
+        if (in_flight or 0) >= self.settings.max_deploys_in_flight:
+            raise TooManyRequests(
+                f"{in_flight} deploys are already in flight "
+                f"(CLAWHQ_MAX_DEPLOYS_IN_FLIGHT={self.settings.max_deploys_in_flight}); retry soon",
+                code="deploy_capacity_reached",
+                retry_after=5,
+            )
+
+    def _inspect(self, container_id: str | None) -> Container | None:
+        return self.runtime.inspect(container_id) if container_id else None
 
     def _api_key_for(self, session: Session, agent: Agent) -> str:
         if agent.api_key_ciphertext is not None and agent.api_key_key_id is not None:
@@ -267,95 +413,71 @@ class AgentOrchestrator:
             )
         return key
 
-    def _watch(self, agent_id: str, container_id: str, port: int | None) -> None:
-        if not self._closed:
-            self._executor.submit(self._await_healthy, agent_id, container_id, port)
-
-    def _await_healthy(self, agent_id: str, container_id: str, port: int | None) -> None:
-        host = str(self.settings.agent_bind_ip)
-        host = "127.0.0.1" if host == "0.0.0.0" else host
-        url = f"http://{host}:{port}{self.settings.agent_health_path}"
-        deadline = time.monotonic() + self.settings.start_timeout
-        reason = f"no healthy answer on {self.settings.agent_health_path} within " + (
-            f"{self.settings.start_timeout:g}s"
-        )
+    def _await_healthy(
+        self, agent_id: str, container_id: str, port: int | None, supervised: bool
+    ) -> None:
         try:
-            while not self._closed:
-                container = self.runtime.inspect(container_id)
-                if container is None:
-                    reason = "the container disappeared while starting"
-                    break
-                if not container.is_running:
-                    reason = container.describe_exit() + self._log_tail(container_id)
-                    break
-                if self._probe(url):
-                    self._mark_running(agent_id, container_id)
-                    return
-                if time.monotonic() >= deadline:
-                    reason += self._log_tail(container_id)
-                    break
-                time.sleep(self.settings.startup_poll_interval)
-            else:
-                return
-        except ClawHQError as exc:
-            reason = f"lost track of the container while starting: {exc.message}"
+            reason, container = self._wait_for_health(agent_id, container_id, port)
         except Exception:  # a waiter must never die without leaving the agent in a clear state
             log.exception("health waiter for agent %s failed", agent_id)
-            reason = "internal error while waiting for the agent to become healthy"
-        self._fail(agent_id, container_id, reason)
+            reason, container = "internal error while waiting for the agent to start", None
+        finally:
+            with self._watching_lock:
+                self._watching.discard(agent_id)
+        if reason is None or self._closed:
+            return
+        if supervised:
+            if container is not None and container.is_running:
+                self._stop_quietly(container.id)
+            self.schedule_restart(agent_id, reason, container)
+        else:
+            self.fail_start(agent_id, container_id, reason)
+
+    def _wait_for_health(
+        self, agent_id: str, container_id: str, port: int | None
+    ) -> tuple[str | None, Container | None]:
+        """``(None, …)`` once healthy; otherwise why not, and the container as last seen."""
+        url = self.health_url(port)
+        deadline = time.monotonic() + self.settings.start_timeout
+        container: Container | None = None
+        while not self._closed:
+            try:
+                container = self.runtime.inspect(container_id)
+            except ClawHQError as exc:
+                if time.monotonic() >= deadline:
+                    return f"lost track of the container while starting: {exc.message}", None
+                time.sleep(self.settings.startup_poll_interval)
+                continue
+            if container is None or not container.is_running:
+                return self.describe_down(container), container
+            if self.probe(url):
+                self._mark_running(agent_id, container_id)
+                return None, container
+            if time.monotonic() >= deadline:
+                reason = (
+                    f"no healthy answer on {self.settings.agent_health_path} within "
+                    f"{self.settings.start_timeout:g}s"
+                )
+                return reason + self.log_tail(container_id), container
+            time.sleep(self.settings.startup_poll_interval)
+        return None, container
 
     def _mark_running(self, agent_id: str, container_id: str) -> None:
-        with self._sessions.begin() as session:
-            agent = self._find(session, agent_id)
+        with self.sessions.begin() as session:
+            agent = self.find(session, agent_id)
             if (
                 agent is not None
-                and agent.status is AgentStatus.DEPLOYING
+                and agent.status in (AgentStatus.DEPLOYING, AgentStatus.RESTARTING)
+                and agent.desired_state is DesiredState.RUNNING
                 and agent.container_id == container_id
             ):
-                _set_status(agent, AgentStatus.RUNNING)
+                set_status(agent, AgentStatus.RUNNING)
+                agent.next_restart_at = None
+                agent.last_healthy_at = now()
                 log.info("agent %s is RUNNING", agent_id)
 
-    def _fail(self, agent_id: str, container_ref: str, reason: str) -> None:
-        """Undo a deploy or start: container and lease gone, the agent ERROR with ``reason``."""
-        with self._locks.hold(agent_id):
-            with self._sessions.begin() as session:
-                agent = self._find(session, agent_id)
-                if agent is None or agent.status is not AgentStatus.DEPLOYING:
-                    return  # superseded: stopped, deleted or redeployed meanwhile
-                if agent.container_id not in (None, container_ref):
-                    return
-            log.warning("agent %s failed to start: %s", agent_id, reason)
-            try:
-                self.runtime.remove(container_ref)
-            except ClawHQError as exc:  # the reconciler removes it once the engine is back
-                log.error("could not remove container of failed agent %s: %s", agent_id, exc)
-            with self._sessions.begin() as session:
-                agent = self._find(session, agent_id)
-                if agent is None:
-                    return
-                self.ports.release(session, agent_id)
-                agent.container_id = None
-                agent.container_port = None
-                _set_status(agent, AgentStatus.ERROR, reason)
-
-    def _log_tail(self, container_id: str) -> str:
+    def _stop_quietly(self, container_id: str) -> None:
         try:
-            tail = self.runtime.logs(container_id, LOG_TAIL_LINES).strip()
-        except ClawHQError:
-            return ""
-        return f"; last log lines: {tail}" if tail else ""
-
-    def _get(self, agent_id: str) -> Agent:
-        with self._sessions() as session:
-            return self._load(session, agent_id)
-
-    def _load(self, session: Session, agent_id: str, owner_id: str | None = None) -> Agent:
-        agent = self._find(session, agent_id)
-        if agent is None or (owner_id is not None and agent.user_id != owner_id):
-            raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
-        return agent
-
-    @staticmethod
-    def _find(session: Session, agent_id: str) -> Agent | None:
-        query = select(Agent).where(Agent.id == agent_id).with_for_update()
-        return session.scalars(query).one_or_none()
+            self.runtime.stop(container_id, self.settings.stop_timeout)
+        except ClawHQError as exc:
+            log.warning("could not stop container %s: %s", container_id[:12], exc.message)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from clawhq.crypto import Keyring
 from clawhq.db.models import Agent, User, new_id
 from clawhq.errors import Conflict, NotFound, PlanLimitExceeded
+from clawhq.status import DesiredState
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,11 @@ def create_agent(session: Session, keyring: Keyring, user: User, new: NewAgent) 
     """Store a new agent (STOPPED); its API key is sealed to this row."""
     # Lock the owner so two concurrent creates cannot both pass the plan check.
     owner = session.scalars(select(User).where(User.id == user.id).with_for_update(of=User)).one()
-    count = session.scalar(select(func.count()).select_from(Agent).where(Agent.user_id == owner.id))
+    count = session.scalar(
+        select(func.count())
+        .select_from(Agent)
+        .where(Agent.user_id == owner.id, Agent.desired_state != DesiredState.DELETED)
+    )
     if (count or 0) >= owner.plan.max_agents:
         raise PlanLimitExceeded(
             f"your plan {owner.plan.name!r} allows {owner.plan.max_agents} agent(s); "
@@ -67,13 +72,17 @@ def create_agent(session: Session, keyring: Keyring, user: User, new: NewAgent) 
 
 
 def list_agents(session: Session, user: User) -> list[Agent]:
-    query = select(Agent).where(Agent.user_id == user.id).order_by(Agent.created_at, Agent.id)
+    query = (
+        select(Agent)
+        .where(Agent.user_id == user.id, Agent.desired_state != DesiredState.DELETED)
+        .order_by(Agent.created_at, Agent.id)
+    )
     return list(session.scalars(query))
 
 
 def get_owned(session: Session, user: User, agent_id: str) -> Agent:
     """The caller's agent; another user's agent is indistinguishable from a missing one."""
     agent = session.get(Agent, agent_id)
-    if agent is None or agent.user_id != user.id:
+    if agent is None or agent.user_id != user.id or agent.desired_state is DesiredState.DELETED:
         raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
     return agent
