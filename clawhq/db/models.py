@@ -129,6 +129,7 @@ class Agent(Base):
     last_exit_code: Mapped[int | None] = mapped_column(Integer)
     oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    start_generation: Mapped[int] = mapped_column(Integer, default=0)
     backoff_step: Mapped[int] = mapped_column(Integer, default=0)
     next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_healthy_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

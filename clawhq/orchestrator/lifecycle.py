@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 5
 MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One start of one agent's container, followed by a waiter until it is healthy.
+
+    ``generation`` is the agent's ``start_generation`` when this start began: a waiter whose
+    start has been superseded (stopped, started again, redeployed) must not act on the agent.
+    """
+
+    agent_id: str
+    container_id: str
+    port: int | None
+    generation: int
+    supervised: bool = False
 
 
 def now() -> datetime:
@@ -79,7 +95,7 @@ class AgentOrchestrator:
         self.probe = probe
         self._keyring = keyring
         self._executor = ThreadPoolExecutor(max_background, thread_name_prefix="clawhq-waiter")
-        self._watching: set[str] = set()
+        self._watching: dict[str, int] = {}
         self._watching_lock = threading.Lock()
         self._webhook_base = settings.webhook_base_url
         self._prepared = False
@@ -124,19 +140,24 @@ class AgentOrchestrator:
                     return agent
                 states.require(agent.status, states.START_FROM, "start")
                 container = self._inspect(agent.container_id)
-                if container is not None:
+                if container is None:
+                    attempt = None
+                else:
                     self._check_capacity(session)
                     agent.desired_state = DesiredState.RUNNING
+                    agent.start_generation += 1
                     set_status(agent, AgentStatus.DEPLOYING)
-                port = agent.container_port
-            if container is None:
+                    attempt = Attempt(
+                        agent_id, container.id, agent.container_port, agent.start_generation
+                    )
+            if attempt is None:
                 return self._deploy(agent_id, owner_id, supervised=False)
             try:
-                self.runtime.start(container.id)
+                self.runtime.start(attempt.container_id)
             except ClawHQError as exc:
-                self.fail_start(agent_id, container.id, f"start failed: {exc.message}")
+                self.fail_start(attempt, f"start failed: {exc.message}")
                 raise
-            self.watch(agent_id, container.id, port)
+            self.watch(attempt)
             return self.get(agent_id)
 
     def stop(self, agent_id: str, owner_id: str | None = None) -> Agent:
@@ -195,6 +216,13 @@ class AgentOrchestrator:
         with self._watching_lock:
             return set(self._watching)
 
+    def is_current(self, agent: Agent, attempt: Attempt) -> bool:
+        """Whether ``attempt`` is still the agent's latest start."""
+        return agent.start_generation == attempt.generation and agent.container_id in (
+            None,
+            attempt.container_id,
+        )
+
     # -- building blocks shared with the supervisor ---------------------------------------
 
     def finish_delete(self, agent_id: str) -> None:
@@ -231,28 +259,27 @@ class AgentOrchestrator:
             except ClawHQError as exc:
                 log.warning("recreating agent %s failed: %s", agent_id, exc.message)
 
-    def watch(
-        self, agent_id: str, container_id: str, port: int | None, *, supervised: bool = False
-    ) -> None:
+    def watch(self, attempt: Attempt) -> None:
         """Follow a starting container until it is healthy, fails, or runs out of time."""
         if self._closed:
             return
         with self._watching_lock:
-            self._watching.add(agent_id)
-        self._executor.submit(self._await_healthy, agent_id, container_id, port, supervised)
+            self._watching[attempt.agent_id] = attempt.generation
+        self._executor.submit(self._await_healthy, attempt)
 
-    def fail_start(self, agent_id: str, container_ref: str, reason: str) -> None:
+    def fail_start(self, attempt: Attempt, reason: str) -> None:
         """Undo a start the user asked for: no container, no lease, ``ERROR`` with the reason."""
+        agent_id = attempt.agent_id
         with self.locks.hold(agent_id):
             with self.sessions.begin() as session:
                 agent = self.find(session, agent_id)
                 if agent is None or agent.status is not AgentStatus.DEPLOYING:
                     return  # superseded: stopped, deleted or redeployed meanwhile
-                if agent.container_id not in (None, container_ref):
+                if not self.is_current(agent, attempt):
                     return
             log.warning("agent %s failed to start: %s", agent_id, reason)
             try:
-                self.runtime.remove(container_ref)
+                self.runtime.remove(attempt.container_id)
             except ClawHQError as exc:  # the supervisor removes it once the engine is back
                 log.error("could not remove container of failed agent %s: %s", agent_id, exc)
             with self.sessions.begin() as session:
@@ -267,12 +294,18 @@ class AgentOrchestrator:
                 set_error(agent, reason)
 
     def schedule_restart(
-        self, agent_id: str, reason: str, container: Container | None = None
+        self,
+        agent_id: str,
+        reason: str,
+        container: Container | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         """Record why an agent that should run is down, and when it will be restarted."""
         with self.locks.hold(agent_id), self.sessions.begin() as session:
             agent = self.find(session, agent_id)
             if agent is None or agent.desired_state is not DesiredState.RUNNING:
+                return
+            if attempt is not None and not self.is_current(agent, attempt):
                 return
             if container is not None and not container.is_running:
                 agent.last_exit_code = container.exit_code
@@ -344,6 +377,8 @@ class AgentOrchestrator:
             agent.container_id = None
             agent.container_port = port
             agent.desired_state = DesiredState.RUNNING
+            agent.start_generation += 1
+            generation = agent.start_generation
             if not supervised:
                 set_status(agent, AgentStatus.DEPLOYING)
                 set_error(agent, None)
@@ -361,14 +396,15 @@ class AgentOrchestrator:
             self.runtime.start(container_id)
         except ClawHQError as exc:
             reason = f"deploy failed: {exc.message}"
+            failed = Attempt(agent_id, container_id or spec.name, port, generation, supervised)
             if supervised:
                 if container_id:
                     self.runtime.remove(container_id)
-                self.schedule_restart(agent_id, reason)
+                self.schedule_restart(agent_id, reason, attempt=failed)
             else:
-                self.fail_start(agent_id, container_id or spec.name, reason)
+                self.fail_start(failed, reason)
             raise
-        self.watch(agent_id, container_id, port, supervised=supervised)
+        self.watch(Attempt(agent_id, container_id, port, generation, supervised))
         return self.get(agent_id)
 
     def _remove_all(self, agent_id: str, user_id: str, container_id: str | None) -> None:
@@ -413,31 +449,34 @@ class AgentOrchestrator:
             )
         return key
 
-    def _await_healthy(
-        self, agent_id: str, container_id: str, port: int | None, supervised: bool
-    ) -> None:
+    def _await_healthy(self, attempt: Attempt) -> None:
         try:
-            reason, container = self._wait_for_health(agent_id, container_id, port)
+            reason, container = self._wait_for_health(attempt)
         except Exception:  # a waiter must never die without leaving the agent in a clear state
-            log.exception("health waiter for agent %s failed", agent_id)
+            log.exception("health waiter for agent %s failed", attempt.agent_id)
             reason, container = "internal error while waiting for the agent to start", None
         finally:
             with self._watching_lock:
-                self._watching.discard(agent_id)
+                if self._watching.get(attempt.agent_id) == attempt.generation:
+                    del self._watching[attempt.agent_id]
         if reason is None or self._closed:
             return
-        if supervised:
-            if container is not None and container.is_running:
-                self._stop_quietly(container.id)
-            self.schedule_restart(agent_id, reason, container)
+        if attempt.supervised:
+            with self.locks.hold(attempt.agent_id):
+                with self.sessions() as session:
+                    agent = self.find(session, attempt.agent_id)
+                    if agent is None or not self.is_current(agent, attempt):
+                        return
+                if container is not None and container.is_running:
+                    self._stop_quietly(container.id)
+                self.schedule_restart(attempt.agent_id, reason, container, attempt)
         else:
-            self.fail_start(agent_id, container_id, reason)
+            self.fail_start(attempt, reason)
 
-    def _wait_for_health(
-        self, agent_id: str, container_id: str, port: int | None
-    ) -> tuple[str | None, Container | None]:
+    def _wait_for_health(self, attempt: Attempt) -> tuple[str | None, Container | None]:
         """``(None, …)`` once healthy; otherwise why not, and the container as last seen."""
-        url = self.health_url(port)
+        container_id = attempt.container_id
+        url = self.health_url(attempt.port)
         deadline = time.monotonic() + self.settings.start_timeout
         container: Container | None = None
         while not self._closed:
@@ -451,7 +490,7 @@ class AgentOrchestrator:
             if container is None or not container.is_running:
                 return self.describe_down(container), container
             if self.probe(url):
-                self._mark_running(agent_id, container_id)
+                self._mark_running(attempt)
                 return None, container
             if time.monotonic() >= deadline:
                 reason = (
@@ -462,14 +501,16 @@ class AgentOrchestrator:
             time.sleep(self.settings.startup_poll_interval)
         return None, container
 
-    def _mark_running(self, agent_id: str, container_id: str) -> None:
-        with self.sessions.begin() as session:
+    def _mark_running(self, attempt: Attempt) -> None:
+        agent_id = attempt.agent_id
+        with self.locks.hold(agent_id), self.sessions.begin() as session:
             agent = self.find(session, agent_id)
             if (
                 agent is not None
                 and agent.status in (AgentStatus.DEPLOYING, AgentStatus.RESTARTING)
                 and agent.desired_state is DesiredState.RUNNING
-                and agent.container_id == container_id
+                and agent.container_id == attempt.container_id
+                and agent.start_generation == attempt.generation
             ):
                 set_status(agent, AgentStatus.RUNNING)
                 agent.next_restart_at = None

@@ -16,7 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
-from clawhq.orchestrator.lifecycle import AgentOrchestrator, now, set_error, set_status
+from clawhq.orchestrator.lifecycle import (
+    AgentOrchestrator,
+    Attempt,
+    now,
+    set_error,
+    set_status,
+)
 from clawhq.orchestrator.reconcile import (
     STARTING,
     Action,
@@ -180,9 +186,14 @@ class Recovery:
                 or agent_id in self.orchestrator.watched()
             ):
                 return
-            supervised = agent.status is AgentStatus.RESTARTING
-            port = agent.container_port
-        self.orchestrator.watch(agent_id, str(action.container_id), port, supervised=supervised)
+            attempt = Attempt(
+                agent_id,
+                str(action.container_id),
+                agent.container_port,
+                agent.start_generation,
+                supervised=agent.status is AgentStatus.RESTARTING,
+            )
+        self.orchestrator.watch(attempt)
 
     def _crashed(self, action: Action) -> None:
         agent_id = str(action.agent_id)
@@ -220,8 +231,10 @@ class Recovery:
                     return
                 agent.next_restart_at = None
                 agent.restart_count += 1
+                agent.start_generation += 1
                 set_status(agent, AgentStatus.RESTARTING)
                 container_id, port = agent.container_id, agent.container_port
+                generation = agent.start_generation
             container = self.runtime.inspect(container_id) if container_id else None
             log.info("restarting agent %s", agent_id)
             if container is None:
@@ -234,7 +247,7 @@ class Recovery:
             except ClawHQError as exc:
                 orchestrator.schedule_restart(agent_id, f"restart failed: {exc.message}")
                 return
-            orchestrator.watch(agent_id, container.id, port, supervised=True)
+            orchestrator.watch(Attempt(agent_id, container.id, port, generation, supervised=True))
 
     def _stop(self, action: Action) -> None:
         agent_id = str(action.agent_id)

@@ -1,21 +1,23 @@
 # Test agent. Environment (besides what ClawHQ sets):
 #   TEST_AGENT_MODE      healthy (default) | crash (exit 3 at once) | unhealthy ({"ok":false})
-#                        | catchall (200 with a non-JSON body)
+#                        | catchall (200 with a non-JSON body) | oom (healthy, then allocates
+#                        memory until the kernel kills it) | sicken (healthy, then {"ok":false})
+#   TEST_AGENT_AFTER     seconds before oom/sicken set in (default 3)
 #   TEST_AGENT_HEARTBEAT seconds between heartbeats (default 2; 0 disables)
 bb=/bin/busybox
 mode=${TEST_AGENT_MODE:-healthy}
 echo "test agent ${CLAWHQ_AGENT_ID:-?} starting in mode $mode"
+root=/www
 case "$mode" in
   crash) echo "test agent: crashing on purpose" >&2; exit 3 ;;
-  unhealthy|catchall)
-    $bb mkdir -p /tmp/www
-    if [ "$mode" = unhealthy ]; then
-      echo '{"ok":false}' > /tmp/www/healthz
-    else
-      echo '<html>control ui</html>' > /tmp/www/healthz
-    fi
-    root=/tmp/www ;;
-  *) root=/www ;;
+  unhealthy|catchall|sicken)
+    root=/tmp/www
+    $bb mkdir -p $root
+    case "$mode" in
+      unhealthy) echo '{"ok":false}' > $root/healthz ;;
+      catchall) echo '<html>control ui</html>' > $root/healthz ;;
+      sicken) $bb cp /www/healthz $root/healthz ;;
+    esac ;;
 esac
 
 heartbeat() {
@@ -35,4 +37,17 @@ heartbeat &
 
 trap 'echo "test agent: stopping"; exit 0' TERM INT
 $bb httpd -f -p "${TEST_AGENT_PORT:-18789}" -h "$root" &
-wait $!
+server=$!
+
+case "$mode" in
+  oom)
+    $bb sleep "${TEST_AGENT_AFTER:-3}"
+    echo "test agent: allocating memory until killed"
+    hog=x
+    while :; do hog="$hog$hog"; done ;;
+  sicken)
+    $bb sleep "${TEST_AGENT_AFTER:-3}"
+    echo "test agent: turning unhealthy"
+    echo '{"ok":false}' > $root/healthz ;;
+esac
+wait $server

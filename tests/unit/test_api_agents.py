@@ -230,3 +230,20 @@ def test_operations_check_the_state_they_start_from(fake_api: Api) -> None:
     # Starting a running agent is a no-op too.
     reply = fake_api.client.post(f"/api/agents/{agent['id']}/start", headers=me)
     assert reply.status_code == 202 and reply.json()["status"] == "RUNNING"
+
+
+def test_deploys_in_flight_are_capped(settings, fake_runtime) -> None:
+    from tests.conftest import running_app
+
+    capped = settings.model_copy(update={"supervise": False, "max_deploys_in_flight": 1})
+    with running_app(capped, fake_runtime, probe=lambda url: False) as api:
+        me = api.user(plan="pro")
+        first, second = api.agent(me), api.agent(me)
+        assert api.client.post(f"/api/agents/{first['id']}/deploy", headers=me).status_code == 202
+        reply = api.client.post(f"/api/agents/{second['id']}/deploy", headers=me)
+        assert reply.status_code == 429
+        assert reply.json()["code"] == "deploy_capacity_reached"
+        assert reply.headers["retry-after"] == "5"
+        assert (
+            api.client.get(f"/api/agents/{second['id']}", headers=me).json()["status"] == "STOPPED"
+        )

@@ -1,4 +1,4 @@
-"""Supervision: desired state, exit details, restart bookkeeping.
+"""Supervision: desired state, exit details, restart bookkeeping, start generations.
 
 Revision ID: 0002
 Revises: 0001
@@ -37,6 +37,9 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("backoff_step", sa.Integer(), nullable=False, server_default="0")
         )
+        batch.add_column(
+            sa.Column("start_generation", sa.Integer(), nullable=False, server_default="0")
+        )
         batch.add_column(sa.Column("next_restart_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("last_healthy_at", sa.DateTime(timezone=True), nullable=True))
     op.execute(
@@ -50,6 +53,7 @@ def downgrade() -> None:
         for column in (
             "last_healthy_at",
             "next_restart_at",
+            "start_generation",
             "backoff_step",
             "restart_count",
             "oom_killed",
