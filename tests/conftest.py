@@ -74,11 +74,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 _migrated: dict[str, Engine] = {}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each test using this runs once on SQLite and once on PostgreSQL, on a migrated, empty
-    schema (plans reset to their defaults)."""
-    url = request.getfixturevalue(f"{request.param}_url")
+@contextlib.contextmanager
+def clean_database(url: str) -> Iterator[str]:
+    """A migrated schema that is emptied again (plans reset to their defaults) afterwards."""
     engine = _migrated.get(url)
     if engine is None:
         engine = _migrated[url] = create_db_engine(url)
@@ -88,6 +86,18 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(delete(table))
         conn.execute(insert(Plan), [dict(p) for p in DEFAULT_PLANS])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    with clean_database(request.getfixturevalue(f"{request.param}_url")) as url:
+        yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the Docker Engine run last, so nothing else sees the engine go."""
+    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
