@@ -9,10 +9,11 @@ snapshot may be stale by then.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from clawhq.runtime import Container
 from clawhq.status import AgentStatus, DesiredState
@@ -22,6 +23,9 @@ D = DesiredState
 
 #: States in which a start is under way and someone should be waiting for health.
 STARTING = frozenset({S.DEPLOYING, S.RESTARTING})
+#: How long a start may look stalled before it counts as abandoned: another ClawHQ process
+#: may be between creating and starting the container.
+START_GRACE = timedelta(seconds=15)
 
 
 class ActionKind(StrEnum):
@@ -48,6 +52,7 @@ class AgentView:
     container_port: int | None
     next_restart_at: datetime | None
     leased_port: int | None
+    status_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,12 @@ def plan(
     for agent in known.values():
         actions += _plan_agent(agent, by_agent.get(agent.id, []), now, agent.id in watched)
     return actions
+
+
+class _Act(Protocol):
+    def __call__(
+        self, kind: ActionKind, container: Container | None = None, port: int | None = None
+    ) -> Action: ...
 
 
 def _plan_agent(
@@ -124,26 +135,28 @@ def _plan_agent(
     return actions
 
 
-def _plan_running(agent, recorded, now, watched, act) -> list[Action]:  # type: ignore[no-untyped-def]
+def _plan_running(
+    agent: AgentView, recorded: Container | None, now: datetime, watched: bool, act: _Act
+) -> list[Action]:
     due = agent.next_restart_at is not None and agent.next_restart_at <= now
     if agent.status is S.RESTARTING and agent.next_restart_at is not None:
         return [act(ActionKind.RESTART)] if due else []  # waiting out its backoff
-    if agent.status in (S.UNHEALTHY,) and due:
+    if agent.status is S.UNHEALTHY and due:
         return [act(ActionKind.RESTART)]
-    if recorded is None:
-        if agent.status in (S.RUNNING, S.UNHEALTHY) or (agent.status in STARTING and not watched):
-            return [act(ActionKind.CRASHED)]
-        return []
-    if recorded.is_running:
+    if recorded is not None and recorded.is_running:
         if agent.status in STARTING and not watched:
             return [act(ActionKind.WATCH, recorded)]
         return []
-    if agent.status in (S.RUNNING, S.UNHEALTHY) or (agent.status in STARTING and not watched):
+    # No container, or one that does not run.
+    if agent.status in (S.RUNNING, S.UNHEALTHY):
+        return [act(ActionKind.CRASHED, recorded)]
+    stalled = agent.status_changed_at is None or now - agent.status_changed_at >= START_GRACE
+    if agent.status in STARTING and not watched and stalled:
         return [act(ActionKind.CRASHED, recorded)]
     return []
 
 
-def _plan_stopped(agent, recorded, act) -> list[Action]:  # type: ignore[no-untyped-def]
+def _plan_stopped(agent: AgentView, recorded: Container | None, act: _Act) -> list[Action]:
     if agent.status is S.ERROR:
         return [act(ActionKind.REMOVE_CONTAINER, recorded)] if recorded else []
     if recorded is not None and recorded.is_running:
@@ -159,6 +172,3 @@ def backoff_delay(step: int, initial: float, maximum: float) -> float:
         return 0.0
     return float(min(initial * 2 ** (step - 1), maximum))
 
-
-def leases_by_agent(rows: Iterable[tuple[int, str]]) -> Mapping[str, int]:
-    return {agent_id: port for port, agent_id in rows}

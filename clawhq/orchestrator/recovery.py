@@ -46,6 +46,7 @@ def agent_view(agent: Agent, leased_port: int | None) -> AgentView:
         container_port=agent.container_port,
         next_restart_at=agent.next_restart_at,
         leased_port=leased_port,
+        status_changed_at=agent.status_changed_at,
     )
 
 

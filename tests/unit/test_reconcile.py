@@ -82,6 +82,15 @@ def test_a_missing_container_of_a_running_agent_is_a_crash() -> None:
     assert kinds(plan([view()], [], NOW)) == [K.CRASHED]
 
 
+def test_a_stalled_start_counts_as_a_crash_only_after_a_grace() -> None:
+    recent = view(status=AgentStatus.DEPLOYING, container_id=None, agent_id="a1")
+    recent = AgentView(**{**recent.__dict__, "status_changed_at": NOW - timedelta(seconds=2)})
+    assert plan([recent], [], NOW) == []  # another process may be about to create it
+    stalled = AgentView(**{**recent.__dict__, "status_changed_at": NOW - timedelta(minutes=1)})
+    assert kinds(plan([stalled], [], NOW)) == [K.CRASHED]
+    assert plan([stalled], [], NOW, watched={"a1"}) == []
+
+
 def test_backoff_is_waited_out_then_restarted() -> None:
     waiting = view(status=AgentStatus.RESTARTING, next_restart_at=NOW + timedelta(seconds=5))
     assert plan([waiting], [container(state=ContainerState.EXITED)], NOW) == []
