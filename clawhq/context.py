@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.crypto import Keyring, load_keyring
 from clawhq.db.engine import create_db_engine, make_session_factory
+from clawhq.observability.metrics import Metrics, StateCollector
 from clawhq.orchestrator.health import Probe, http_probe
 from clawhq.orchestrator.lifecycle import AgentOrchestrator
 from clawhq.orchestrator.supervisor import Supervisor
+from clawhq.orchestrator.usage import UsageSampler
 from clawhq.runtime import Runtime
+from clawhq.runtime.metered import MeteredRuntime
+from clawhq.services import agents
 from clawhq.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,10 +33,25 @@ class AppContext:
     runtime: Runtime
     orchestrator: AgentOrchestrator
     supervisor: Supervisor | None
+    usage: UsageSampler | None
+    metrics: Metrics
+
+    def start_background(self) -> None:
+        """Start supervision and usage sampling (the API's lifespan does this)."""
+        try:
+            self.orchestrator.claim()  # scope the engine before anything lists containers
+        except SQLAlchemyError as exc:
+            log.error("database unavailable at start (%s); supervision will retry", exc)
+        if self.supervisor is not None:
+            self.supervisor.start()
+        if self.usage is not None:
+            self.usage.start()
 
     def close(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
+        if self.usage is not None:
+            self.usage.stop()
         self.orchestrator.shutdown()
         close = getattr(self.runtime, "close", None)
         if callable(close):
@@ -50,7 +73,30 @@ def build_context(
     engine = create_db_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     keyring = load_keyring(settings)
-    runtime = runtime if runtime is not None else docker_runtime(settings)
-    orchestrator = AgentOrchestrator(settings, runtime, sessions, keyring, probe=probe)
+    metrics = Metrics()
+    metered = MeteredRuntime(runtime if runtime is not None else docker_runtime(settings), metrics)
+    orchestrator = AgentOrchestrator(
+        settings, metered, sessions, keyring, probe=probe, metrics=metrics
+    )
     supervisor = Supervisor(orchestrator) if settings.supervise else None
-    return AppContext(settings, engine, sessions, keyring, runtime, orchestrator, supervisor)
+    usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
+
+    def agents_by_status() -> dict[str, int]:
+        try:
+            with sessions() as session:
+                return agents.count_by_status(session)
+        except SQLAlchemyError:
+            return {}
+
+    def ports() -> tuple[int, int]:
+        try:
+            with sessions() as session:
+                in_use = orchestrator.ports.in_use(session)
+        except SQLAlchemyError:
+            return (0, 0)
+        return in_use, settings.port_count - in_use
+
+    metrics.add_collector(StateCollector(agents_by_status, ports, usage.by_user if usage else list))
+    return AppContext(
+        settings, engine, sessions, keyring, metered, orchestrator, supervisor, usage, metrics
+    )

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=60.0, gt=0)
     max_deploys_in_flight: int = Field(default=20, ge=1)
     supervise: bool = True
+    stats_interval: float = Field(default=60.0, ge=0)
+    log_format: Literal["json", "text"] = "json"
+    metrics_token: SecretStr | None = None
     webhook_base_url: str | None = None
 
     @field_validator("agent_memory", mode="before")

@@ -43,3 +43,31 @@ def require(current: AgentStatus, allowed: frozenset[AgentStatus], action: str) 
             f"cannot {action} an agent that is {current}; allowed from: {names}",
             code="invalid_state",
         )
+
+
+def describe_transition(
+    old: AgentStatus | None, new: AgentStatus, reason: str | None, waiting: bool
+) -> tuple[str, str]:
+    """The history entry (kind, message) for a status change, as the agent's owner reads it.
+
+    ``waiting`` tells a RESTARTING agent waiting out its backoff (it crashed) from one being
+    restarted right now.
+    """
+    reason = reason or ""
+    if new is S.DEPLOYING:
+        return "deploying", "deploy or start requested"
+    if new is S.RUNNING:
+        if old is S.RESTARTING:
+            return "restarted", "healthy again after a restart"
+        if old is S.UNHEALTHY:
+            return "recovered", "health checks pass again"
+        return "started", "the agent answers its health checks"
+    if new is S.RESTARTING:
+        return ("crashed", reason) if waiting else ("restarting", "restarting now")
+    if new is S.UNHEALTHY:
+        return "unhealthy", reason
+    if new is S.STOPPING:
+        return "stopping", "stop requested"
+    if new is S.STOPPED:
+        return "stopped", "the agent is stopped"
+    return "failed", reason

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from clawhq.api import problems
-from clawhq.api.routes import admin, agents, auth, health, webhooks
+from clawhq.api import middleware, problems
+from clawhq.api.routes import admin, agents, auth, health, metrics, telemetry, webhooks
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
 
@@ -28,8 +28,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             log.info("agents post webhooks to %s", context.orchestrator.webhook_base_url)
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
-        if context.supervisor is not None:
-            context.supervisor.start()
+        context.start_background()
         try:
             yield
         finally:
@@ -42,6 +41,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (auth, agents, webhooks, admin, health):
+    middleware.install(app)
+    for module in (auth, agents, telemetry, webhooks, admin, health, metrics):
         app.include_router(module.router)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from clawhq.context import AppContext
 from clawhq.db.models import User
 from clawhq.errors import Forbidden, Unauthorized
+from clawhq.observability import logs
 from clawhq.orchestrator.lifecycle import AgentOrchestrator
 from clawhq.services import users
 
@@ -42,13 +43,24 @@ Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_current_user(session: DbSession, credentials: BearerToken) -> User:
+def authenticate(session: DbSession, credentials: BearerToken) -> User:
     if credentials is None:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
     user = users.authenticate(session, credentials.credentials)
     # End the read transaction now: on SQLite it holds the database's write lock, and the
     # orchestrator works in sessions of its own.
     session.commit()
+    return user
+
+
+async def get_current_user(request: Request, user: Annotated[User, Depends(authenticate)]) -> User:
+    # Async on purpose: it runs in the request's own context, so the ids bound here reach
+    # every log line of the endpoint (sync dependencies run in copies of that context).
+    logs.user_id.set(user.id)
+    agent_id = request.path_params.get("agent_id")
+    if agent_id:
+        logs.agent_id.set(agent_id)
+    request.state.user_id = user.id
     return user
 
 

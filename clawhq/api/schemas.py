@@ -142,3 +142,30 @@ class Problem(BaseModel):
     code: str
     instance: str | None = None
     errors: list[dict[str, str]] | None = None
+
+
+class AgentLogs(Schema):
+    lines: list[str]
+
+
+class AgentStats(Schema):
+    cpu_percent: float = Field(description="100 is one full core.")
+    memory_bytes: int
+    memory_limit_bytes: int
+    memory_percent: float
+    pids: int
+    network_rx_bytes: int
+    network_tx_bytes: int
+
+
+class AgentEventPublic(Schema):
+    id: int
+    at: datetime
+    kind: str = Field(description="created, deploying, started, crashed, restarted, stopped…")
+    status: str | None
+    message: str
+
+
+class AgentEventList(Schema):
+    events: list[AgentEventPublic]
+    next_before: int | None = Field(description="Pass as ?before= for older events.")

@@ -12,6 +12,7 @@ import typer
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
 from clawhq.errors import ClawHQError, ConfigError
+from clawhq.observability import logs
 from clawhq.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -25,8 +26,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _settings(**overrides: object) -> Settings:
@@ -53,8 +52,8 @@ def _context(settings: Settings):  # type: ignore[no-untyped-def]
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Commands talk to a person; `serve` switches to CLAWHQ_LOG_FORMAT (JSON by default).
+    logs.configure("text", logging.DEBUG if verbose else logging.INFO)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -83,6 +82,8 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
+    level = logging.getLogger().level
+    logs.configure(settings.log_format, level)
     context = _context(settings)
     migrate.upgrade(context.engine)
     hosts = [settings.host]

@@ -49,4 +49,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded objects after commit and record agents' history."""
+    from clawhq.db import history
+
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    history.install(sessions)
+    return sessions

@@ -66,6 +66,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class Meta(Base):
+    """Facts about this installation, such as its id."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
 class Plan(Base):
     """What a user may do: how many agents, and whether the operator's bundled keys are used."""
 
@@ -166,6 +175,19 @@ class PortLease(Base):
     port: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), unique=True)
     leased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentEvent(Base):
+    """One entry of an agent's lifecycle history, as its owner reads it."""
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
 
 
 class WebhookEvent(Base):

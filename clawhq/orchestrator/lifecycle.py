@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -28,14 +28,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from clawhq import status as states
 from clawhq.credentials import WEBHOOK_TOKEN_PREFIX, hash_token, new_token
 from clawhq.crypto import Keyring, Sealed
+from clawhq.db import history, installation
 from clawhq.db.models import Agent, User
-from clawhq.errors import ClawHQError, NotFound, PlanLimitExceeded, TooManyRequests, Unavailable
+from clawhq.errors import (
+    ClawHQError,
+    Conflict,
+    NotFound,
+    PlanLimitExceeded,
+    TooManyRequests,
+    Unavailable,
+)
+from clawhq.observability import logs
+from clawhq.observability.metrics import Metrics
 from clawhq.orchestrator.health import Probe, http_probe
 from clawhq.orchestrator.locks import AgentLocks
 from clawhq.orchestrator.ports import PortPool
 from clawhq.orchestrator.reconcile import backoff_delay
 from clawhq.orchestrator.spec import AgentSecrets, build_spec, container_name, volume_name
-from clawhq.runtime import Container, Runtime, labels
+from clawhq.runtime import Container, ContainerStats, LogLine, Runtime, labels
 from clawhq.settings import Settings
 from clawhq.status import AgentStatus, DesiredState
 
@@ -58,6 +68,8 @@ class Attempt:
     port: int | None
     generation: int
     supervised: bool = False
+    kind: str = "deploy"  # deploy, start or restart: the deploy-duration metric's label
+    started: float = field(default_factory=time.monotonic)
 
 
 def now() -> datetime:
@@ -85,6 +97,7 @@ class AgentOrchestrator:
         keyring: Keyring,
         *,
         probe: Probe = http_probe,
+        metrics: Metrics | None = None,
         max_background: int = 16,
     ) -> None:
         self.settings = settings
@@ -93,6 +106,7 @@ class AgentOrchestrator:
         self.locks = AgentLocks()
         self.ports = PortPool(settings.port_range, str(settings.agent_bind_ip))
         self.probe = probe
+        self.metrics = metrics or Metrics()
         self._keyring = keyring
         self._executor = ThreadPoolExecutor(max_background, thread_name_prefix="clawhq-waiter")
         self._watching: dict[str, int] = {}
@@ -100,11 +114,26 @@ class AgentOrchestrator:
         self._webhook_base = settings.webhook_base_url
         self._prepared = False
         self._closed = False
+        self._instance: str | None = None
+        self._claim_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
 
+    def claim(self) -> str:
+        """This installation's id; from the first call on, the runtime sees only its containers.
+
+        Installations sharing one engine (staging and production, say) must never adopt or
+        remove each other's containers; reads the database on first use.
+        """
+        with self._claim_lock:
+            if self._instance is None:
+                self._instance = installation.instance_id(self.sessions)
+                self.runtime.claim(self._instance)
+            return self._instance
+
     def prepare(self) -> str:
         """Make sure the agent network exists; return its gateway address on the host."""
+        self.claim()
         gateway = self.runtime.ensure_network(self.settings.agent_network)
         if self._webhook_base is None:
             self._webhook_base = f"http://{gateway}:{self.settings.port}"
@@ -148,7 +177,11 @@ class AgentOrchestrator:
                     agent.start_generation += 1
                     set_status(agent, AgentStatus.DEPLOYING)
                     attempt = Attempt(
-                        agent_id, container.id, agent.container_port, agent.start_generation
+                        agent_id,
+                        container.id,
+                        agent.container_port,
+                        agent.start_generation,
+                        kind="start",
                     )
             if attempt is None:
                 return self._deploy(agent_id, owner_id, supervised=False)
@@ -197,6 +230,7 @@ class AgentOrchestrator:
 
     def container_states(self, user_id: str) -> dict[str, str]:
         """What the engine says of each of a user's agent containers, by agent id (one call)."""
+        self.claim()
         found = self.runtime.list_managed({labels.USER_ID: user_id})
         return {c.agent_id: c.state.value for c in found if c.agent_id}
 
@@ -204,6 +238,29 @@ class AgentOrchestrator:
         """``running``, ``exited``… for the agent's container, or ``missing`` when it has none."""
         container = self._inspect(agent.container_id)
         return container.state.value if container else "missing"
+
+    def running_container(self, agent: Agent) -> Container:
+        """The agent's container, which must exist (and is usually running)."""
+        container = self._inspect(agent.container_id)
+        if container is None:
+            raise Conflict("the agent has no container: deploy it first", code="agent_not_deployed")
+        return container
+
+    def logs(self, agent: Agent, tail: int) -> list[str]:
+        return self.runtime.logs(self.running_container(agent).id, tail).splitlines()
+
+    def log_lines(
+        self, agent: Agent, tail: int, since: datetime | None = None
+    ) -> tuple[list[LogLine], bool]:
+        """Timestamped log lines (see ``Runtime.log_lines``) and whether it still runs."""
+        container = self.running_container(agent)
+        return self.runtime.log_lines(container.id, tail=tail, since=since), container.is_running
+
+    def stats(self, agent: Agent) -> ContainerStats:
+        container = self.running_container(agent)
+        if not container.is_running:
+            raise Conflict("the agent is not running", code="agent_not_running")
+        return self.runtime.stats(container.id)
 
     def health_url(self, port: int | None) -> str:
         """Where ClawHQ probes an agent: its published port, on the host."""
@@ -278,6 +335,7 @@ class AgentOrchestrator:
                 if not self.is_current(agent, attempt):
                     return
             log.warning("agent %s failed to start: %s", agent_id, reason)
+            self._observe(attempt, "failed")
             try:
                 self.runtime.remove(attempt.container_id)
             except ClawHQError as exc:  # the supervisor removes it once the engine is back
@@ -384,7 +442,11 @@ class AgentOrchestrator:
                 set_error(agent, None)
                 agent.last_exit_code, agent.oom_killed = None, False
                 agent.backoff_step, agent.next_restart_at = 0, None
-            spec = build_spec(self.settings, agent, port, secrets_, str(self._webhook_base))
+            session.flush()  # the status change enters the history before the steps that follow
+            history.record(session, agent_id, "port_leased", f"host port {port}")
+            spec = build_spec(
+                self.settings, agent, port, secrets_, str(self._webhook_base), self.claim()
+            )
         container_id: str | None = None
         try:
             self._remove_all(agent_id, spec.labels[labels.USER_ID], old_container)
@@ -393,18 +455,28 @@ class AgentOrchestrator:
                 agent = self.load(session, agent_id)
                 agent.container_id = container_id
                 agent.deployed_at = now()
+                history.record(session, agent_id, "container_created", container_id[:12])
             self.runtime.start(container_id)
+            with self.sessions.begin() as session:
+                history.record(
+                    session, agent_id, "container_started", "waiting for a healthy answer"
+                )
         except ClawHQError as exc:
             reason = f"deploy failed: {exc.message}"
-            failed = Attempt(agent_id, container_id or spec.name, port, generation, supervised)
+            kind = "restart" if supervised else "deploy"
+            failed = Attempt(
+                agent_id, container_id or spec.name, port, generation, supervised, kind
+            )
             if supervised:
                 if container_id:
                     self.runtime.remove(container_id)
+                self._observe(failed, "failed")
                 self.schedule_restart(agent_id, reason, attempt=failed)
             else:
                 self.fail_start(failed, reason)
             raise
-        self.watch(Attempt(agent_id, container_id, port, generation, supervised))
+        kind = "restart" if supervised else "deploy"
+        self.watch(Attempt(agent_id, container_id, port, generation, supervised, kind))
         return self.get(agent_id)
 
     def _remove_all(self, agent_id: str, user_id: str, container_id: str | None) -> None:
@@ -450,6 +522,10 @@ class AgentOrchestrator:
         return key
 
     def _await_healthy(self, attempt: Attempt) -> None:
+        with logs.bound(agent_id=attempt.agent_id):
+            self._follow_start(attempt)
+
+    def _follow_start(self, attempt: Attempt) -> None:
         try:
             reason, container = self._wait_for_health(attempt)
         except Exception:  # a waiter must never die without leaving the agent in a clear state
@@ -469,6 +545,7 @@ class AgentOrchestrator:
                         return
                 if container is not None and container.is_running:
                     self._stop_quietly(container.id)
+                self._observe(attempt, "failed")
                 self.schedule_restart(attempt.agent_id, reason, container, attempt)
         else:
             self.fail_start(attempt, reason)
@@ -515,7 +592,12 @@ class AgentOrchestrator:
                 set_status(agent, AgentStatus.RUNNING)
                 agent.next_restart_at = None
                 agent.last_healthy_at = now()
+                self._observe(attempt, "running")
                 log.info("agent %s is RUNNING", agent_id)
+
+    def _observe(self, attempt: Attempt, outcome: str) -> None:
+        elapsed = time.monotonic() - attempt.started
+        self.metrics.deploy_seconds.labels(attempt.kind, outcome).observe(elapsed)
 
     def _stop_quietly(self, container_id: str) -> None:
         try:

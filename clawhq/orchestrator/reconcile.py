@@ -171,4 +171,3 @@ def backoff_delay(step: int, initial: float, maximum: float) -> float:
     if step <= 0:
         return 0.0
     return float(min(initial * 2 ** (step - 1), maximum))
-

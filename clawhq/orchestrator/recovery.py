@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
+from clawhq.observability import logs
 from clawhq.orchestrator.lifecycle import (
     AgentOrchestrator,
     Attempt,
@@ -76,6 +77,7 @@ class Recovery:
 
     def plan_all(self) -> list[Action]:
         """Snapshot every agent and every managed container, and plan."""
+        self.orchestrator.claim()
         containers = self.runtime.list_managed()
         with self.orchestrator.sessions() as session:
             rows = session.execute(select(PortLease.agent_id, PortLease.port)).all()
@@ -85,6 +87,7 @@ class Recovery:
 
     def plan_one(self, agent_id: str) -> list[Action]:
         """Plan for one agent (after an engine event about it)."""
+        self.orchestrator.claim()
         containers = self.runtime.list_managed({labels.AGENT_ID: agent_id})
         with self.orchestrator.sessions() as session:
             agent = session.get(Agent, agent_id)
@@ -96,7 +99,8 @@ class Recovery:
 
     def execute(self, action: Action) -> None:
         try:
-            self._handlers[action.kind](action)
+            with logs.bound(agent_id=action.agent_id):
+                self._handlers[action.kind](action)
         except (ClawHQError, SQLAlchemyError) as exc:
             log.warning("reconcile %s for agent %s failed: %s", action.kind, action.agent_id, exc)
         except Exception:
@@ -124,6 +128,7 @@ class Recovery:
                 agent.backoff_step = 0  # healthy long enough: the next crash starts over
 
     def probe_failed(self, agent_id: str) -> None:
+        self.orchestrator.metrics.health_failures.inc()
         with self._failures_lock:
             failures = self._failures[agent_id] = self._failures.get(agent_id, 0) + 1
         if failures < self.settings.health_failure_threshold:
@@ -193,6 +198,7 @@ class Recovery:
                 agent.container_port,
                 agent.start_generation,
                 supervised=agent.status is AgentStatus.RESTARTING,
+                kind="resumed",
             )
         self.orchestrator.watch(attempt)
 
@@ -233,6 +239,7 @@ class Recovery:
                 agent.next_restart_at = None
                 agent.restart_count += 1
                 agent.start_generation += 1
+                orchestrator.metrics.restarts.inc()
                 set_status(agent, AgentStatus.RESTARTING)
                 container_id, port = agent.container_id, agent.container_port
                 generation = agent.start_generation
@@ -248,7 +255,9 @@ class Recovery:
             except ClawHQError as exc:
                 orchestrator.schedule_restart(agent_id, f"restart failed: {exc.message}")
                 return
-            orchestrator.watch(Attempt(agent_id, container.id, port, generation, supervised=True))
+            orchestrator.watch(
+                Attempt(agent_id, container.id, port, generation, supervised=True, kind="restart")
+            )
 
     def _stop(self, action: Action) -> None:
         agent_id = str(action.agent_id)

@@ -35,7 +35,12 @@ def webhook_url(base_url: str, agent_id: str) -> str:
 
 
 def build_spec(
-    settings: Settings, agent: Agent, port: int, secrets: AgentSecrets, webhook_base_url: str
+    settings: Settings,
+    agent: Agent,
+    port: int,
+    secrets: AgentSecrets,
+    webhook_base_url: str,
+    instance_id: str,
 ) -> ContainerSpec:
     """The container for ``agent``: every limit and hardening option comes from here."""
     env = {
@@ -60,6 +65,7 @@ def build_spec(
             labels.SERVICE: labels.SERVICE_AGENT,
             labels.USER_ID: agent.user_id,
             labels.AGENT_ID: agent.id,
+            labels.INSTANCE: instance_id,
         },
         user=AGENT_UID_GID,
         limits=Limits(

@@ -7,6 +7,7 @@ from clawhq.runtime.base import (
     ContainerStats,
     EngineEvent,
     Limits,
+    LogLine,
     PortBinding,
     Runtime,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "ContainerStats",
     "EngineEvent",
     "Limits",
+    "LogLine",
     "PortBinding",
     "Runtime",
 ]

@@ -118,13 +118,26 @@ class Container:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    time: datetime
+    text: str
+
+
+@dataclass(frozen=True)
 class ContainerStats:
+    """One resource sample. ``cpu_percent`` is 100 for one full core; it is 0 for a quick
+    sample, which has no previous reading: compare ``cpu_usage_ns``/``system_usage_ns`` of two
+    samples instead."""
+
     cpu_percent: float
     memory_bytes: int
     memory_limit_bytes: int
     pids: int
     network_rx_bytes: int
     network_tx_bytes: int
+    cpu_usage_ns: int = 0
+    system_usage_ns: int = 0
+    online_cpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -151,8 +164,8 @@ class Runtime(Protocol):
 
     def stop(self, container_id: str, timeout: int) -> None: ...
 
-    def remove(self, container_id: str) -> None:
-        """Force-remove a container; a missing one is not an error."""
+    def remove(self, container_id: str) -> bool:
+        """Force-remove a container; False (not an error) when it was already gone."""
         ...
 
     def remove_volume(self, name: str) -> None: ...
@@ -161,15 +174,30 @@ class Runtime(Protocol):
         """The container, or ``None`` when the engine does not know it."""
         ...
 
+    def claim(self, instance_id: str) -> None:
+        """From now on, list and follow only containers labelled with this installation."""
+        ...
+
     def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
-        """Containers carrying ClawHQ's service label (plus any extra label filters)."""
+        """Containers carrying ClawHQ's service label, of the claimed installation, plus any
+        extra label filters."""
         ...
 
     def logs(self, container_id: str, tail: int) -> str: ...
 
-    def stats(self, container_id: str) -> ContainerStats: ...
+    def log_lines(
+        self, container_id: str, *, tail: int, since: datetime | None = None
+    ) -> list[LogLine]:
+        """Timestamped lines: the last ``tail``, or those written after ``since``."""
+        ...
 
-    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]: ...
+    def stats(self, container_id: str, *, quick: bool = False) -> ContainerStats:
+        """A resource sample; ``quick`` skips the engine's second reading (no ``cpu_percent``)."""
+        ...
+
+    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
+        """Container events of the claimed installation, from ``since`` on, as they happen."""
+        ...
 
     def image_exists(self, image: str) -> bool: ...
 

@@ -27,6 +27,7 @@ from clawhq.runtime.base import (
     ContainerState,
     ContainerStats,
     EngineEvent,
+    LogLine,
     PortBinding,
 )
 
@@ -127,6 +128,10 @@ class DockerRuntime:
             else:
                 self._client = docker.from_env(**options)
         self._api = self._client.api
+        self._scope: list[str] = [_MANAGED]
+
+    def claim(self, instance_id: str) -> None:
+        self._scope = [_MANAGED, f"{labels.INSTANCE}={instance_id}"]
 
     def close(self) -> None:
         self._client.close()
@@ -210,16 +215,17 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, container_id: str) -> bool:
         with engine_errors(f"remove container {container_id[:12]}"):
             try:
                 self._api.remove_container(container_id, force=True)
             except docker.errors.NotFound:
-                return
+                return False
             except docker.errors.APIError as exc:
                 if exc.status_code == 409 and "already in progress" in str(exc.explanation):
-                    return
+                    return False
                 raise
+            return True
 
     def remove_volume(self, name: str) -> None:
         with engine_errors(f"remove volume {name}"):
@@ -236,7 +242,7 @@ class DockerRuntime:
                 return None
 
     def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
-        wanted = [_MANAGED, *(f"{k}={v}" for k, v in (filters or {}).items())]
+        wanted = [*self._scope, *(f"{k}={v}" for k, v in (filters or {}).items())]
         with engine_errors("list agent containers"):
             rows = self._api.containers(all=True, filters={"label": wanted})
         return [container_from_summary(row) for row in rows]
@@ -246,16 +252,37 @@ class DockerRuntime:
             raw: bytes = self._api.logs(container_id, tail=tail, stdout=True, stderr=True)
         return raw.decode(errors="replace")
 
-    def stats(self, container_id: str) -> ContainerStats:
+    def log_lines(
+        self, container_id: str, *, tail: int, since: datetime | None = None
+    ) -> list[LogLine]:
+        options: dict[str, Any] = {"timestamps": True, "stdout": True, "stderr": True}
+        if since is not None:
+            options["since"] = since.timestamp()
+        else:
+            options["tail"] = tail
+        with engine_errors(f"read logs of {container_id[:12]}"):
+            raw: bytes = self._api.logs(container_id, **options)
+        lines = []
+        for row in raw.decode(errors="replace").splitlines():
+            stamp, _, text = row.partition(" ")
+            moment = _parse_time(stamp)
+            if moment is not None and (since is None or moment > since):
+                lines.append(LogLine(moment, text))
+        return lines
+
+    def stats(self, container_id: str, *, quick: bool = False) -> ContainerStats:
         with engine_errors(f"read stats of {container_id[:12]}"):
-            data = self._api.stats(container_id, stream=False)
+            if quick:
+                data = self._api.stats(container_id, stream=False, one_shot=True)
+            else:
+                data = self._api.stats(container_id, stream=False)
         cpu, pre = data.get("cpu_stats") or {}, data.get("precpu_stats") or {}
-        cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
-            pre.get("cpu_usage") or {}
-        ).get("total_usage", 0)
-        system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-        cores = cpu.get("online_cpus") or 1
-        percent = (cpu_delta / system_delta) * cores * 100 if system_delta > 0 else 0.0
+        cpu_total = int((cpu.get("cpu_usage") or {}).get("total_usage", 0))
+        system_total = int(cpu.get("system_cpu_usage", 0))
+        cpu_delta = cpu_total - int((pre.get("cpu_usage") or {}).get("total_usage", 0))
+        system_delta = system_total - int(pre.get("system_cpu_usage", 0))
+        cores = int(cpu.get("online_cpus") or 1)
+        percent = (cpu_delta / system_delta) * cores * 100 if system_delta > 0 and pre else 0.0
         memory = data.get("memory_stats") or {}
         networks = data.get("networks") or {}
         return ContainerStats(
@@ -265,6 +292,9 @@ class DockerRuntime:
             pids=int((data.get("pids_stats") or {}).get("current", 0)),
             network_rx_bytes=sum(int(n.get("rx_bytes", 0)) for n in networks.values()),
             network_tx_bytes=sum(int(n.get("tx_bytes", 0)) for n in networks.values()),
+            cpu_usage_ns=cpu_total,
+            system_usage_ns=system_total,
+            online_cpus=cores,
         )
 
     def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
@@ -272,7 +302,7 @@ class DockerRuntime:
             stream = self._api.events(
                 since=since,
                 decode=True,
-                filters={"type": "container", "label": [_MANAGED]},
+                filters={"type": "container", "label": list(self._scope)},
             )
         with engine_errors("follow engine events"):
             for raw in stream:

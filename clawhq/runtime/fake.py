@@ -16,6 +16,7 @@ from clawhq.runtime.base import (
     ContainerState,
     ContainerStats,
     EngineEvent,
+    LogLine,
 )
 
 
@@ -28,7 +29,9 @@ class FakeRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes: set[str] = set()
         self.fail: dict[str, ClawHQError] = {}
+        self.written_logs: dict[str, list[str]] = {}
         self.reachable = True
+        self.instance: str | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -42,6 +45,9 @@ class FakeRuntime:
         return self.containers.get(ref) or next(
             (c for c in self.containers.values() if c.name == ref), None
         )
+
+    def claim(self, instance_id: str) -> None:
+        self.instance = instance_id
 
     def ping(self) -> None:
         self._check("ping")
@@ -90,13 +96,15 @@ class FakeRuntime:
         """Test helper: the container dies on its own."""
         self._set(container_id, state=ContainerState.EXITED, exit_code=exit_code, oom_killed=oom)
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, container_id: str) -> bool:
         self._check("remove")
         with self._lock:
             container = self._find(container_id)
-            if container is not None:
-                del self.containers[container.id]
-                self.specs.pop(container.id, None)
+            if container is None:
+                return False
+            del self.containers[container.id]
+            self.specs.pop(container.id, None)
+            return True
 
     def remove_volume(self, name: str) -> None:
         self._check("remove_volume")
@@ -109,6 +117,8 @@ class FakeRuntime:
     def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
         self._check("list_managed")
         wanted = {labels.SERVICE: labels.SERVICE_AGENT, **(filters or {})}
+        if self.instance is not None:
+            wanted[labels.INSTANCE] = self.instance
         return [
             c
             for c in list(self.containers.values())
@@ -117,11 +127,26 @@ class FakeRuntime:
 
     def logs(self, container_id: str, tail: int) -> str:
         self._check("logs")
-        return ""
+        lines = self.written_logs.get(container_id, [])
+        return "\n".join(lines[-tail:] if tail else [])
 
-    def stats(self, container_id: str) -> ContainerStats:
+    def log_lines(
+        self, container_id: str, *, tail: int, since: datetime | None = None
+    ) -> list[LogLine]:
+        self._check("logs")
+        stamped = [
+            LogLine(datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC), text)
+            for i, text in enumerate(self.written_logs.get(container_id, []))
+        ]
+        if since is not None:
+            return [line for line in stamped if line.time > since]
+        return stamped[-tail:]
+
+    def stats(self, container_id: str, *, quick: bool = False) -> ContainerStats:
         self._check("stats")
-        return ContainerStats(0.0, 0, 0, 0, 0, 0)
+        spec = self.specs.get(container_id)
+        limit = spec.limits.memory_bytes if spec else 0
+        return ContainerStats(12.5, 4096, limit, 3, 100, 200, 1_000_000, 10_000_000, 2)
 
     def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
         self._check("events")

@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clawhq.crypto import Keyring
-from clawhq.db.models import Agent, User, new_id
+from clawhq.db.models import Agent, AgentEvent, User, new_id
 from clawhq.errors import Conflict, NotFound, PlanLimitExceeded
-from clawhq.status import DesiredState
+from clawhq.status import AgentStatus, DesiredState
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,40 @@ def list_agents(session: Session, user: User) -> list[Agent]:
         .order_by(Agent.created_at, Agent.id)
     )
     return list(session.scalars(query))
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many agents are in each status (every status present, zeros included)."""
+    counts = {status.value: 0 for status in AgentStatus}
+    query = select(Agent.status, func.count()).group_by(Agent.status)
+    for status, count in session.execute(query).all():
+        counts[str(status)] = int(count)
+    return counts
+
+
+def history(
+    session: Session, agent: Agent, limit: int, before: int | None = None
+) -> list[AgentEvent]:
+    """The agent's lifecycle history, newest first."""
+    query = select(AgentEvent).where(AgentEvent.agent_id == agent.id)
+    if before is not None:
+        query = query.where(AgentEvent.id < before)
+    return list(session.scalars(query.order_by(AgentEvent.id.desc()).limit(limit)))
+
+
+def events_since(session: Session, agent_id: str, after: int) -> list[AgentEvent]:
+    query = select(AgentEvent).where(AgentEvent.agent_id == agent_id, AgentEvent.id > after)
+    return list(session.scalars(query.order_by(AgentEvent.id)))
+
+
+def last_deploy_event_id(session: Session, agent_id: str) -> int:
+    """The id just before the agent's latest deploy or start began (0 if it never did)."""
+    latest = session.scalar(
+        select(func.max(AgentEvent.id)).where(
+            AgentEvent.agent_id == agent_id, AgentEvent.kind == "deploying"
+        )
+    )
+    return int(latest) - 1 if latest else 0
 
 
 def get_owned(session: Session, user: User, agent_id: str) -> Agent:

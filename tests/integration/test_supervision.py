@@ -129,7 +129,11 @@ def test_orphan_labelled_container_is_removed(docker_app, docker_runtime, test_i
         orphan = sdk().containers.run(
             test_image,
             detach=True,
-            labels={labels.SERVICE: labels.SERVICE_AGENT, labels.AGENT_ID: "no-such-agent"},
+            labels={
+                labels.SERVICE: labels.SERVICE_AGENT,
+                labels.AGENT_ID: "no-such-agent",
+                labels.INSTANCE: api.context.orchestrator.claim(),
+            },
             network="clawhq-test-agents",
         )
         assert api.context.supervisor is not None
@@ -162,7 +166,14 @@ def test_crash_between_create_and_commit_converges(docker_app, docker_runtime) -
 
         with api.context.sessions() as session:
             row = session.get(Agent, agent["id"])
-            spec = build_spec(settings, row, 19450, AgentSecrets("k", "t", "g"), "http://x:1")
+            spec = build_spec(
+                settings,
+                row,
+                19450,
+                AgentSecrets("k", "t", "g"),
+                "http://x:1",
+                api.context.orchestrator.claim(),
+            )
         docker_runtime.ensure_network(settings.agent_network)
         created = docker_runtime.create(spec)
         docker_runtime.start(created.id)
@@ -241,3 +252,28 @@ def test_two_clawhq_processes_on_one_database(docker_app) -> None:
         )
         assert [c.id for c in containers_of(agent["id"])] == [back["containerId"]]
         assert count_leases(one) == 1
+
+
+def test_installations_sharing_an_engine_leave_each_other_alone(
+    docker_app, make_settings, sqlite_url, tmp_path
+) -> None:
+    """A second ClawHQ with its own database on the same engine neither adopts nor removes
+    the first one's containers."""
+    from tests.conftest import running_app
+
+    other_db = f"sqlite:///{tmp_path / 'other.db'}"
+    from clawhq.db import migrate
+    from clawhq.db.engine import create_db_engine
+
+    engine = create_db_engine(other_db)
+    migrate.upgrade(engine)
+    engine.dispose()
+    with docker_app(**FAST) as api:
+        me = api.user()
+        agent = api.agent(me)
+        running = deploy_running(api, me, agent["id"])
+        with running_app(make_settings(database_url=other_db, **FAST)) as other:
+            assert other.context.supervisor is not None
+            assert other.context.supervisor.reconcile() == []
+            assert other.client.get("/metrics").status_code == 200
+        assert sdk().containers.get(running["containerId"]).status == "running"

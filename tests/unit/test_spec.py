@@ -22,13 +22,14 @@ def make_agent() -> Agent:
 def test_spec_carries_identity_env_limits_and_labels() -> None:
     settings = load_settings(agent_memory="1g", agent_pids_limit=128, port_range="19000-19010")
     secrets = AgentSecrets("sk-user", "whk_token", "gw-token")
-    spec = build_spec(settings, make_agent(), 19003, secrets, "http://172.18.0.1:8000")
+    spec = build_spec(settings, make_agent(), 19003, secrets, "http://172.18.0.1:8000", "inst1")
 
     assert spec.name == container_name("u" * 32, "a" * 32) == f"clawhq-{'u' * 32}-{'a' * 32}"
     assert spec.labels == {
         labels.SERVICE: "openclaw-agent",
         labels.USER_ID: "u" * 32,
         labels.AGENT_ID: "a" * 32,
+        labels.INSTANCE: "inst1",
     }
     assert spec.user == "1001:1001"
     assert spec.limits.memory_bytes == 1024**3
@@ -56,9 +57,9 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
 def test_config_hash_ignores_secrets_but_not_configuration() -> None:
     settings = load_settings()
     agent = make_agent()
-    one = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1")
-    two = build_spec(settings, agent, 19000, AgentSecrets("k2", "t2", "g2"), "http://h:1")
+    one = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1", "i")
+    two = build_spec(settings, agent, 19000, AgentSecrets("k2", "t2", "g2"), "http://h:1", "i")
     assert one.config_hash() == two.config_hash()
     agent.model = "claude-opus-4"
-    three = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1")
+    three = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1", "i")
     assert three.config_hash() != one.config_hash()

@@ -1,0 +1,179 @@
+"""What an owner can see of a running agent: logs, resource use, history, deploy progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator
+from clawhq.api.routes.agents import AgentId
+from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
+from clawhq.context import AppContext
+from clawhq.db.models import Agent, AgentEvent
+from clawhq.errors import ClawHQError
+from clawhq.runtime import LogLine
+from clawhq.services import agents
+from clawhq.status import AgentStatus
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+SSE = "text/event-stream"
+#: How far a deploy has come, by history entry, for the progress stream.
+PROGRESS = {
+    "deploying": 10,
+    "port_leased": 25,
+    "container_created": 50,
+    "container_started": 75,
+    "started": 100,
+    "restarted": 100,
+    "failed": 100,
+}
+SETTLED = frozenset({AgentStatus.RUNNING, AgentStatus.ERROR, AgentStatus.STOPPED})
+POLL_SECONDS = 0.5
+LOG_POLL_SECONDS = 1.0
+
+
+def sse(data: object, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, default=str)}\n\n"
+
+
+@router.get(
+    "/{agent_id}/logs",
+    response_model=AgentLogs,
+    responses={200: {"content": {SSE: {}}, "description": "JSON, or SSE with follow=true"}},
+)
+def agent_logs(
+    agent_id: AgentId,
+    user: CurrentUser,
+    session: DbSession,
+    context: Context,
+    tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    follow: bool = False,
+) -> AgentLogs | StreamingResponse:
+    """The container's last ``tail`` log lines; ``follow=true`` streams new lines as SSE
+    (one ``data:`` per line) until the container stops."""
+    agent = agents.get_owned(session, user, agent_id)
+    session.commit()  # release the read: a followed stream can last long
+    lines, _ = context.orchestrator.log_lines(agent, tail)
+    if not follow:
+        return AgentLogs(lines=[line.text for line in lines])
+    return StreamingResponse(_follow(context, agent, lines), media_type=SSE)
+
+
+async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> AsyncIterator[str]:
+    # Polling with `since` rather than holding the engine's follow stream open: a client that
+    # goes away ends this generator at its next await, and leaves no thread blocked behind.
+    since = first[-1].time if first else datetime.now(UTC)
+    for line in first:
+        yield sse(line.text)
+    while True:
+        await asyncio.sleep(LOG_POLL_SECONDS)
+        try:
+            lines, running = await run_in_threadpool(
+                context.orchestrator.log_lines, agent, 0, since
+            )
+        except ClawHQError as exc:
+            yield sse(exc.message, event="end")
+            return
+        for line in lines:
+            since = max(since, line.time)
+            yield sse(line.text)
+        if not running:
+            yield sse("the container stopped", event="end")
+            return
+
+
+@router.get("/{agent_id}/stats", response_model=AgentStats)
+def agent_stats(
+    agent_id: AgentId, user: CurrentUser, session: DbSession, orchestrator: Orchestrator
+) -> AgentStats:
+    """CPU, memory, network and pids of the running agent, measured now."""
+    agent = agents.get_owned(session, user, agent_id)
+    session.commit()
+    stats = orchestrator.stats(agent)
+    limit = stats.memory_limit_bytes
+    return AgentStats(
+        cpu_percent=stats.cpu_percent,
+        memory_bytes=stats.memory_bytes,
+        memory_limit_bytes=limit,
+        memory_percent=round(stats.memory_bytes / limit * 100, 2) if limit else 0.0,
+        pids=stats.pids,
+        network_rx_bytes=stats.network_rx_bytes,
+        network_tx_bytes=stats.network_tx_bytes,
+    )
+
+
+@router.get("/{agent_id}/events", response_model=AgentEventList)
+def agent_events(
+    agent_id: AgentId,
+    user: CurrentUser,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> AgentEventList:
+    """The agent's lifecycle history, newest first: deployed, started, crashed (and why)…"""
+    agent = agents.get_owned(session, user, agent_id)
+    rows = agents.history(session, agent, limit, before)
+    return AgentEventList(
+        events=[AgentEventPublic.model_validate(row) for row in rows],
+        next_before=rows[-1].id if len(rows) == limit else None,
+    )
+
+
+@router.get(
+    "/{agent_id}/progress",
+    response_class=StreamingResponse,
+    responses={200: {"content": {SSE: {}}, "description": "Server-Sent Events"}},
+)
+def agent_progress(
+    agent_id: AgentId, user: CurrentUser, session: DbSession, context: Context
+) -> StreamingResponse:
+    """The current deploy's progress as Server-Sent Events, ending once the agent settles.
+
+    Each event: ``{"progress": 0-100, "kind", "message", "status", "ready", "failed"}``.
+    """
+    agent = agents.get_owned(session, user, agent_id)
+    after = agents.last_deploy_event_id(session, agent.id)
+    session.commit()
+    return StreamingResponse(_progress(context, agent.id, after), media_type=SSE)
+
+
+async def _progress(context: AppContext, agent_id: str, after: int) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + context.settings.start_timeout + 60
+    while loop.time() < deadline:
+        events, status = await run_in_threadpool(_poll, context, agent_id, after)
+        for event in events:
+            after = event.id
+            yield sse(
+                {
+                    "progress": PROGRESS.get(event.kind, 0),
+                    "kind": event.kind,
+                    "message": event.message,
+                    "status": event.status,
+                    "ready": event.kind in ("started", "restarted"),
+                    "failed": event.kind == "failed",
+                },
+                event="progress",
+            )
+        if status is None or status in SETTLED:
+            yield sse({"status": status}, event="end")
+            return
+        await asyncio.sleep(POLL_SECONDS)
+    yield sse({"status": "timeout"}, event="end")
+
+
+def _poll(
+    context: AppContext, agent_id: str, after: int
+) -> tuple[list[AgentEvent], AgentStatus | None]:
+    with context.sessions() as session:
+        agent = session.get(Agent, agent_id)
+        return agents.events_since(session, agent_id, after), agent.status if agent else None

@@ -1,0 +1,100 @@
+"""Prometheus metrics, in a registry per application (so tests can build several apps).
+
+Counters and histograms are updated where things happen; gauges about the database (agents
+by status, the port pool) and about the engine (per-user CPU and memory, sampled in the
+background) are read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+DEPLOY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.deploy_seconds = Histogram(
+            "clawhq_deploy_duration_seconds",
+            "From a deploy, start or restart to a healthy agent (or to its failure).",
+            ["kind", "outcome"],
+            buckets=DEPLOY_BUCKETS,
+            registry=r,
+        )
+        self.health_failures = Counter(
+            "clawhq_health_check_failures_total", "Health probes that did not say ok.", registry=r
+        )
+        self.restarts = Counter(
+            "clawhq_agent_restarts_total", "Restarts done by the supervisor.", registry=r
+        )
+        self.containers_created = Counter(
+            "clawhq_containers_created_total", "Agent containers created.", registry=r
+        )
+        self.containers_removed = Counter(
+            "clawhq_containers_removed_total", "Agent containers removed.", registry=r
+        )
+        self.requests = Counter(
+            "clawhq_http_requests_total",
+            "API requests by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "clawhq_http_request_duration_seconds",
+            "API request latency by route.",
+            ["method", "route"],
+            registry=r,
+        )
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time through callables (agents by status, port pool, usage)."""
+
+    def __init__(
+        self,
+        agents_by_status: Callable[[], Mapping[str, int]],
+        ports: Callable[[], tuple[int, int]],
+        usage: Callable[[], Iterable[tuple[str, float, int]]],
+    ) -> None:
+        self._agents_by_status = agents_by_status
+        self._ports = ports
+        self._usage = usage
+
+    def collect(self) -> Iterable[Metric]:
+        agents = GaugeMetricFamily("clawhq_agents", "Agents by status.", labels=["status"])
+        for status, count in sorted(self._agents_by_status().items()):
+            agents.add_metric([status], count)
+        yield agents
+        in_use, free = self._ports()
+        pool = GaugeMetricFamily("clawhq_port_pool_ports", "Host ports by state.", labels=["state"])
+        pool.add_metric(["in_use"], in_use)
+        pool.add_metric(["free"], free)
+        yield pool
+        cpu = GaugeMetricFamily(
+            "clawhq_user_cpu_percent",
+            "CPU of a user's agents (100 = one core).",
+            labels=["user_id"],
+        )
+        memory = GaugeMetricFamily(
+            "clawhq_user_memory_bytes", "Memory used by a user's agents.", labels=["user_id"]
+        )
+        for user, cpu_percent, memory_bytes in self._usage():
+            cpu.add_metric([user], cpu_percent)
+            memory.add_metric([user], memory_bytes)
+        yield cpu
+        yield memory
+
+    def describe(self) -> Iterable[Metric]:
+        return []
