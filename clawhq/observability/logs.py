@@ -67,5 +67,7 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # One line per health probe would drown everything else.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     # Uvicorn's access log repeats what the request middleware logs, without the ids.
     logging.getLogger("uvicorn.access").disabled = True

@@ -52,6 +52,7 @@ from clawhq.status import AgentStatus, DesiredState
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 5
+FIRST_POLL_SECONDS = 0.05
 MAX_ERROR_CHARS = 1000
 
 
@@ -551,31 +552,36 @@ class AgentOrchestrator:
             self.fail_start(attempt, reason)
 
     def _wait_for_health(self, attempt: Attempt) -> tuple[str | None, Container | None]:
-        """``(None, …)`` once healthy; otherwise why not, and the container as last seen."""
+        """``(None, …)`` once healthy; otherwise why not, and the container as last seen.
+
+        Polls fast at first and backs off to ``CLAWHQ_STARTUP_POLL_INTERVAL``: a small agent
+        is seen healthy within tens of milliseconds, a slow one is not hammered.
+        """
         container_id = attempt.container_id
         url = self.health_url(attempt.port)
         deadline = time.monotonic() + self.settings.start_timeout
+        delay = min(FIRST_POLL_SECONDS, self.settings.startup_poll_interval)
         container: Container | None = None
         while not self._closed:
+            if self.probe(url):
+                self._mark_running(attempt)
+                return None, container
             try:
                 container = self.runtime.inspect(container_id)
             except ClawHQError as exc:
                 if time.monotonic() >= deadline:
                     return f"lost track of the container while starting: {exc.message}", None
-                time.sleep(self.settings.startup_poll_interval)
-                continue
-            if container is None or not container.is_running:
-                return self.describe_down(container), container
-            if self.probe(url):
-                self._mark_running(attempt)
-                return None, container
+            else:
+                if container is None or not container.is_running:
+                    return self.describe_down(container), container
             if time.monotonic() >= deadline:
                 reason = (
                     f"no healthy answer on {self.settings.agent_health_path} within "
                     f"{self.settings.start_timeout:g}s"
                 )
                 return reason + self.log_tail(container_id), container
-            time.sleep(self.settings.startup_poll_interval)
+            time.sleep(delay)
+            delay = min(delay * 1.5, self.settings.startup_poll_interval)
         return None, container
 
     def _mark_running(self, attempt: Attempt) -> None:

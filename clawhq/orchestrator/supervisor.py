@@ -28,7 +28,9 @@ from clawhq.status import AgentStatus, DesiredState
 
 log = logging.getLogger(__name__)
 
-WATCHED_EVENTS = frozenset({"die", "oom", "destroy", "kill"})
+WATCHED_EVENTS = frozenset({"die", "oom", "destroy"})
+SETTLE_TRIES = 5
+SETTLE_SECONDS = 0.2
 TICK_SECONDS = 1.0
 MAX_EVENT_BACKOFF = 30.0
 
@@ -80,10 +82,20 @@ class Supervisor:
             self.recovery.execute(action)
         return actions
 
-    def check(self, agent_id: str) -> None:
-        """Re-plan one agent, after the engine told us something happened to it."""
+    def check(self, agent_id: str, settle: bool = False) -> None:
+        """Re-plan one agent, after the engine told us something happened to it.
+
+        With ``settle``, an empty plan is tried again a few times: the engine sends ``die``
+        before its own view of the container says it stopped.
+        """
         try:
-            for action in self.recovery.plan_one(agent_id):
+            for attempt in range(SETTLE_TRIES if settle else 1):
+                actions = self.recovery.plan_one(agent_id)
+                if actions:
+                    break
+                if attempt + 1 < SETTLE_TRIES and settle:
+                    self._stop.wait(SETTLE_SECONDS)
+            for action in actions:
                 self.recovery.execute(action)
         except (ClawHQError, SQLAlchemyError) as exc:
             log.warning("check of agent %s failed: %s", agent_id, exc)
@@ -108,7 +120,7 @@ class Supervisor:
                     since = event.time
                     agent_id = event.labels.get("clawhq.agent-id")
                     if agent_id and event.action in WATCHED_EVENTS:
-                        self._pool.submit(self.check, agent_id)
+                        self._pool.submit(self.check, agent_id, True)
                     delay = 1.0
                 raise ClawHQError("the engine closed its event stream")
             except ClawHQError as exc:

@@ -277,3 +277,25 @@ def test_installations_sharing_an_engine_leave_each_other_alone(
             assert other.context.supervisor.reconcile() == []
             assert other.client.get("/metrics").status_code == 200
         assert sdk().containers.get(running["containerId"]).status == "running"
+
+
+def test_crash_is_noticed_from_engine_events_alone(docker_app) -> None:
+    """With reconciliation and probes an hour apart, only the event stream can notice."""
+    slow = {**FAST, "reconcile_interval": 3600, "health_interval": 3600}
+    with docker_app(**slow) as api:
+        me = api.user()
+        agent = api.agent(me)
+        running = deploy_running(api, me, agent["id"])
+        sdk().containers.get(running["containerId"]).kill()
+        noticed = wait_for(
+            lambda: (
+                (b := api.client.get(f"/api/agents/{agent['id']}", headers=me).json())[
+                    "lastExitCode"
+                ]
+                == 137
+                and b
+            ),
+            timeout=30,
+            what="the crash to be noticed",
+        )
+        assert noticed["status"] in ("RESTARTING", "RUNNING")

@@ -1,0 +1,35 @@
+"""ClawHQ's API for the benchmark: the same app as `clawhq serve`, plus a bare endpoint.
+
+``GET /bench/bare`` answers from the same process and event loop with no database, auth or
+engine work: the ceiling against which the API's own overhead is measured.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from clawhq.api.app import create_app
+from clawhq.context import build_context
+from clawhq.db import migrate
+from clawhq.observability import logs
+from clawhq.settings import load_settings
+
+
+def main() -> None:
+    settings = load_settings()
+    logs.configure(settings.log_format, logging.INFO)
+    context = build_context(settings)
+    migrate.upgrade(context.engine)
+    app = create_app(lambda: context)
+
+    @app.get("/bench/bare", include_in_schema=False)
+    def bare() -> dict[str, bool]:
+        return {"ok": True}
+
+    uvicorn.run(app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()
