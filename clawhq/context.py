@@ -29,6 +29,7 @@ class AppContext:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     keyring: Keyring
     runtime: Runtime
     orchestrator: AgentOrchestrator
@@ -72,6 +73,7 @@ def build_context(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
+    read_sessions = make_session_factory(engine, read_only=True)
     keyring = load_keyring(settings)
     metrics = Metrics()
     metered = MeteredRuntime(runtime if runtime is not None else docker_runtime(settings), metrics)
@@ -98,5 +100,14 @@ def build_context(
 
     metrics.add_collector(StateCollector(agents_by_status, ports, usage.by_user if usage else list))
     return AppContext(
-        settings, engine, sessions, keyring, metered, orchestrator, supervisor, usage, metrics
+        settings,
+        engine,
+        sessions,
+        read_sessions,
+        keyring,
+        metered,
+        orchestrator,
+        supervisor,
+        usage,
+        metrics,
     )

@@ -41,7 +41,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    middleware.install(app)
+    app.add_middleware(middleware.RequestObserver)
     for module in (auth, agents, telemetry, webhooks, admin, health, metrics):
         app.include_router(module.router)
     return app

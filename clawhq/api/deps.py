@@ -31,7 +31,15 @@ def get_session(context: Context) -> Iterator[Session]:
         yield session
 
 
+def get_read_session(context: Context) -> Iterator[Session]:
+    with context.read_sessions() as session:
+        yield session
+
+
+#: A session for requests that write.
 DbSession = Annotated[Session, Depends(get_session)]
+#: A session for requests that only read (on SQLite, reads then run in parallel).
+ReadSession = Annotated[Session, Depends(get_read_session)]
 
 
 def get_orchestrator(context: Context) -> AgentOrchestrator:
@@ -43,14 +51,12 @@ Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(session: DbSession, credentials: BearerToken) -> User:
+def authenticate(session: ReadSession, credentials: BearerToken) -> User:
     if credentials is None:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
-    user = users.authenticate(session, credentials.credentials)
-    # End the read transaction now: on SQLite it holds the database's write lock, and the
-    # orchestrator works in sessions of its own.
-    session.commit()
-    return user
+    # A read session: under SQLite's WAL it holds no lock that the orchestrator's own
+    # write sessions would wait for.
+    return users.authenticate(session, credentials.credentials)
 
 
 async def get_current_user(request: Request, user: Annotated[User, Depends(authenticate)]) -> User:

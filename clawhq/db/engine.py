@@ -8,6 +8,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "clawhq_read_only"
+# The API runs sync endpoints on a 40-thread pool and each request may hold two sessions:
+# a pool smaller than that opens and closes connections under load, which costs far more
+# than the queries (a PostgreSQL connection means a new backend and an auth handshake).
+POOL_SIZE = 40
+POOL_OVERFLOW = 40
 
 
 def normalize_url(url: str) -> str:
@@ -25,10 +31,12 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -38,20 +46,30 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL syncs at checkpoints rather than every commit: a crash of ClawHQ
+        # loses nothing, a power cut may lose the last commits, which reconciliation repairs.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    # pysqlite's deferred BEGIN lets two writers deadlock when both upgrade a read lock; taking
-    # the write lock up front makes concurrent transactions queue on busy_timeout instead.
+    # A deferred BEGIN lets two writers deadlock when both upgrade a read lock, so sessions
+    # that may write take the write lock up front and queue on busy_timeout instead; read-only
+    # sessions (see make_session_factory) begin deferred and run side by side.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = "DEFERRED" if conn.get_execution_options().get(READ_ONLY) else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects after commit and record agents' history."""
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects after commit and record agents' history.
+
+    ``read_only`` sessions are for requests that only read: on SQLite they do not take the
+    write lock, so reads proceed in parallel (writing in them may fail with "busy").
+    """
     from clawhq.db import history
 
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    sessions = sessionmaker(bind, expire_on_commit=False)
     history.install(sessions)
     return sessions

@@ -52,7 +52,7 @@ from clawhq.status import AgentStatus, DesiredState
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 5
-FIRST_POLL_SECONDS = 0.05
+FIRST_POLL_SECONDS = 0.02
 MAX_ERROR_CHARS = 1000
 
 

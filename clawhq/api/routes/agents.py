@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator
+from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, ReadSession
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
 from clawhq.db.models import Agent
 from clawhq.errors import ClawHQError
@@ -25,7 +25,7 @@ def public(agent: Agent, container_status: str | None = None) -> AgentPublic:
 
 
 @router.get("", response_model=AgentList, response_model_by_alias=True)
-def list_agents(user: CurrentUser, session: DbSession, orchestrator: Orchestrator) -> AgentList:
+def list_agents(user: CurrentUser, session: ReadSession, orchestrator: Orchestrator) -> AgentList:
     """The caller's agents, each with what the engine reports of its container right now."""
     owned = agents.list_agents(session, user)
     try:
@@ -53,7 +53,7 @@ def create_agent(
 
 @router.get("/{agent_id}", response_model=AgentPublic)
 def get_agent(
-    agent_id: AgentId, user: CurrentUser, session: DbSession, orchestrator: Orchestrator
+    agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
 ) -> AgentPublic:
     agent = agents.get_owned(session, user, agent_id)
     try:

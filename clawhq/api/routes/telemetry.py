@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator
+from clawhq.api.deps import Context, CurrentUser, Orchestrator, ReadSession
 from clawhq.api.routes.agents import AgentId
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
 from clawhq.context import AppContext
@@ -53,7 +53,7 @@ def sse(data: object, event: str | None = None) -> str:
 def agent_logs(
     agent_id: AgentId,
     user: CurrentUser,
-    session: DbSession,
+    session: ReadSession,
     context: Context,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
     follow: bool = False,
@@ -93,7 +93,7 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
 
 @router.get("/{agent_id}/stats", response_model=AgentStats)
 def agent_stats(
-    agent_id: AgentId, user: CurrentUser, session: DbSession, orchestrator: Orchestrator
+    agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
 ) -> AgentStats:
     """CPU, memory, network and pids of the running agent, measured now."""
     agent = agents.get_owned(session, user, agent_id)
@@ -115,7 +115,7 @@ def agent_stats(
 def agent_events(
     agent_id: AgentId,
     user: CurrentUser,
-    session: DbSession,
+    session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> AgentEventList:
@@ -134,7 +134,7 @@ def agent_events(
     responses={200: {"content": {SSE: {}}, "description": "Server-Sent Events"}},
 )
 def agent_progress(
-    agent_id: AgentId, user: CurrentUser, session: DbSession, context: Context
+    agent_id: AgentId, user: CurrentUser, session: ReadSession, context: Context
 ) -> StreamingResponse:
     """The current deploy's progress as Server-Sent Events, ending once the agent settles.
 
@@ -174,6 +174,6 @@ async def _progress(context: AppContext, agent_id: str, after: int) -> AsyncIter
 def _poll(
     context: AppContext, agent_id: str, after: int
 ) -> tuple[list[AgentEvent], AgentStatus | None]:
-    with context.sessions() as session:
+    with context.read_sessions() as session:
         agent = session.get(Agent, agent_id)
         return agents.events_since(session, agent_id, after), agent.status if agent else None
