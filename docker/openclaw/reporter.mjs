@@ -163,11 +163,12 @@ export function startReporter(options) {
     lastError = "";
   };
 
-  let usageRunning = false;
+  let usageRunning = false; // one round at a time: two would report the same increment twice
   const usage = async () => {
-    if (usageRunning || !(await gatewayHealthy(port))) return;
+    if (usageRunning) return;
     usageRunning = true;
     try {
+      if (!(await gatewayHealthy(port))) return;
       const state = loadState(statePath);
       if (!state.pending) {
         const payload = await gatewayRpc(port, gatewayToken, "sessions.usage", {
@@ -192,7 +193,7 @@ export function startReporter(options) {
     if (!(seconds > 0)) return;
     const run = () => task().catch(complain);
     timers.push(setInterval(run, seconds * 1000));
-    timers.push(setTimeout(run, Math.min(seconds, 5) * 1000)); // soon after start, too
+    if (seconds > 5) timers.push(setTimeout(run, 5000)); // soon after start, too
   };
   every(options.heartbeatSeconds, heartbeat);
   every(options.usageSeconds, usage);

@@ -221,3 +221,123 @@ def test_what_cannot_run_exits_78_and_says_why(
     code, logs = run_image(openclaw_image, scratch_volume, agent_env(**env))
     assert code == 78, logs
     assert message in logs
+
+
+# -- usage, from a real agent turn against a model served inside the container -----------------
+
+MOCK_MODEL = """
+import http from "node:http";
+import { appendFileSync } from "node:fs";
+const usage = { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 };
+http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    if (req.url === "/hook") {
+      const line = JSON.stringify({ auth: req.headers.authorization, body });
+      appendFileSync("/tmp/hooks.jsonl", line + "\\n");
+      res.writeHead(202);
+      return res.end("{}");
+    }
+    const base = { id: "c1", created: 1, model: "mock-1" };
+    const message = { role: "assistant", content: "Hello from the mock." };
+    if (JSON.parse(body || "{}").stream) {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const chunk = { ...base, object: "chat.completion.chunk" };
+      const send = (o) => res.write(`data: ${JSON.stringify({ ...chunk, ...o })}\\n\\n`);
+      send({ choices: [{ index: 0, delta: message, finish_reason: null }] });
+      send({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], usage });
+      return res.end("data: [DONE]\\n\\n");
+    }
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ ...base, object: "chat.completion", usage,
+      choices: [{ index: 0, message, finish_reason: "stop" }] }));
+  });
+}).listen(9999, "127.0.0.1");
+"""
+
+MOCK_PROVIDER = {
+    "baseUrl": "http://127.0.0.1:9999/v1",
+    "apiKey": "mock-key",
+    "api": "openai-completions",
+    "models": [{"id": "mock-1", "name": "Mock", "input": ["text"], "contextWindow": 32000}],
+}
+
+# Runs as the container's command: the mock model (also the webhook receiver), the gateway from
+# a config that adds the mock provider, one agent turn, then the reporter for a few rounds.
+USAGE_SCRIPT = """
+set -e
+node /t/mock.mjs &
+mkdir -p ~/.openclaw && cp /t/openclaw.json ~/.openclaw/openclaw.json
+openclaw gateway run --bind lan --port 18789 > /tmp/gateway.log 2>&1 &
+for i in $(seq 1 180); do
+  bash -c 'exec 3<>/dev/tcp/127.0.0.1/18789' 2>/dev/null && break; sleep 1
+done
+openclaw agent --agent main --message 'Say hello' > /tmp/turn.log 2>&1
+node --input-type=module -e '
+  import { startReporter } from "/opt/clawhq/reporter.mjs";
+  const stop = startReporter({ url: "http://127.0.0.1:9999/hook", token: "whk-test",
+    gatewayToken: process.env.OPENCLAW_GATEWAY_TOKEN, port: 18789, heartbeatSeconds: 2,
+    usageSeconds: 2, statePath: "/tmp/usage.json" });
+  setTimeout(() => { stop(); }, 12000);
+'
+cat /tmp/hooks.jsonl
+"""
+
+
+def test_reporter_posts_heartbeats_and_usage_from_a_real_agent_turn(
+    openclaw_image: str, tmp_path
+) -> None:
+    """The gateway's sessions.usage, after one turn (100 + 5 tokens, 2 messages), becomes
+    exactly one usage webhook; heartbeats carry the webhook token. No network at all."""
+    cfg = json.loads(
+        run_config_json(openclaw_image, {"CLAWHQ_MODEL_PROVIDER": "openai", "CLAWHQ_MODEL": "x"})
+    )
+    cfg["agents"]["defaults"]["model"]["primary"] = "mock/mock-1"
+    cfg["models"]["providers"] = {"mock": MOCK_PROVIDER}
+    (tmp_path / "openclaw.json").write_text(json.dumps(cfg))
+    (tmp_path / "mock.mjs").write_text(MOCK_MODEL)
+    (tmp_path / "run.sh").write_text(USAGE_SCRIPT)
+    tmp_path.chmod(0o755)
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)
+    container = sdk().containers.run(
+        openclaw_image,
+        ["/t/run.sh"],
+        entrypoint=["bash"],
+        detach=True,
+        environment={"OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789"},
+        volumes={str(tmp_path): {"bind": "/t", "mode": "ro"}},
+        # The agent turn runs a second OpenClaw process (the CLI) beside the gateway.
+        **{
+            **HARDENING,
+            "mem_limit": "2g",
+            "tmpfs": {"/tmp": "rw,size=64m", "/home/openclaw": "uid=1001,gid=1001"},
+        },
+    )
+    try:
+        code = int(container.wait(timeout=400)["StatusCode"])
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 0, logs[-3000:]
+    hooks = [json.loads(line) for line in logs.splitlines() if line.startswith('{"auth"')]
+    assert hooks and all(h["auth"] == "Bearer whk-test" for h in hooks)
+    bodies = [json.loads(h["body"]) for h in hooks]
+    assert {"type": "heartbeat"} in bodies
+    usage = [b for b in bodies if b["type"] == "usage"]
+    assert len(usage) == 1, bodies
+    assert usage[0]["messages"] == 2 and usage[0]["tokens"] == 105
+    assert uuid.UUID(usage[0]["eventId"])
+
+
+def run_config_json(image: str, env: dict[str, str]) -> str:
+    """The config the entrypoint writes for ``env`` (--print-config)."""
+    container = sdk().containers.run(
+        image, ["--print-config"], detach=True, environment=agent_env(**env), **HARDENING
+    )
+    try:
+        assert int(container.wait(timeout=60)["StatusCode"]) == 0
+        return container.logs(stderr=False).decode()
+    finally:
+        container.remove(force=True)
