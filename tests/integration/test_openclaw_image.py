@@ -106,8 +106,9 @@ def agent_env(**extra: str) -> dict[str, str]:
     }
 
 
-def ready(port: int, timeout: float = 90) -> dict[str, Any]:
-    """Poll /readyz on the published port until it says ready (bounded)."""
+def ready(port: int, timeout: float = 180) -> dict[str, Any]:
+    """Poll /readyz on the published port until it says ready (bounded; readiness also
+    needs a responsive event loop, which a loaded machine can delay)."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
