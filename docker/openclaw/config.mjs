@@ -1,0 +1,144 @@
+// Turns the environment ClawHQ gives an agent container into OpenClaw's config. Pure: no I/O,
+// so it can be tested with any Node.js (see tests/unit/test_openclaw_entrypoint.py).
+//
+// Secrets never enter the config file: every credential is an OpenClaw SecretRef naming an
+// environment variable ({source: "env", ...}), resolved by the gateway at run time. The file
+// lives on the agent's workspace volume, so this keeps keys off the disk.
+
+export const GATEWAY_PORT = 18789;
+
+/** Exit code for a configuration the container cannot run with (sysexits' EX_CONFIG). */
+export const EX_CONFIG = 78;
+
+/** ClawHQ's provider names -> OpenClaw's provider id and the env variable holding its key. */
+export const PROVIDERS = Object.freeze({
+  claude: { id: "anthropic", keyEnv: "ANTHROPIC_API_KEY" },
+  openai: { id: "openai", keyEnv: "OPENAI_API_KEY" },
+  gemini: { id: "google", keyEnv: "GEMINI_API_KEY" },
+  deepseek: { id: "deepseek", keyEnv: "DEEPSEEK_API_KEY" },
+  grok: { id: "xai", keyEnv: "XAI_API_KEY" },
+});
+
+/** Where the image installs the Slack plugin (an npm package beside openclaw). */
+export const SLACK_PLUGIN_PATH = "/opt/openclaw/node_modules/@openclaw/slack";
+
+/** Channels this image can run, and the env variables each needs. */
+export const CHANNELS = Object.freeze({
+  telegram: { env: ["TELEGRAM_BOT_TOKEN"] },
+  slack: { env: ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"] },
+});
+
+/** Channels ClawHQ knows but this image cannot run headless yet, and why. */
+export const UNSUPPORTED_CHANNELS = Object.freeze({
+  discord:
+    "OpenClaw's Discord plugin only runs when installed with `openclaw plugins install` " +
+    "(it refuses to start from a preinstalled package), which this image cannot do",
+  whatsapp: "WhatsApp needs an interactive QR-code login, which a headless agent cannot do",
+});
+
+export class ConfigError extends Error {}
+
+const envRef = (id) => ({ source: "env", provider: "default", id });
+
+function required(env, name, why) {
+  const value = (env[name] ?? "").trim();
+  if (!value) throw new ConfigError(`${name} is not set: ${why}`);
+  return value;
+}
+
+/** The model reference `provider/model`, from CLAWHQ_MODEL_PROVIDER and CLAWHQ_MODEL. */
+export function modelRef(env) {
+  const name = required(env, "CLAWHQ_MODEL_PROVIDER", "it names the model provider");
+  const provider = PROVIDERS[name];
+  if (!provider) {
+    throw new ConfigError(
+      `unknown model provider ${JSON.stringify(name)} in CLAWHQ_MODEL_PROVIDER ` +
+        `(known: ${Object.keys(PROVIDERS).join(", ")})`,
+    );
+  }
+  const model = required(env, "CLAWHQ_MODEL", "it names the model");
+  return model.startsWith(`${provider.id}/`) ? model : `${provider.id}/${model}`;
+}
+
+/** The channel ids listed in CLAWHQ_CHANNELS (a JSON list of strings; empty when unset). */
+export function channelList(env) {
+  const raw = (env.CLAWHQ_CHANNELS ?? "").trim();
+  if (!raw) return [];
+  let parsed;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError("CLAWHQ_CHANNELS is not JSON: expected a list like [\"telegram\"]");
+  }
+  if (!Array.isArray(parsed) || parsed.some((c) => typeof c !== "string")) {
+    throw new ConfigError("CLAWHQ_CHANNELS must be a JSON list of channel names");
+  }
+  return [...new Set(parsed)];
+}
+
+function channelBlock(id, env) {
+  if (Object.hasOwn(UNSUPPORTED_CHANNELS, id)) {
+    throw new ConfigError(`channel ${id} is not supported by this image: ${UNSUPPORTED_CHANNELS[id]}`);
+  }
+  const spec = CHANNELS[id];
+  if (!spec) {
+    throw new ConfigError(
+      `unknown channel ${JSON.stringify(id)} in CLAWHQ_CHANNELS ` +
+        `(supported: ${Object.keys(CHANNELS).join(", ")})`,
+    );
+  }
+  const missing = spec.env.filter((name) => !(env[name] ?? "").trim());
+  if (missing.length) {
+    throw new ConfigError(`channel ${id} is listed but ${missing.join(" and ")} is not set`);
+  }
+  if (id === "telegram") return { enabled: true, botToken: envRef("TELEGRAM_BOT_TOKEN") };
+  // slack: Socket Mode, so no public URL is needed.
+  return {
+    enabled: true,
+    mode: "socket",
+    botToken: envRef("SLACK_BOT_TOKEN"),
+    appToken: envRef("SLACK_APP_TOKEN"),
+  };
+}
+
+/**
+ * The whole config and the environment changes for the gateway process.
+ * Throws ConfigError (one line, for the container log) when ClawHQ's env cannot be run.
+ */
+export function buildConfig(env) {
+  const primary = modelRef(env);
+  const provider = PROVIDERS[env.CLAWHQ_MODEL_PROVIDER.trim()];
+  const apiKey = required(env, "CLAWHQ_API_KEY", "the agent has no model provider key");
+  required(
+    env,
+    "OPENCLAW_GATEWAY_TOKEN",
+    "the gateway refuses to listen beyond loopback without auth",
+  );
+  const channels = {};
+  for (const id of channelList(env)) channels[id] = channelBlock(id, env);
+
+  const config = {
+    gateway: {
+      mode: "local",
+      bind: "lan",
+      port: GATEWAY_PORT,
+      auth: { mode: "token", token: envRef("OPENCLAW_GATEWAY_TOKEN") },
+    },
+    agents: { defaults: { model: { primary } } },
+    // The image pins OpenClaw: no self-update checks, no hosted catalog downloads, no mDNS.
+    update: { checkOnStart: false },
+    models: { catalogRefresh: { enabled: false } },
+    discovery: { mdns: { mode: "off" } },
+  };
+  if (Object.keys(channels).length) config.channels = channels;
+  if (channels.slack) {
+    config.plugins = { load: { paths: [SLACK_PLUGIN_PATH] }, entries: { slack: { enabled: true } } };
+  }
+  return {
+    config,
+    // The provider key goes to the gateway under the provider's own name; ClawHQ's copies of
+    // the key and of the webhook token stay out of the gateway (and of the agent's tools).
+    setEnv: { [provider.keyEnv]: apiKey, DO_NOT_TRACK: "1", OPENCLAW_DISABLE_BONJOUR: "1" },
+    unsetEnv: ["CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN"],
+  };
+}

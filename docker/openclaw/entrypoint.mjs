@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// ClawHQ's entrypoint for the OpenClaw image: writes OpenClaw's config from ClawHQ's env,
+// starts the gateway headless, forwards SIGTERM/SIGINT to it and exits with its code, and runs
+// the reporter (heartbeat, usage) beside it.
+//
+//   entrypoint.mjs                 write the config, run the gateway
+//   entrypoint.mjs --print-config  print the config that would be written (no secrets) and exit
+//   entrypoint.mjs --check-config  write the config and run `openclaw config validate` on it
+//
+// A configuration it cannot run (unknown provider or channel, missing credential) is one line
+// on stderr and exit code 78.
+
+import { spawn } from "node:child_process";
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+import { buildConfig, ConfigError, EX_CONFIG, GATEWAY_PORT } from "./config.mjs";
+
+const OPENCLAW = process.env.CLAWHQ_OPENCLAW_BIN || "/opt/openclaw/node_modules/openclaw/openclaw.mjs";
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+
+function fail(message) {
+  process.stderr.write(`clawhq-entrypoint: ${message}\n`);
+  process.exit(EX_CONFIG);
+}
+
+function seconds(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) fail(`${name} must be a number of seconds, not ${raw}`);
+  return value;
+}
+
+function configPath(env) {
+  if (env.OPENCLAW_CONFIG_PATH) return env.OPENCLAW_CONFIG_PATH;
+  const stateDir = env.OPENCLAW_STATE_DIR || join(env.HOME || "/home/openclaw", ".openclaw");
+  return join(stateDir, "openclaw.json");
+}
+
+function writeConfig(path, config) {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const text = `// Written by ClawHQ at every start from the agent's settings: edits here do not last.\n${JSON.stringify(config, null, 2)}\n`;
+  writeFileSync(`${path}.clawhq-tmp`, text, { mode: 0o600 });
+  renameSync(`${path}.clawhq-tmp`, path);
+}
+
+async function main(argv) {
+  let built;
+  try {
+    built = buildConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
+  if (argv.includes("--print-config")) {
+    process.stdout.write(`${JSON.stringify(built.config, null, 2)}\n`);
+    return;
+  }
+
+  const env = { ...process.env, ...built.setEnv };
+  for (const name of built.unsetEnv) delete env[name];
+  const path = configPath(process.env);
+  try {
+    writeConfig(path, built.config);
+  } catch (error) {
+    fail(`cannot write ${path}: ${error.message}`);
+  }
+
+  const check = argv.includes("--check-config");
+  const args = check
+    ? ["config", "validate", "--json"]
+    : ["gateway", "run", "--bind", "lan", "--port", String(GATEWAY_PORT)];
+  const child = spawn(process.execPath, [OPENCLAW, ...args], { env, stdio: "inherit" });
+
+  const stopReporter = check
+    ? () => {}
+    : (await import("./reporter.mjs")).startReporter({
+        url: process.env.CLAWHQ_WEBHOOK_URL,
+        token: process.env.CLAWHQ_WEBHOOK_TOKEN,
+        gatewayToken: process.env.OPENCLAW_GATEWAY_TOKEN,
+        port: GATEWAY_PORT,
+        heartbeatSeconds: seconds("CLAWHQ_HEARTBEAT_INTERVAL", 30),
+        usageSeconds: seconds("CLAWHQ_USAGE_INTERVAL", 60),
+        statePath: join(dirname(path), "clawhq-usage.json"),
+      });
+
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) {
+    process.on(signal, () => child.kill(signal));
+  }
+  child.on("error", (error) => {
+    stopReporter();
+    process.stderr.write(`clawhq-entrypoint: cannot start the gateway: ${error.message}\n`);
+    process.exit(1);
+  });
+  child.on("exit", (code, signal) => {
+    stopReporter();
+    process.exit(code ?? 128 + (SIGNAL_NUMBERS[signal] ?? 0));
+  });
+}
+
+main(process.argv.slice(2)).catch((error) => {
+  process.stderr.write(`clawhq-entrypoint: ${error?.stack ?? error}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,344 @@
+"""The real OpenClaw image: built without a registry, deployed through ClawHQ's API.
+
+Slow (the first build makes a Debian root filesystem and installs openclaw from npm; later runs
+reuse the cache), and never talks to anything off this machine: no channel is configured where
+the gateway has a network, the API key is fake, heartbeats go to a closed loopback port, and
+the config checks run with no network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import unavailable
+from tests.integration.helpers import (
+    containers_of,
+    count_leases,
+    exec_in,
+    sdk,
+    wait_status,
+)
+
+OPENCLAW_TEST_TAG = "clawhq-openclaw:test"
+PORTS = "19800-19899"
+FAKE_KEY = "sk-ant-fake-0123456789"
+HARDENING: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "user": "1001:1001",
+    "init": True,
+    "pids_limit": 256,
+    "mem_limit": "1g",
+    "network_mode": "none",
+}
+
+# The environment of the gateway process (the entrypoint's child, which renames itself
+# `openclaw-gateway`), one variable a line.
+GATEWAY_ENV = (
+    "for p in /proc/[0-9]*; do "
+    "tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^openclaw-gateway' "
+    "&& tr '\\0' '\\n' < $p/environ; done"
+)
+
+# The first test also builds the image (about two minutes from a cold cache).
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="session")
+def openclaw_image(docker_runtime: Any) -> str:
+    """The production image, built through the registry-less path (cached between runs)."""
+    from clawhq.cli.images import build_openclaw
+    from clawhq.errors import ConfigError
+
+    try:
+        build_openclaw(docker_runtime, OPENCLAW_TEST_TAG)
+    except ConfigError as exc:
+        if "is not installed" in exc.message or "needs root" in exc.message:
+            unavailable("the OpenClaw image build", exc.message)
+        raise
+    return OPENCLAW_TEST_TAG
+
+
+@pytest.fixture
+def scratch_volume() -> Iterator[str]:
+    name = f"clawhq-test-openclaw-{uuid.uuid4().hex[:10]}"
+    sdk().volumes.create(name)
+    yield name
+    sdk().volumes.get(name).remove(force=True)
+
+
+def run_image(image: str, volume: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run the image to completion, hardened like ClawHQ's agents but with no network."""
+    container = sdk().containers.run(
+        image,
+        list(args),
+        detach=True,
+        environment=env,
+        volumes={volume: {"bind": "/home/openclaw", "mode": "rw"}},
+        labels={"clawhq.test": "openclaw-image"},
+        **HARDENING,
+    )
+    try:
+        code = int(container.wait(timeout=120)["StatusCode"])
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    return {
+        "HOME": "/home/openclaw",
+        "CLAWHQ_MODEL_PROVIDER": "claude",
+        "CLAWHQ_MODEL": "claude-sonnet-4-20250514",
+        "CLAWHQ_API_KEY": FAKE_KEY,
+        "CLAWHQ_CHANNELS": "[]",
+        "OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789",
+        **extra,
+    }
+
+
+def ready(port: int, timeout: float = 180) -> dict[str, Any]:
+    """Poll /readyz on the published port until it says ready (bounded; readiness also
+    needs a responsive event loop, which a loaded machine can delay)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            body = reply.json()
+            if reply.status_code == 200 and body.get("ready") is True:
+                return body
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"/readyz never said ready: {body}")
+
+
+def volume_exists(name: str) -> bool:
+    return any(v.name == name for v in sdk().volumes.list())
+
+
+def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
+    """Default limits (1g, half a core), full hardening: deploy, ready, stop/start, delete."""
+    with docker_app(
+        agent_image=openclaw_image,
+        agent_memory="1g",
+        port_range=PORTS,
+        start_timeout=120,
+        startup_poll_interval=0.5,
+        stop_timeout=10,
+    ) as api:
+        me = api.user()
+        agent = api.agent(me, apiKey=FAKE_KEY)
+        started = time.monotonic()
+        reply = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me)
+        assert reply.status_code == 202, reply.text
+        body = wait_status(api, me, agent["id"], "RUNNING", "ERROR", timeout=180)
+        assert body["status"] == "RUNNING", body.get("lastError")
+        # A measurement for the record (docs/openclaw-image.md), never an assertion.
+        print(f"deploy -> RUNNING: {time.monotonic() - started:.1f} s")
+        container_id, port = body["containerId"], body["containerPort"]
+        assert 19800 <= port <= 19899
+        assert ready(port)["ready"] is True
+
+        # Hardened as ClawHQ asks; the config on the volume holds references, not secrets.
+        assert exec_in(container_id, "id", "-u") == (0, "1001\n")
+        assert exec_in(container_id, "touch", "/etc/x")[0] != 0
+        code, text = exec_in(container_id, "cat", "/home/openclaw/.openclaw/openclaw.json")
+        assert code == 0 and "anthropic/claude-sonnet-4-20250514" in text
+        assert FAKE_KEY not in text
+        # The gateway gets the key under its provider's name; ClawHQ's copies stay out of it.
+        gateway_env = exec_in(container_id, "bash", "-c", GATEWAY_ENV)[1].splitlines()
+        assert f"ANTHROPIC_API_KEY={FAKE_KEY}" in gateway_env
+        assert not [line for line in gateway_env if line.startswith("CLAWHQ_API_KEY=")]
+        assert not [line for line in gateway_env if line.startswith("CLAWHQ_WEBHOOK_TOKEN=")]
+
+        code, _ = exec_in(container_id, "bash", "-c", "echo kept > /home/openclaw/note.txt")
+        assert code == 0
+
+        stopped = api.client.post(f"/api/agents/{agent['id']}/stop", headers=me).json()
+        assert stopped["status"] == "STOPPED"
+        assert sdk().containers.get(container_id).status == "exited"
+
+        assert api.client.post(f"/api/agents/{agent['id']}/start", headers=me).status_code == 202
+        again = wait_status(api, me, agent["id"], "RUNNING", "ERROR", timeout=180)
+        assert again["status"] == "RUNNING", again.get("lastError")
+        assert again["containerId"] == container_id
+        assert exec_in(container_id, "cat", "/home/openclaw/note.txt") == (0, "kept\n")
+        assert ready(again["containerPort"])["ready"] is True
+
+        assert api.client.delete(f"/api/agents/{agent['id']}", headers=me).status_code == 204
+        assert containers_of(agent["id"]) == []
+        assert not volume_exists(f"clawhq-workspace-{agent['id']}")
+        assert count_leases(api) == 0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"CLAWHQ_MODEL_PROVIDER": "openai", "CLAWHQ_MODEL": "gpt-5"},
+        {"CLAWHQ_MODEL_PROVIDER": "gemini", "CLAWHQ_MODEL": "gemini-2.5-pro"},
+        {"CLAWHQ_MODEL_PROVIDER": "deepseek", "CLAWHQ_MODEL": "deepseek-chat"},
+        {"CLAWHQ_MODEL_PROVIDER": "grok", "CLAWHQ_MODEL": "grok-4"},
+        {
+            "CLAWHQ_CHANNELS": '["telegram", "slack"]',
+            "TELEGRAM_BOT_TOKEN": "123456:fake",
+            "SLACK_BOT_TOKEN": "xoxb-fake",
+            "SLACK_APP_TOKEN": "xapp-fake",
+        },
+    ],
+    ids=["claude", "openai", "gemini", "deepseek", "grok", "telegram+slack"],
+)
+def test_generated_config_passes_the_real_gateways_strict_schema(
+    openclaw_image: str, scratch_volume: str, env: dict[str, str]
+) -> None:
+    code, logs = run_image(openclaw_image, scratch_volume, agent_env(**env), "--check-config")
+    assert code == 0, logs
+    assert json.loads(logs.strip().splitlines()[-1])["valid"] is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CLAWHQ_CHANNELS": '["icq"]'}, 'unknown channel "icq" in CLAWHQ_CHANNELS'),
+        ({"CLAWHQ_MODEL_PROVIDER": "mistral"}, 'unknown model provider "mistral"'),
+        ({"CLAWHQ_CHANNELS": '["telegram"]'}, "TELEGRAM_BOT_TOKEN is not set"),
+    ],
+    ids=["unknown-channel", "unknown-provider", "missing-credential"],
+)
+def test_what_cannot_run_exits_78_and_says_why(
+    openclaw_image: str, scratch_volume: str, env: dict[str, str], message: str
+) -> None:
+    code, logs = run_image(openclaw_image, scratch_volume, agent_env(**env))
+    assert code == 78, logs
+    assert message in logs
+
+
+# -- usage, from a real agent turn against a model served inside the container -----------------
+
+MOCK_MODEL = """
+import http from "node:http";
+import { appendFileSync } from "node:fs";
+const usage = { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 };
+http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    if (req.url === "/hook") {
+      const line = JSON.stringify({ auth: req.headers.authorization, body });
+      appendFileSync("/tmp/hooks.jsonl", line + "\\n");
+      res.writeHead(202);
+      return res.end("{}");
+    }
+    const base = { id: "c1", created: 1, model: "mock-1" };
+    const message = { role: "assistant", content: "Hello from the mock." };
+    if (JSON.parse(body || "{}").stream) {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const chunk = { ...base, object: "chat.completion.chunk" };
+      const send = (o) => res.write(`data: ${JSON.stringify({ ...chunk, ...o })}\\n\\n`);
+      send({ choices: [{ index: 0, delta: message, finish_reason: null }] });
+      send({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], usage });
+      return res.end("data: [DONE]\\n\\n");
+    }
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ ...base, object: "chat.completion", usage,
+      choices: [{ index: 0, message, finish_reason: "stop" }] }));
+  });
+}).listen(9999, "127.0.0.1");
+"""
+
+MOCK_PROVIDER = {
+    "baseUrl": "http://127.0.0.1:9999/v1",
+    "apiKey": "mock-key",
+    "api": "openai-completions",
+    "models": [{"id": "mock-1", "name": "Mock", "input": ["text"], "contextWindow": 32000}],
+}
+
+# Runs as the container's command: the mock model (also the webhook receiver), the gateway from
+# a config that adds the mock provider, one agent turn, then the reporter for a few rounds.
+USAGE_SCRIPT = """
+set -e
+node /t/mock.mjs &
+mkdir -p ~/.openclaw && cp /t/openclaw.json ~/.openclaw/openclaw.json
+openclaw gateway run --bind lan --port 18789 > /tmp/gateway.log 2>&1 &
+for i in $(seq 1 180); do
+  bash -c 'exec 3<>/dev/tcp/127.0.0.1/18789' 2>/dev/null && break; sleep 1
+done
+openclaw agent --agent main --message 'Say hello' > /tmp/turn.log 2>&1
+node --input-type=module -e '
+  import { startReporter } from "/opt/clawhq/reporter.mjs";
+  const stop = startReporter({ url: "http://127.0.0.1:9999/hook", token: "whk-test",
+    gatewayToken: process.env.OPENCLAW_GATEWAY_TOKEN, port: 18789, heartbeatSeconds: 2,
+    usageSeconds: 2, statePath: "/tmp/usage.json" });
+  setTimeout(() => { stop(); }, 12000);
+'
+cat /tmp/hooks.jsonl
+"""
+
+
+def test_reporter_posts_heartbeats_and_usage_from_a_real_agent_turn(
+    openclaw_image: str, tmp_path
+) -> None:
+    """The gateway's sessions.usage, after one turn (100 + 5 tokens, 2 messages), becomes
+    exactly one usage webhook; heartbeats carry the webhook token. No network at all."""
+    cfg = json.loads(
+        run_config_json(openclaw_image, {"CLAWHQ_MODEL_PROVIDER": "openai", "CLAWHQ_MODEL": "x"})
+    )
+    cfg["agents"]["defaults"]["model"]["primary"] = "mock/mock-1"
+    cfg["models"]["providers"] = {"mock": MOCK_PROVIDER}
+    (tmp_path / "openclaw.json").write_text(json.dumps(cfg))
+    (tmp_path / "mock.mjs").write_text(MOCK_MODEL)
+    (tmp_path / "run.sh").write_text(USAGE_SCRIPT)
+    tmp_path.chmod(0o755)
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)
+    container = sdk().containers.run(
+        openclaw_image,
+        ["/t/run.sh"],
+        entrypoint=["bash"],
+        detach=True,
+        environment={"OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789"},
+        volumes={str(tmp_path): {"bind": "/t", "mode": "ro"}},
+        # The agent turn runs a second OpenClaw process (the CLI) beside the gateway.
+        **{
+            **HARDENING,
+            "mem_limit": "2g",
+            "tmpfs": {"/tmp": "rw,size=64m", "/home/openclaw": "uid=1001,gid=1001"},
+        },
+    )
+    try:
+        code = int(container.wait(timeout=400)["StatusCode"])
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 0, logs[-3000:]
+    hooks = [json.loads(line) for line in logs.splitlines() if line.startswith('{"auth"')]
+    assert hooks and all(h["auth"] == "Bearer whk-test" for h in hooks)
+    bodies = [json.loads(h["body"]) for h in hooks]
+    assert {"type": "heartbeat"} in bodies
+    usage = [b for b in bodies if b["type"] == "usage"]
+    assert len(usage) == 1, bodies
+    assert usage[0]["messages"] == 2 and usage[0]["tokens"] == 105
+    assert uuid.UUID(usage[0]["eventId"])
+
+
+def run_config_json(image: str, env: dict[str, str]) -> str:
+    """The config the entrypoint writes for ``env`` (--print-config)."""
+    container = sdk().containers.run(
+        image, ["--print-config"], detach=True, environment=agent_env(**env), **HARDENING
+    )
+    try:
+        assert int(container.wait(timeout=60)["StatusCode"]) == 0
+        return container.logs(stderr=False).decode()
+    finally:
+        container.remove(force=True)

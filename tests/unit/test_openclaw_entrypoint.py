@@ -1,0 +1,210 @@
+"""The OpenClaw image's entrypoint turns ClawHQ's env into OpenClaw's config (host Node.js).
+
+The same config is checked against the real gateway's schema in
+tests/integration/test_openclaw_image.py; here it runs fast, with any Node.js >= 18.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import unavailable
+
+IMAGE_DIR = Path(__file__).resolve().parents[2] / "docker" / "openclaw"
+ENTRYPOINT = IMAGE_DIR / "entrypoint.mjs"
+BASE_ENV = {
+    "CLAWHQ_MODEL_PROVIDER": "claude",
+    "CLAWHQ_MODEL": "claude-sonnet-4-20250514",
+    "CLAWHQ_API_KEY": "sk-test-0123456789",
+    "OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789",
+    "CLAWHQ_CHANNELS": "[]",
+}
+ENV_REF = {"source": "env", "provider": "default"}
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        unavailable("Node.js", "`node` is not on PATH")
+    return str(found)
+
+
+def run(node: str, **env: str) -> subprocess.CompletedProcess[str]:
+    merged = {**BASE_ENV, **env}
+    merged = {k: v for k, v in merged.items() if v is not None and v != "<unset>"}
+    return subprocess.run(
+        [node, str(ENTRYPOINT), "--print-config"],
+        env={"PATH": "/usr/bin:/bin", **merged},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def config(node: str, **env: str) -> dict[str, Any]:
+    done = run(node, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def refused(node: str, **env: str) -> str:
+    done = run(node, **env)
+    assert done.returncode == 78, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_defaults_gateway_and_offline_settings(node: str) -> None:
+    cfg = config(node)
+    assert cfg["gateway"] == {
+        "mode": "local",
+        "bind": "lan",
+        "port": 18789,
+        "auth": {"mode": "token", "token": {**ENV_REF, "id": "OPENCLAW_GATEWAY_TOKEN"}},
+    }
+    assert cfg["agents"] == {
+        "defaults": {"model": {"primary": "anthropic/claude-sonnet-4-20250514"}}
+    }
+    assert cfg["update"] == {"checkOnStart": False}
+    assert cfg["models"] == {"catalogRefresh": {"enabled": False}}
+    assert cfg["discovery"] == {"mdns": {"mode": "off"}}
+    assert "channels" not in cfg and "plugins" not in cfg
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "primary"),
+    [
+        ("claude", "claude-opus-4-1", "anthropic/claude-opus-4-1"),
+        ("openai", "gpt-5", "openai/gpt-5"),
+        ("gemini", "gemini-2.5-pro", "google/gemini-2.5-pro"),
+        ("deepseek", "deepseek-chat", "deepseek/deepseek-chat"),
+        ("grok", "grok-4", "xai/grok-4"),
+        ("openai", "openai/gpt-5", "openai/gpt-5"),  # already a reference: kept as it is
+    ],
+)
+def test_model_reference(node: str, provider: str, model: str, primary: str) -> None:
+    cfg = config(node, CLAWHQ_MODEL_PROVIDER=provider, CLAWHQ_MODEL=model)
+    assert cfg["agents"]["defaults"]["model"]["primary"] == primary
+
+
+def test_secrets_stay_out_of_the_config(node: str) -> None:
+    done = run(
+        node,
+        CLAWHQ_CHANNELS='["telegram", "slack"]',
+        TELEGRAM_BOT_TOKEN="123456:telegram-secret",
+        SLACK_BOT_TOKEN="xoxb-slack-secret",
+        SLACK_APP_TOKEN="xapp-slack-secret",
+    )
+    assert done.returncode == 0, done.stderr
+    for secret in ("sk-test", "gateway-token", "telegram-secret", "slack-secret"):
+        assert secret not in done.stdout
+
+
+def test_channels_become_blocks_with_env_references(node: str) -> None:
+    cfg = config(
+        node,
+        CLAWHQ_CHANNELS='["telegram", "slack"]',
+        TELEGRAM_BOT_TOKEN="123456:abc",
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_APP_TOKEN="xapp-1",
+    )
+    assert cfg["channels"] == {
+        "telegram": {"enabled": True, "botToken": {**ENV_REF, "id": "TELEGRAM_BOT_TOKEN"}},
+        "slack": {
+            "enabled": True,
+            "mode": "socket",
+            "botToken": {**ENV_REF, "id": "SLACK_BOT_TOKEN"},
+            "appToken": {**ENV_REF, "id": "SLACK_APP_TOKEN"},
+        },
+    }
+    # Slack is an npm plugin beside openclaw in the image, loaded by path and enabled.
+    assert cfg["plugins"] == {
+        "load": {"paths": ["/opt/openclaw/node_modules/@openclaw/slack"]},
+        "entries": {"slack": {"enabled": True}},
+    }
+
+
+def test_telegram_alone_needs_no_plugin(node: str) -> None:
+    cfg = config(node, CLAWHQ_CHANNELS='["telegram"]', TELEGRAM_BOT_TOKEN="1:x")
+    assert list(cfg["channels"]) == ["telegram"]
+    assert "plugins" not in cfg
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CLAWHQ_MODEL_PROVIDER": "mistral"}, 'unknown model provider "mistral"'),
+        ({"CLAWHQ_MODEL_PROVIDER": "<unset>"}, "CLAWHQ_MODEL_PROVIDER is not set"),
+        ({"CLAWHQ_MODEL": ""}, "CLAWHQ_MODEL is not set"),
+        ({"CLAWHQ_API_KEY": "<unset>"}, "CLAWHQ_API_KEY is not set"),
+        ({"OPENCLAW_GATEWAY_TOKEN": "<unset>"}, "OPENCLAW_GATEWAY_TOKEN is not set"),
+        ({"CLAWHQ_CHANNELS": '["icq"]'}, 'unknown channel "icq"'),
+        ({"CLAWHQ_CHANNELS": "telegram"}, "CLAWHQ_CHANNELS is not JSON"),
+        ({"CLAWHQ_CHANNELS": '{"telegram": 1}'}, "must be a JSON list"),
+        ({"CLAWHQ_CHANNELS": '["telegram"]'}, "channel telegram is listed but TELEGRAM_BOT_TOKEN"),
+        (
+            {"CLAWHQ_CHANNELS": '["slack"]', "SLACK_BOT_TOKEN": "xoxb-1"},
+            "channel slack is listed but SLACK_APP_TOKEN is not set",
+        ),
+        ({"CLAWHQ_CHANNELS": '["discord"]', "DISCORD_BOT_TOKEN": "x"}, "channel discord is not"),
+        ({"CLAWHQ_CHANNELS": '["whatsapp"]'}, "channel whatsapp is not supported"),
+    ],
+)
+def test_what_cannot_run_exits_78_with_one_line(
+    node: str, env: dict[str, str], message: str
+) -> None:
+    line = refused(node, **env)
+    assert line.startswith("clawhq-entrypoint: ")
+    assert message in line
+
+
+def node_eval(node: str, script: str) -> Any:
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=IMAGE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_usage_is_reported_as_increments_per_day(node: str) -> None:
+    payload = {
+        "aggregates": {
+            "daily": [
+                {"date": "2026-11-26", "tokens": 1200, "messages": 4, "cost": 0.1},
+                {"date": "2026-11-27", "tokens": 300, "messages": 2, "cost": 0.01},
+            ]
+        }
+    }
+    script = f"""
+        import {{ dailyUsage, usageIncrement }} from "./reporter.mjs";
+        const now = dailyUsage({json.dumps(payload)});
+        const first = usageIncrement(now, {{}});
+        const none = usageIncrement(now, first.days);
+        const reported = {{ "2026-11-26": {{ messages: 4, tokens: 1200 }},
+                            "2026-11-27": {{ messages: 1, tokens: 100 }} }};
+        const later = usageIncrement(now, reported);
+        console.log(JSON.stringify({{ first, none, later }}));
+    """
+    result = node_eval(node, script)
+    assert result["first"]["messages"] == 6 and result["first"]["tokens"] == 1500
+    assert result["none"] == {"messages": 0, "tokens": 0, "days": {}}
+    assert result["later"] == {
+        "messages": 1,
+        "tokens": 200,
+        "days": {"2026-11-27": {"messages": 2, "tokens": 300}},
+    }
