@@ -12,7 +12,7 @@ from clawhq.settings import PROVIDERS
 from clawhq.status import AgentStatus, DesiredState
 
 Provider = Literal["claude", "openai", "gemini", "deepseek", "grok"]
-Channel = Literal["telegram", "discord", "slack", "whatsapp"]
+Channel = Literal["telegram", "discord", "slack"]
 assert set(Provider.__args__) == set(PROVIDERS)  # type: ignore[attr-defined]
 
 AgentName = Annotated[
@@ -34,6 +34,50 @@ class Schema(BaseModel):
     )
 
 
+TelegramToken = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,12}:[A-Za-z0-9_-]{30,64}$")]
+DiscordToken = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9_-]{20,100}\.[A-Za-z0-9_-]{4,20}\.[A-Za-z0-9_-]{20,100}$"
+    ),
+]
+SlackBotToken = Annotated[str, StringConstraints(pattern=r"^xoxb-[A-Za-z0-9-]{10,250}$")]
+SlackAppToken = Annotated[str, StringConstraints(pattern=r"^xapp-[A-Za-z0-9-]{10,250}$")]
+
+
+class TelegramCredentials(Schema):
+    bot_token: TelegramToken = Field(description="From @BotFather: 123456789:AA…")
+
+
+class DiscordCredentials(Schema):
+    bot_token: DiscordToken
+
+
+class SlackCredentials(Schema):
+    bot_token: SlackBotToken = Field(description="xoxb-…")
+    app_token: SlackAppToken = Field(description="xapp-… (socket mode)")
+
+
+class ChannelCredentials(Schema):
+    """Per-channel secrets: stored encrypted, passed to the agent, never returned."""
+
+    telegram: TelegramCredentials | None = None
+    discord: DiscordCredentials | None = None
+    slack: SlackCredentials | None = None
+
+    def as_env(self) -> dict[str, str]:
+        """The environment the agent image reads them from."""
+        env: dict[str, str] = {}
+        if self.telegram:
+            env["TELEGRAM_BOT_TOKEN"] = self.telegram.bot_token
+        if self.discord:
+            env["DISCORD_BOT_TOKEN"] = self.discord.bot_token
+        if self.slack:
+            env["SLACK_BOT_TOKEN"] = self.slack.bot_token
+            env["SLACK_APP_TOKEN"] = self.slack.app_token
+        return env
+
+
 class AgentCreate(Schema):
     name: AgentName
     model_provider: Provider = "claude"
@@ -42,7 +86,8 @@ class AgentCreate(Schema):
         default=None, description="The user's own provider key; never returned."
     )
     uses_bundled_api: bool = False
-    channels: list[Channel] = Field(default_factory=list, max_length=4)
+    channels: list[Channel] = Field(default_factory=list, max_length=3)
+    channel_credentials: ChannelCredentials = Field(default_factory=ChannelCredentials)
 
     @model_validator(mode="after")
     def _needs_a_key(self) -> AgentCreate:
@@ -50,6 +95,17 @@ class AgentCreate(Schema):
             raise ValueError("give apiKey, or set usesBundledApi to true where your plan allows it")
         if len(set(self.channels)) != len(self.channels):
             raise ValueError("channels must not repeat")
+        given = {
+            name
+            for name in ("telegram", "discord", "slack")
+            if getattr(self.channel_credentials, name)
+        }
+        if missing := sorted(set(self.channels) - given):
+            raise ValueError(f"channelCredentials needed for: {', '.join(missing)}")
+        if unused := sorted(given - set(self.channels)):
+            raise ValueError(
+                f"channelCredentials given for channels not listed: {', '.join(unused)}"
+            )
         return self
 
 

@@ -146,6 +146,8 @@ class Agent(Base):
     container_port: Mapped[int | None] = mapped_column(Integer)
     api_key_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     api_key_key_id: Mapped[str | None] = mapped_column(String(16))
+    channel_secrets_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    channel_secrets_key_id: Mapped[str | None] = mapped_column(String(16))
     uses_bundled_api: Mapped[bool] = mapped_column(Boolean, default=False)
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
     webhook_token_hash: Mapped[str | None] = mapped_column(String(64))
@@ -165,6 +167,10 @@ class Agent(Base):
     def api_key_context(self) -> str:
         """The associated data that binds this agent's API key ciphertext to this row."""
         return f"agent:{self.id}:api_key"
+
+    @property
+    def channel_secrets_context(self) -> str:
+        return f"agent:{self.id}:channel_secrets"
 
 
 class PortLease(Base):

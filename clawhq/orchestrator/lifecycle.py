@@ -14,6 +14,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -429,6 +430,7 @@ class AgentOrchestrator:
                 api_key=self._api_key_for(session, agent),
                 webhook_token=new_token(WEBHOOK_TOKEN_PREFIX),
                 gateway_token=secrets.token_urlsafe(32),
+                channel_env=self._channel_env_for(agent),
             )
             port = self.ports.lease(session, agent_id)  # exhausted: rollback, nothing changed
             old_container = agent.container_id
@@ -501,6 +503,12 @@ class AgentOrchestrator:
 
     def _inspect(self, container_id: str | None) -> Container | None:
         return self.runtime.inspect(container_id) if container_id else None
+
+    def _channel_env_for(self, agent: Agent) -> dict[str, str]:
+        if agent.channel_secrets_ciphertext is None or agent.channel_secrets_key_id is None:
+            return {}
+        sealed = Sealed(agent.channel_secrets_ciphertext, agent.channel_secrets_key_id)
+        return dict(json.loads(self._keyring.open(sealed, agent.channel_secrets_context)))
 
     def _api_key_for(self, session: Session, agent: Agent) -> str:
         if agent.api_key_ciphertext is not None and agent.api_key_key_id is not None:

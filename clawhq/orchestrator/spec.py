@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from clawhq.db.models import Agent
 from clawhq.runtime import ContainerSpec, Limits, PortBinding, labels
 from clawhq.settings import Settings
 
 AGENT_UID_GID = "1001:1001"
-SECRET_ENV = frozenset({"CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN", "OPENCLAW_GATEWAY_TOKEN"})
+#: Channel credentials arrive under the names the agent image reads (see docker/openclaw/).
+CHANNEL_ENV = frozenset(
+    {"TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"}
+)
+SECRET_ENV = frozenset(
+    {"CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN", "OPENCLAW_GATEWAY_TOKEN", *CHANNEL_ENV}
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,7 @@ class AgentSecrets:
     api_key: str
     webhook_token: str
     gateway_token: str
+    channel_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def container_name(user_id: str, agent_id: str) -> str:
@@ -55,6 +63,7 @@ def build_spec(
         "CLAWHQ_WEBHOOK_URL": webhook_url(webhook_base_url, agent.id),
         "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
         "OPENCLAW_GATEWAY_TOKEN": secrets.gateway_token,
+        **{k: v for k, v in secrets.channel_env.items() if k in CHANNEL_ENV},
     }
     return ContainerSpec(
         name=container_name(agent.user_id, agent.id),

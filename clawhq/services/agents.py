@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -25,6 +26,7 @@ class NewAgent:
     api_key: str | None = None
     uses_bundled_api: bool = False
     channels: Sequence[str] = field(default_factory=tuple)
+    channel_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def create_agent(session: Session, keyring: Keyring, user: User, new: NewAgent) -> Agent:
@@ -60,6 +62,10 @@ def create_agent(session: Session, keyring: Keyring, user: User, new: NewAgent) 
     if new.api_key is not None:
         sealed = keyring.seal(new.api_key, agent.api_key_context)
         agent.api_key_ciphertext, agent.api_key_key_id = sealed.ciphertext, sealed.key_id
+    if new.channel_env:
+        sealed = keyring.seal(json.dumps(dict(new.channel_env)), agent.channel_secrets_context)
+        agent.channel_secrets_ciphertext = sealed.ciphertext
+        agent.channel_secrets_key_id = sealed.key_id
     session.add(agent)
     try:
         session.commit()

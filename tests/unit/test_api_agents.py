@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import text
 
 from clawhq.errors import EngineError
@@ -24,7 +25,12 @@ def wait_status(api: Api, headers: dict[str, str], agent_id: str, wanted: str) -
 
 def test_create_returns_camel_case_without_secrets(fake_api: Api) -> None:
     me = fake_api.user()
-    agent = fake_api.agent(me, name="helper", channels=["telegram"])
+    agent = fake_api.agent(
+        me,
+        name="helper",
+        channels=["telegram"],
+        channelCredentials={"telegram": {"botToken": "123456789:AAE" + "x" * 32}},
+    )
     assert agent["name"] == "helper"
     assert agent["modelProvider"] == "claude"
     assert agent["model"] == "claude-sonnet-4-20250514"
@@ -247,3 +253,77 @@ def test_deploys_in_flight_are_capped(settings, fake_runtime) -> None:
         assert (
             api.client.get(f"/api/agents/{second['id']}", headers=me).json()["status"] == "STOPPED"
         )
+
+
+TELEGRAM = "123456789:AAE" + "x" * 32
+SLACK = {"botToken": "xoxb-1234567890-abcdefghij", "appToken": "xapp-1-A0123456789-abcdef"}
+
+
+def test_channel_credentials_are_checked_sealed_and_handed_to_the_container(
+    fake_api: Api, fake_runtime: FakeRuntime
+) -> None:
+    me = fake_api.user()
+    agent = fake_api.agent(
+        me,
+        channels=["telegram", "slack"],
+        channelCredentials={"telegram": {"botToken": TELEGRAM}, "slack": SLACK},
+    )
+    assert TELEGRAM not in str(agent)
+    assert "channelCredentials" not in agent
+    with fake_api.context.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT channel_secrets_ciphertext FROM agents WHERE id = :id"),
+            {"id": agent["id"]},
+        ).one()
+    assert TELEGRAM.encode() not in bytes(row[0])
+    deployed = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
+    env = fake_runtime.specs[deployed["containerId"]].env
+    assert env["TELEGRAM_BOT_TOKEN"] == TELEGRAM
+    assert env["SLACK_BOT_TOKEN"] == SLACK["botToken"]
+    assert env["SLACK_APP_TOKEN"] == SLACK["appToken"]
+    assert "DISCORD_BOT_TOKEN" not in env
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"channels": ["telegram"]}, "channelCredentials needed for: telegram"),
+        (
+            {"channels": ["telegram"], "channelCredentials": {"telegram": {"botToken": "nope"}}},
+            "channelCredentials.telegram.botToken",
+        ),
+        (
+            {"channels": [], "channelCredentials": {"telegram": {"botToken": TELEGRAM}}},
+            "not listed: telegram",
+        ),
+        (
+            {
+                "channels": ["slack"],
+                "channelCredentials": {"slack": {"botToken": "xoxb-123456789012"}},
+            },
+            "channelCredentials.slack.appToken",
+        ),
+        ({"channels": ["whatsapp"]}, "channels.0"),
+    ],
+)
+def test_channel_credentials_are_validated(fake_api: Api, body: dict, field: str) -> None:
+    me = fake_api.user()
+    reply = fake_api.client.post(
+        "/api/agents", json={"name": "c", "apiKey": "sk-test-0123456789", **body}, headers=me
+    )
+    assert reply.status_code == 422
+    assert field in reply.json()["detail"]
+    assert TELEGRAM not in reply.text
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from clawhq.db.engine import create_db_engine
+    from clawhq.db.models import Base
+
+    engine = create_db_engine(database_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

@@ -47,6 +47,7 @@ def create_agent(
         api_key=body.api_key,
         uses_bundled_api=body.uses_bundled_api,
         channels=tuple(body.channels),
+        channel_env=body.channel_credentials.as_env(),
     )
     return public(agents.create_agent(session, context.keyring, user, new), "missing")
 
