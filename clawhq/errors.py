@@ -2,6 +2,7 @@
 
     ClawHQError
     ├── ConfigError                 invalid settings; stops start-up (never an HTTP answer)
+    ├── FirewallError               host firewall rules cannot be read or installed (CLI only)
     ├── InvalidRequest (400)        well-formed but unacceptable input
     ├── Unauthorized (401)          missing, wrong or expired credentials
     ├── Forbidden (403)
@@ -37,6 +38,10 @@ class ClawHQError(Exception):
 
 class ConfigError(ClawHQError):
     code = "config_error"
+
+
+class FirewallError(ClawHQError):
+    code = "firewall_error"
 
 
 class InvalidRequest(ClawHQError):

@@ -10,7 +10,7 @@ import base64
 import binascii
 import re
 from functools import lru_cache
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +28,8 @@ from clawhq.errors import ConfigError
 
 ENV_PREFIX = "CLAWHQ_"
 PROVIDERS = ("claude", "openai", "gemini", "deepseek", "grok")
+# Private ranges agents may not open connections to (besides link-local/metadata, always).
+DEFAULT_EGRESS_DENY = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10"
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([bkmg]?)i?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -52,6 +54,16 @@ def decode_encryption_key(value: str) -> bytes:
     if len(raw) != 32:
         raise ValueError(f"must decode to 32 bytes, got {len(raw)} (run `clawhq keys generate`)")
     return raw
+
+
+def _networks(value: str) -> tuple[IPv4Network, ...]:
+    """``10.0.0.0/8,192.168.0.0/16`` as networks (an empty string is none)."""
+    try:
+        return tuple(IPv4Network(part.strip()) for part in value.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"must be comma-separated IPv4 networks such as 10.0.0.0/8 ({exc})"
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -89,6 +101,10 @@ class Settings(BaseSettings):
     agent_log_max_size: str = "10m"
     agent_log_max_files: int = Field(default=3, ge=1, le=100)
     agent_network: str = "clawhq-agents"
+    agent_egress_deny: Annotated[tuple[IPv4Network, ...], NoDecode] = Field(
+        default_factory=lambda: _networks(DEFAULT_EGRESS_DENY)
+    )
+    firewall: Literal["auto", "off"] = "auto"
     agent_workspace_path: str = "/home/openclaw"
     agent_bind_ip: IPv4Address = IPv4Address("127.0.0.1")
     agent_internal_port: int = Field(default=18789, ge=1, le=65535)
@@ -119,6 +135,11 @@ class Settings(BaseSettings):
         if size < 6 * 1024**2:
             raise ValueError("must be at least 6m (Docker's minimum)")
         return size
+
+    @field_validator("agent_egress_deny", mode="before")
+    @classmethod
+    def _egress_deny(cls, value: str | tuple[IPv4Network, ...]) -> tuple[IPv4Network, ...]:
+        return _networks(value) if isinstance(value, str) else tuple(value)
 
     @field_validator("agent_log_max_size")
     @classmethod

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from clawhq.settings import PROVIDERS
@@ -28,10 +36,26 @@ ApiKey = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 
 
+def _json_integer(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; strict validation would not. Strings stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class Schema(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
     )
+
+
+class Body(Schema):
+    """A request body: JSON types are taken as they are (no "true" for true, no "5" for 5)."""
+
+    model_config = ConfigDict(strict=True)
 
 
 TelegramToken = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,12}:[A-Za-z0-9_-]{30,64}$")]
@@ -45,20 +69,20 @@ SlackBotToken = Annotated[str, StringConstraints(pattern=r"^xoxb-[A-Za-z0-9-]{10
 SlackAppToken = Annotated[str, StringConstraints(pattern=r"^xapp-[A-Za-z0-9-]{10,250}$")]
 
 
-class TelegramCredentials(Schema):
+class TelegramCredentials(Body):
     bot_token: TelegramToken = Field(description="From @BotFather: 123456789:AA…")
 
 
-class DiscordCredentials(Schema):
+class DiscordCredentials(Body):
     bot_token: DiscordToken
 
 
-class SlackCredentials(Schema):
+class SlackCredentials(Body):
     bot_token: SlackBotToken = Field(description="xoxb-…")
     app_token: SlackAppToken = Field(description="xapp-… (socket mode)")
 
 
-class ChannelCredentials(Schema):
+class ChannelCredentials(Body):
     """Per-channel secrets: stored encrypted, passed to the agent, never returned."""
 
     telegram: TelegramCredentials | None = None
@@ -78,7 +102,17 @@ class ChannelCredentials(Schema):
         return env
 
 
-class AgentCreate(Schema):
+class AgentCreate(Body):
+    # The rule of _needs_a_key, stated in the OpenAPI schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["apiKey"], "properties": {"apiKey": {"type": "string"}}},
+                {"required": ["usesBundledApi"], "properties": {"usesBundledApi": {"const": True}}},
+            ]
+        }
+    )
+
     name: AgentName
     model_provider: Provider = "claude"
     model: ModelName = "claude-sonnet-4-20250514"
@@ -86,7 +120,9 @@ class AgentCreate(Schema):
         default=None, description="The user's own provider key; never returned."
     )
     uses_bundled_api: bool = False
-    channels: list[Channel] = Field(default_factory=list, max_length=3)
+    channels: list[Channel] = Field(
+        default_factory=list, max_length=3, json_schema_extra={"uniqueItems": True}
+    )
     channel_credentials: ChannelCredentials = Field(default_factory=ChannelCredentials)
 
     @model_validator(mode="after")
@@ -146,7 +182,7 @@ class AgentList(Schema):
     agents: list[AgentPublic]
 
 
-class Credentials(Schema):
+class Credentials(Body):
     email: EmailStr
     password: Password
 
@@ -165,19 +201,24 @@ class Session(Schema):
     token_type: Literal["bearer"] = "bearer"
 
 
-class PlanChange(Schema):
-    plan: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+class PlanChange(Body):
+    plan: Annotated[
+        str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    ]
 
 
-class Heartbeat(Schema):
+class Heartbeat(Body):
     type: Literal["heartbeat"]
 
 
-class Usage(Schema):
+class Usage(Body):
     type: Literal["usage"]
-    messages: int = Field(ge=0, le=1_000_000)
-    tokens: int = Field(ge=0, le=1_000_000_000)
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    messages: JsonInt = Field(ge=0, le=1_000_000)
+    tokens: JsonInt = Field(ge=0, le=1_000_000_000)
+    # No control characters: PostgreSQL cannot store NUL, and they have no business in an id.
+    event_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ]
 
 
 AgentEvent = Annotated[Heartbeat | Usage, Field(discriminator="type")]

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from clawhq.cli import network
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
 from clawhq.errors import ClawHQError, ConfigError
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
+app.add_typer(network.app, name="network")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -93,6 +95,8 @@ def serve(
     except ClawHQError as exc:
         logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
         gateway = None
+    if gateway:
+        network.install_at_start(settings, context.runtime)
     # Agents post webhooks to the agent network's gateway unless told otherwise: listen there too.
     wildcard = settings.host in ("0.0.0.0", "::")
     if gateway and settings.webhook_base_url is None and not wildcard and gateway not in hosts:
@@ -206,10 +210,22 @@ def image_build(
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    security: Annotated[
+        bool,
+        typer.Option(
+            "--security",
+            help="Check every agent container (CIS Docker Benchmark), the agent network, "
+            "the daemon and the host firewall instead",
+        ),
+    ] = False,
+) -> None:
     """Check Docker, the image, the database, the port range and the key; say what to fix."""
     from clawhq.cli.doctor import run_checks
 
+    if security:
+        _doctor_security()
+        return
     context = _context(_settings())
     try:
         checks = run_checks(context)
@@ -219,6 +235,23 @@ def doctor() -> None:
         mark = "ok  " if check.ok else "FAIL"
         typer.echo(f"[{mark}] {check.name}: {check.detail}")
     if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def _doctor_security() -> None:
+    from clawhq.cli.security import security_report
+
+    settings = _settings()
+    engine = network.engine_for(settings)
+    try:
+        report = security_report(settings, engine.runtime, network.inspector_of(engine.runtime))
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.close()
+    for line in report.lines():
+        typer.echo(line)
+    if report.failed:
         raise typer.Exit(1)
 
 

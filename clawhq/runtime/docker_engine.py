@@ -30,6 +30,14 @@ from clawhq.runtime.base import (
     LogLine,
     PortBinding,
 )
+from clawhq.runtime.security import (
+    ContainerSecurity,
+    DaemonFacts,
+    NetworkFacts,
+    container_security_from_inspect,
+    daemon_facts_from_info,
+    network_facts_from_inspect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +355,28 @@ class DockerRuntime:
                 if text:
                     log.debug("build %s: %s", tag, text)
             return str(image.id)
+
+    # -- security inspection (clawhq.runtime.security.SecurityInspector) ---------------------
+
+    def security_facts(self, container_id: str) -> ContainerSecurity | None:
+        with engine_errors(f"inspect container {container_id[:12]}"):
+            try:
+                attrs = self._api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+            try:
+                image = self._api.inspect_image(attrs.get("Image", ""))
+            except docker.errors.NotFound:
+                image = None
+        return container_security_from_inspect(attrs, image)
+
+    def network_facts(self, name: str) -> NetworkFacts | None:
+        with engine_errors(f"inspect network {name}"):
+            try:
+                return network_facts_from_inspect(self._api.inspect_network(name))
+            except docker.errors.NotFound:
+                return None
+
+    def daemon_facts(self) -> DaemonFacts:
+        with engine_errors("read engine info"):
+            return daemon_facts_from_info(self._api.info())

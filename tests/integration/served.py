@@ -34,6 +34,9 @@ def serve_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, s
             "CLAWHQ_AGENT_NETWORK": TEST_NETWORK,
             "CLAWHQ_AGENT_MEMORY": "64m",
             "CLAWHQ_STARTUP_POLL_INTERVAL": "0.1",
+            # Served tests run as root: without this, serve would install firewall rules on
+            # the shared test network. The network isolation tests turn it back on.
+            "CLAWHQ_FIREWALL": "off",
         }
     )
     env.update({f"CLAWHQ_{k.upper()}": v for k, v in settings.items()})

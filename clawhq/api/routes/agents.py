@@ -7,13 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, ReadSession
+from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
 from clawhq.db.models import Agent
 from clawhq.errors import ClawHQError
 from clawhq.services import agents
 from clawhq.services.agents import NewAgent
 
-router = APIRouter(prefix="/api/agents", tags=["agents"])
+router = APIRouter(
+    prefix="/api/agents", tags=["agents"], responses=problem_responses(400, 401, 422, 503)
+)
+# What starting a container can answer besides: no such agent, wrong state, plan or bundled key,
+# too many deploys at once, the engine refusing.
+LIFECYCLE_ERRORS = problem_responses(403, 404, 409, 429, 502)
 
 AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 UNKNOWN = "unknown"
@@ -35,7 +41,12 @@ def list_agents(user: CurrentUser, session: ReadSession, orchestrator: Orchestra
     return AgentList(agents=[public(a, live.get(a.id, "missing")) for a in owned])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentPublic,
+    responses=problem_responses(403, 409),
+)
 def create_agent(
     body: AgentCreate, user: CurrentUser, session: DbSession, context: Context
 ) -> AgentPublic:
@@ -52,7 +63,7 @@ def create_agent(
     return public(agents.create_agent(session, context.keyring, user, new), "missing")
 
 
-@router.get("/{agent_id}", response_model=AgentPublic)
+@router.get("/{agent_id}", response_model=AgentPublic, responses=problem_responses(404))
 def get_agent(
     agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
 ) -> AgentPublic:
@@ -63,23 +74,39 @@ def get_agent(
         return public(agent, UNKNOWN)
 
 
-@router.post("/{agent_id}/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=AgentPublic)
+@router.post(
+    "/{agent_id}/deploy",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AgentPublic,
+    responses=LIFECYCLE_ERRORS,
+)
 def deploy_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
     """(Re)create the container and start it; ``RUNNING`` follows once it answers healthy."""
     return public(orchestrator.deploy(agent_id, user.id))
 
 
-@router.post("/{agent_id}/start", status_code=status.HTTP_202_ACCEPTED, response_model=AgentPublic)
+@router.post(
+    "/{agent_id}/start",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AgentPublic,
+    responses=LIFECYCLE_ERRORS,
+)
 def start_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
     return public(orchestrator.start(agent_id, user.id))
 
 
-@router.post("/{agent_id}/stop", response_model=AgentPublic)
+@router.post(
+    "/{agent_id}/stop", response_model=AgentPublic, responses=problem_responses(404, 409, 502)
+)
 def stop_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
     return public(orchestrator.stop(agent_id, user.id))
 
 
-@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(404, 409, 502),
+)
 def delete_agent(
     agent_id: AgentId,
     user: CurrentUser,

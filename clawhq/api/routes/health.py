@@ -12,7 +12,10 @@ from clawhq.errors import ClawHQError
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={503: {"description": "The database or the engine is unreachable (same body)."}},
+)
 def health(context: Context) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

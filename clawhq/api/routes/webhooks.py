@@ -5,11 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from clawhq.api.deps import BearerToken, DbSession
+from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId
 from clawhq.api.schemas import AgentEvent, Heartbeat, WebhookAck
 from clawhq.services import webhooks
 
-router = APIRouter(prefix="/api/agents", tags=["webhooks"])
+router = APIRouter(
+    prefix="/api/agents", tags=["webhooks"], responses=problem_responses(400, 401, 422, 503)
+)
 
 
 @router.post("/{agent_id}/webhook", response_model=WebhookAck)

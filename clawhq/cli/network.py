@@ -1,0 +1,170 @@
+"""``clawhq network``: the host firewall rules around the agent network (see docs/network.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import typer
+
+from clawhq.errors import ClawHQError, FirewallError
+from clawhq.network.firewall import FirewallPlan, inputs_for, plan_rules
+from clawhq.network.host import read_host_facts
+from clawhq.network.iptables import Iptables
+from clawhq.runtime import Runtime
+from clawhq.runtime.security import SecurityInspector
+from clawhq.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Host firewall rules that keep agents from the host and private networks.",
+    no_args_is_help=True,
+)
+log = logging.getLogger("clawhq.network")
+
+
+def current_plan(settings: Settings, inspector: SecurityInspector) -> FirewallPlan:
+    """The rules for the agent network as it is now; the network must exist."""
+    network = inspector.network_facts(settings.agent_network)
+    if network is None:
+        raise FirewallError(
+            f"network {settings.agent_network} does not exist yet "
+            "(`clawhq serve` or `clawhq network setup` creates it)"
+        )
+    if network.driver != "bridge" or not network.bridge:
+        raise FirewallError(f"network {network.name} is not a bridge ({network.driver})")
+    host = read_host_facts()
+    return plan_rules(inputs_for(settings, network, host.dns_servers, host.networks))
+
+
+def inspector_of(runtime: Runtime) -> SecurityInspector:
+    if not isinstance(runtime, SecurityInspector):
+        raise FirewallError("this container engine cannot report its networks")
+    return runtime
+
+
+def install_at_start(settings: Settings, runtime: Runtime) -> bool:
+    """What ``clawhq serve`` does: install the rules when it can, and say clearly when not."""
+    name = settings.agent_network
+    if settings.firewall == "off":
+        log.warning(
+            "firewall: CLAWHQ_FIREWALL=off, so ClawHQ leaves the host firewall alone; agents on "
+            "%s are kept from the host and private networks only by rules you install "
+            "(`clawhq network status` checks them)",
+            name,
+        )
+        return False
+    if os.geteuid() != 0:
+        log.warning(
+            "firewall: not running as root, so agents on %s can reach the host's services, the "
+            "cloud metadata address and private networks; run `sudo clawhq network setup`",
+            name,
+        )
+        return False
+    try:
+        plan = current_plan(settings, inspector_of(runtime))
+        Iptables().apply(plan)
+    except ClawHQError as exc:
+        log.error(
+            "firewall: could not install rules for %s: %s; agents can reach the host's services",
+            name,
+            exc.message,
+        )
+        return False
+    inputs = plan.inputs
+    log.info(
+        "firewall: agents on %s (%s) reach the host only on port %d; metadata and %d private "
+        "range(s) rejected",
+        name,
+        inputs.bridge,
+        inputs.webhook_port,
+        len(inputs.denied) - 1,
+    )
+    return True
+
+
+@dataclass
+class Engine:
+    """Settings and a Docker runtime, for the commands that need no database."""
+
+    settings: Settings
+    runtime: Runtime
+
+    def close(self) -> None:
+        close = getattr(self.runtime, "close", None)
+        if callable(close):
+            close()
+
+
+def engine_for(settings: Settings) -> Engine:
+    from clawhq.context import docker_runtime
+
+    try:
+        return Engine(settings, docker_runtime(settings))
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ClawHQError as exc:
+        typer.echo(f"clawhq: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: ClawHQError) -> typer.Exit:
+    typer.echo(f"clawhq: {exc.message}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def setup() -> None:
+    """Install (or replace) the rules for CLAWHQ_AGENT_NETWORK; creates the network if missing."""
+    engine = engine_for(_settings())
+    try:
+        engine.runtime.ensure_network(engine.settings.agent_network)
+        plan = current_plan(engine.settings, inspector_of(engine.runtime))
+        Iptables().apply(plan)
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.close()
+    typer.echo(f"installed firewall rules for network {plan.inputs.network}:")
+    for line in plan.describe():
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def teardown() -> None:
+    """Remove the rules of CLAWHQ_AGENT_NETWORK (agents can then reach the host again)."""
+    settings = _settings()
+    try:
+        removed = Iptables().remove(settings.agent_network)
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    if removed:
+        typer.echo(f"removed {len(removed)} rule(s) and chain(s) for {settings.agent_network}")
+    else:
+        typer.echo(f"no ClawHQ firewall rules for {settings.agent_network}")
+
+
+@app.command()
+def status() -> None:
+    """Check that the rules are in place and current; exit 1 when they are not."""
+    engine = engine_for(_settings())
+    try:
+        plan = current_plan(engine.settings, inspector_of(engine.runtime))
+        problems = Iptables().verify(plan)
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.close()
+    for line in plan.describe():
+        typer.echo(line)
+    if problems:
+        for problem in problems:
+            typer.echo(f"[FAIL] {problem}")
+        typer.echo("run `clawhq network setup` to install the rules")
+        raise typer.Exit(1)
+    typer.echo(f"[ok  ] firewall rules for {plan.inputs.network} are in place")

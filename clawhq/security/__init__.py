@@ -1,0 +1,1 @@
+"""Security checks over typed engine facts: CIS Docker Benchmark section 5, as code."""

@@ -1,0 +1,155 @@
+"""Stand-ins the network tests make on this machine, so that no test traffic leaves it.
+
+``Outside`` is a network namespace of the test's own, joined to the host by a veth pair
+(host 198.51.100.1/30, namespace 198.51.100.2/30: TEST-NET-2). In it one HTTP server answers on
+
+- 203.0.113.80 (TEST-NET-3): "the internet", an LLM provider's stand-in;
+- 169.254.169.254: the cloud metadata service's stand-in.
+
+Both addresses are routed to the namespace only for traffic that comes in on the agent bridge
+under test (policy routing: ``ip rule add iif <bridge> to <address>``), so the host's own
+traffic, and every other bridge's, is untouched. Without ClawHQ's firewall an agent reaches
+both; with it, only the first. ``HostListener`` is a server on the host itself (the kind of
+service agents must not reach). Everything is removed again by ``close``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HOST_SIDE = "198.51.100.1"
+NS_SIDE = "198.51.100.2"
+INTERNET = "203.0.113.80"
+METADATA = "169.254.169.254"
+STAND_IN_PORT = 80
+
+# The stand-in server run inside the namespace: answers with the address it was reached on,
+# and logs each hit to stdout.
+_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        local = self.connection.getsockname()[0]
+        body = ("stand-in at " + local).encode()
+        print("hit " + local, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+class Outside:
+    def __init__(self, bridge: str, workdir: Path) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.bridge = bridge
+        self.netns = f"clawhq-sec-{tag}"
+        self.host_if = f"chqs{tag}h"
+        self.ns_if = f"chqs{tag}n"
+        self.table = str(31000 + os.getpid() % 700)
+        self.log = workdir / "outside.log"
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def open(self) -> Outside:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        ns = ("ip", "netns", "exec", self.netns)
+        sh("ip", "netns", "add", self.netns)
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        sh("ip", "link", "set", self.ns_if, "netns", self.netns)
+        sh("ip", "addr", "add", f"{HOST_SIDE}/30", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        sh("sysctl", "-qw", f"net.ipv4.conf.{self.host_if}.rp_filter=0")
+        sh(*ns, "ip", "link", "set", "lo", "up")
+        sh(*ns, "ip", "addr", "add", f"{NS_SIDE}/30", "dev", self.ns_if)
+        sh(*ns, "ip", "link", "set", self.ns_if, "up")
+        for address in (INTERNET, METADATA):
+            sh(*ns, "ip", "addr", "add", f"{address}/32", "dev", "lo")
+            sh("ip", "route", "add", f"{address}/32", "via", NS_SIDE, "table", self.table)
+            sh("ip", "rule", "add", "iif", self.bridge, "to", f"{address}/32", "table", self.table)
+        log = open(self.log, "ab")  # noqa: SIM115 - lives as long as the server
+        self.server = subprocess.Popen(
+            [*ns, sys.executable, "-c", _SERVER, str(STAND_IN_PORT)], stdout=log, stderr=log
+        )
+        for _ in range(100):
+            probe = sh(*ns, "ss", "-ltn", f"sport = :{STAND_IN_PORT}", check=False)
+            if f":{STAND_IN_PORT}" in probe.stdout:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the stand-in server in the namespace did not start")
+
+    def hits(self, address: str) -> int:
+        text = self.log.read_text() if self.log.exists() else ""
+        return text.count(f"hit {address}\n")
+
+    def close(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=10)
+        for address in (INTERNET, METADATA):
+            rule = ("ip", "rule", "del", "iif", self.bridge, "to", f"{address}/32")
+            sh(*rule, "table", self.table, check=False)
+        sh("ip", "route", "flush", "table", self.table, check=False)
+        sh("ip", "link", "del", self.host_if, check=False)
+        sh("ip", "netns", "del", self.netns, check=False)
+
+
+class HostListener:
+    """An HTTP server on the host, counting the requests it gets."""
+
+    def __init__(self, address: str) -> None:
+        listener = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                listener.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "4")
+                self.end_headers()
+                self.wfile.write(b"host")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,208 @@
+"""Every endpoint x every kind of caller, with the status each must get (OWASP API1, API2, API5).
+
+The endpoints come from the app's own routes: a route added without an entry in ``EXPECTED``
+fails ``test_every_endpoint_is_in_the_matrix``, and one added without authentication fails
+``test_anonymous_callers_are_rejected_everywhere_but_public_routes`` as well.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from clawhq.api.app import create_app
+from clawhq.runtime.fake import FakeRuntime
+from tests.conftest import Api
+
+PASSWORD = "correct horse battery"
+
+
+class Caller(StrEnum):
+    ANONYMOUS = "anonymous"
+    BAD_TOKEN = "bad token"
+    EXPIRED_TOKEN = "expired token"
+    AGENT_TOKEN = "agent's webhook token"
+    OTHER_USER = "another user"
+    ADMIN = "admin"
+    OWNER = "owner"
+
+
+# Callers in the order they call each endpoint: the ones that change something come last.
+ORDER = tuple(Caller)
+REJECTED = {
+    Caller.ANONYMOUS: 401,
+    Caller.BAD_TOKEN: 401,
+    Caller.EXPIRED_TOKEN: 401,
+    Caller.AGENT_TOKEN: 401,  # a webhook token is not a user token
+}
+
+
+@dataclass(frozen=True)
+class Expect:
+    statuses: dict[Caller, int]
+    body: Callable[[World], Any] | None = None
+    public: bool = False
+
+
+def everyone(status: int) -> dict[Caller, int]:
+    return dict.fromkeys(Caller, status)
+
+
+def users(owner: int, other: int, admin: int) -> dict[Caller, int]:
+    """A user route: the owner, someone else and an admin; every non-user credential is a 401."""
+    return {**REJECTED, Caller.OWNER: owner, Caller.OTHER_USER: other, Caller.ADMIN: admin}
+
+
+AGENT_ROUTE = users(owner=200, other=404, admin=404)  # someone else's agent does not exist
+
+EXPECTED: dict[tuple[str, str], Expect] = {
+    # Public: no credentials needed, and credentials change nothing.
+    ("GET", "/health"): Expect(everyone(200), public=True),
+    ("GET", "/openapi.json"): Expect(everyone(200), public=True),
+    ("GET", "/docs"): Expect(everyone(200), public=True),
+    ("GET", "/docs/oauth2-redirect"): Expect(everyone(200), public=True),
+    ("GET", "/redoc"): Expect(everyone(200), public=True),
+    ("POST", "/api/auth/register"): Expect(
+        everyone(201),
+        lambda w: {"email": f"r{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD},
+        public=True,
+    ),
+    ("POST", "/api/auth/login"): Expect(
+        everyone(200), lambda w: {"email": w.owner_email, "password": PASSWORD}, public=True
+    ),
+    # The caller's own account and agents.
+    ("GET", "/api/auth/me"): Expect(users(200, 200, 200)),
+    ("GET", "/api/agents"): Expect(users(200, 200, 200)),
+    ("POST", "/api/agents"): Expect(
+        users(201, 201, 201), lambda w: {"name": "m", "apiKey": "sk-test-0123456789"}
+    ),
+    ("GET", "/api/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("POST", "/api/agents/{agent_id}/deploy"): Expect(users(202, 404, 404)),
+    ("POST", "/api/agents/{agent_id}/start"): Expect(users(202, 404, 404)),
+    ("POST", "/api/agents/{agent_id}/stop"): Expect(AGENT_ROUTE),
+    ("DELETE", "/api/agents/{agent_id}"): Expect(users(204, 404, 404)),
+    # The agent's own webhook: only its current webhook token, never a user's token.
+    ("POST", "/api/agents/{agent_id}/webhook"): Expect(
+        {**everyone(401), Caller.AGENT_TOKEN: 200}, lambda w: {"type": "heartbeat"}
+    ),
+    # Admins only; users are refused with 403, other credentials with 401.
+    ("PATCH", "/api/admin/users/{user_id}"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"plan": "team"}
+    ),
+}
+
+
+def endpoints(app: FastAPI) -> Iterator[tuple[str, str]]:
+    """(method, path) of every route the app serves, however routers are included."""
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        found = [c.original_route for c in contexts()] if contexts else [route]
+        for leaf in found:
+            for method in sorted(getattr(leaf, "methods", None) or ()):
+                if method != "HEAD":
+                    yield method, leaf.path  # type: ignore[attr-defined]
+
+
+APP_ENDPOINTS = sorted(set(endpoints(create_app(lambda: None))))  # type: ignore[arg-type, return-value]
+
+
+@dataclass
+class World:
+    api: Api
+    owner: dict[str, str]
+    owner_email: str
+    other: dict[str, str]
+    admin: dict[str, str]
+    agent_id: str
+    webhook_token: str
+    expired_token: str
+    headers: dict[Caller, dict[str, str]] = field(default_factory=dict)
+
+    def path(self, template: str) -> str:
+        return template.format(agent_id=self.agent_id, user_id=self.other["X-User-Id"])
+
+    def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
+        headers = {k: v for k, v in self.headers[caller].items() if k == "Authorization"}
+        reply = self.api.client.request(method, self.path(path), headers=headers, json=body)
+        return reply.status_code
+
+
+@pytest.fixture
+def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
+    from clawhq.db.models import User
+    from clawhq.services import users as user_service
+
+    api = fake_api
+    owner_email = f"owner{uuid.uuid4().hex[:8]}@example.com"
+    owner = api.user(plan="pro", email=owner_email)
+    other, admin = api.user(plan="pro"), api.user(plan="pro")
+    with api.context.sessions() as session:
+        session.get(User, admin["X-User-Id"]).is_admin = True
+        expired = user_service.issue_token(
+            session, session.get(User, owner["X-User-Id"]), "login", timedelta(seconds=-1)
+        )
+        session.commit()
+    agent = api.agent(owner)
+    deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner)
+    assert deployed.status_code == 202, deployed.text
+    token = fake_runtime.specs[deployed.json()["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
+    world = World(api, owner, owner_email, other, admin, agent["id"], token, expired)
+    world.headers = {
+        Caller.ANONYMOUS: {},
+        Caller.BAD_TOKEN: {"Authorization": "Bearer chq_not-a-real-token"},
+        Caller.EXPIRED_TOKEN: {"Authorization": f"Bearer {expired}"},
+        Caller.AGENT_TOKEN: {"Authorization": f"Bearer {token}"},
+        Caller.OTHER_USER: other,
+        Caller.ADMIN: admin,
+        Caller.OWNER: owner,
+    }
+    return world
+
+
+def test_every_endpoint_is_in_the_matrix() -> None:
+    missing = [f"{m} {p}" for m, p in APP_ENDPOINTS if (m, p) not in EXPECTED]
+    stale = [f"{m} {p}" for m, p in EXPECTED if (m, p) not in APP_ENDPOINTS]
+    assert not missing, f"new endpoints need their expected statuses in EXPECTED: {missing}"
+    assert not stale, f"EXPECTED lists endpoints the app no longer has: {stale}"
+
+
+def test_anonymous_callers_are_rejected_everywhere_but_public_routes(world: World) -> None:
+    answered = {}
+    for method, path in APP_ENDPOINTS:
+        expect = EXPECTED.get((method, path))
+        if expect is not None and expect.public:
+            continue
+        body = expect.body(world) if expect and expect.body else {}
+        status = world.call(method, path, Caller.ANONYMOUS, body)
+        if status != 401:
+            answered[f"{method} {path}"] = status
+    assert not answered, f"answered an anonymous caller with something else than 401: {answered}"
+
+
+MATRIX = [e for e in APP_ENDPOINTS if e in EXPECTED]
+
+
+@pytest.mark.parametrize(("method", "path"), MATRIX, ids=[f"{m} {p}" for m, p in MATRIX])
+def test_each_caller_gets_the_expected_status(world: World, method: str, path: str) -> None:
+    expect = EXPECTED[(method, path)]
+    got = {}
+    for caller in ORDER:
+        body = expect.body(world) if expect.body else None
+        got[caller] = world.call(method, path, caller, body)
+    wrong = {c.value: (got[c], s) for c, s in expect.statuses.items() if got[c] != s}
+    assert not wrong, f"{method} {path}: caller -> (got, expected): {wrong}"
+
+
+def test_lists_show_only_the_callers_agents(world: World) -> None:
+    for caller in (Caller.OTHER_USER, Caller.ADMIN):
+        body = world.api.client.get("/api/agents", headers=world.headers[caller]).json()
+        assert world.agent_id not in [a["id"] for a in body["agents"]]
+    mine = world.api.client.get("/api/agents", headers=world.owner).json()
+    assert [a["id"] for a in mine["agents"]] == [world.agent_id]
