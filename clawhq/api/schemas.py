@@ -103,13 +103,37 @@ class ChannelCredentials(Body):
 
 
 class AgentCreate(Body):
-    # The rule of _needs_a_key, stated in the OpenAPI schema too.
+    # The rules of _needs_a_key, stated in the OpenAPI schema too: a key or bundled use, and
+    # credentials for exactly the channels listed.
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
                 {"required": ["apiKey"], "properties": {"apiKey": {"type": "string"}}},
                 {"required": ["usesBundledApi"], "properties": {"usesBundledApi": {"const": True}}},
-            ]
+            ],
+            "allOf": [
+                {
+                    "if": {
+                        "required": ["channels"],
+                        "properties": {"channels": {"contains": {"const": channel}}},
+                    },
+                    "then": {
+                        "required": ["channelCredentials"],
+                        "properties": {
+                            "channelCredentials": {
+                                "required": [channel],
+                                "properties": {channel: {"type": "object"}},
+                            }
+                        },
+                    },
+                    "else": {
+                        "properties": {
+                            "channelCredentials": {"properties": {channel: {"type": "null"}}}
+                        }
+                    },
+                }
+                for channel in ("telegram", "discord", "slack")
+            ],
         }
     )
 

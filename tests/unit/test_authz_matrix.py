@@ -69,6 +69,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/docs"): Expect(everyone(200), public=True),
     ("GET", "/docs/oauth2-redirect"): Expect(everyone(200), public=True),
     ("GET", "/redoc"): Expect(everyone(200), public=True),
+    # Served to loopback (as the test client is) unless CLAWHQ_METRICS_TOKEN is set; see
+    # tests/unit/test_observability.py for the token and clawhq/api/routes/metrics.py.
+    ("GET", "/metrics"): Expect(everyone(200), public=True),
     ("POST", "/api/auth/register"): Expect(
         everyone(201),
         lambda w: {"email": f"r{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD},
@@ -88,6 +91,10 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", "/api/agents/{agent_id}/start"): Expect(users(202, 404, 404)),
     ("POST", "/api/agents/{agent_id}/stop"): Expect(AGENT_ROUTE),
     ("DELETE", "/api/agents/{agent_id}"): Expect(users(204, 404, 404)),
+    ("GET", "/api/agents/{agent_id}/logs"): Expect(AGENT_ROUTE),
+    ("GET", "/api/agents/{agent_id}/stats"): Expect(AGENT_ROUTE),
+    ("GET", "/api/agents/{agent_id}/events"): Expect(AGENT_ROUTE),
+    ("GET", "/api/agents/{agent_id}/progress"): Expect(AGENT_ROUTE),
     # The agent's own webhook: only its current webhook token, never a user's token.
     ("POST", "/api/agents/{agent_id}/webhook"): Expect(
         {**everyone(401), Caller.AGENT_TOKEN: 200}, lambda w: {"type": "heartbeat"}

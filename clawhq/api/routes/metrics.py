@@ -19,7 +19,7 @@ from clawhq.errors import Forbidden, Unauthorized
 router = APIRouter(tags=["observability"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 def metrics(request: Request, context: Context, credentials: BearerToken) -> Response:
     token = context.settings.metrics_token
     if token is not None:

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from clawhq.api.deps import Context, CurrentUser, Orchestrator, ReadSession
+from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
 from clawhq.context import AppContext
@@ -22,7 +23,9 @@ from clawhq.runtime import LogLine
 from clawhq.services import agents
 from clawhq.status import AgentStatus
 
-router = APIRouter(prefix="/api/agents", tags=["agents"])
+router = APIRouter(
+    prefix="/api/agents", tags=["agents"], responses=problem_responses(400, 401, 404, 422, 503)
+)
 
 SSE = "text/event-stream"
 #: How far a deploy has come, by history entry, for the progress stream.
@@ -48,7 +51,10 @@ def sse(data: object, event: str | None = None) -> str:
 @router.get(
     "/{agent_id}/logs",
     response_model=AgentLogs,
-    responses={200: {"content": {SSE: {}}, "description": "JSON, or SSE with follow=true"}},
+    responses={
+        200: {"content": {SSE: {}}, "description": "JSON, or SSE with follow=true"},
+        **problem_responses(409, 502),
+    },
 )
 def agent_logs(
     agent_id: AgentId,
@@ -91,7 +97,7 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
             return
 
 
-@router.get("/{agent_id}/stats", response_model=AgentStats)
+@router.get("/{agent_id}/stats", response_model=AgentStats, responses=problem_responses(409, 502))
 def agent_stats(
     agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
 ) -> AgentStats:
