@@ -370,16 +370,21 @@ class AgentOrchestrator:
             if container is not None and not container.is_running:
                 agent.last_exit_code = container.exit_code
                 agent.oom_killed = container.oom_killed
-            agent.backoff_step += 1
-            delay = backoff_delay(
-                agent.backoff_step,
-                self.settings.restart_backoff_initial,
-                self.settings.restart_backoff_max,
-            )
-            agent.next_restart_at = now() + timedelta(seconds=delay)
+            delay = self.back_off(agent)
             set_status(agent, AgentStatus.RESTARTING)
             set_error(agent, reason)
             log.warning("agent %s is down (%s); restart in %.0fs", agent_id, reason, delay)
+
+    def back_off(self, agent: Agent) -> float:
+        """Take the next step of the agent's restart backoff; return its delay in seconds."""
+        agent.backoff_step += 1
+        delay = backoff_delay(
+            agent.backoff_step,
+            self.settings.restart_backoff_initial,
+            self.settings.restart_backoff_max,
+        )
+        agent.next_restart_at = now() + timedelta(seconds=delay)
+        return delay
 
     def describe_down(self, container: Container | None) -> str:
         """Why a container is not serving, in words for its owner, with its last log lines."""

@@ -29,7 +29,6 @@ from clawhq.orchestrator.reconcile import (
     Action,
     ActionKind,
     AgentView,
-    backoff_delay,
     plan,
 )
 from clawhq.runtime import labels
@@ -140,13 +139,7 @@ class Recovery:
                 return
             if agent.desired_state is not DesiredState.RUNNING:
                 return
-            agent.backoff_step += 1
-            delay = backoff_delay(
-                agent.backoff_step,
-                self.settings.restart_backoff_initial,
-                self.settings.restart_backoff_max,
-            )
-            agent.next_restart_at = now() + timedelta(seconds=delay)
+            delay = orchestrator.back_off(agent)
             set_status(agent, AgentStatus.UNHEALTHY)
             set_error(
                 agent,

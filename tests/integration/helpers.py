@@ -48,3 +48,17 @@ def count_leases(api: Api) -> int:
 
 def containers_of(agent_id: str) -> list[Any]:
     return sdk().containers.list(all=True, filters={"label": f"clawhq.agent-id={agent_id}"})
+
+
+def wait_restarted(
+    api: Api, headers: dict[str, str], agent_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll until the agent is RUNNING again after at least one restart by the supervisor."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = api.client.get(f"/api/agents/{agent_id}", headers=headers).json()
+        if body["status"] == "RUNNING" and body["restartCount"] >= 1:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"agent was not restarted: {body}")

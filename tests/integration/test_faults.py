@@ -17,7 +17,13 @@ from sqlalchemy import text
 from clawhq.db.engine import create_db_engine
 from tests.conftest import clean_database, remove_user_containers
 from tests.integration.faults import TcpProxy, can_restart_dockerd, restart_dockerd
-from tests.integration.helpers import containers_of, deploy_running, sdk, wait_status
+from tests.integration.helpers import (
+    containers_of,
+    deploy_running,
+    sdk,
+    wait_restarted,
+    wait_status,
+)
 from tests.integration.served import Served, cli, serve_env
 from tests.integration.test_supervision import FAST, wait_for
 
@@ -164,15 +170,7 @@ def test_database_outage_answers_503_then_recovers(
         finally:
             proxy.restore()
         assert api.client.get("/api/agents", headers=me).status_code == 200
-        back = wait_for(
-            lambda: (
-                (b := api.client.get(f"/api/agents/{agent['id']}", headers=me).json())["status"]
-                == "RUNNING"
-                and b["restartCount"] >= 1
-                and b
-            ),
-            what="the supervisor to catch up",
-        )
+        back = wait_restarted(api, me, agent["id"])
         assert back["lastExitCode"] == 137
         remove_user_containers(docker_runtime, [me["X-User-Id"]])
     proxy.cut()
@@ -230,14 +228,5 @@ def test_engine_restart_brings_agents_back(docker_app, docker_runtime, tmp_path:
         log_dir.mkdir(parents=True, exist_ok=True)
         restart_dockerd(log_dir / "dockerd.log", engine_ready)
         for agent_id in ids:
-            wait_for(
-                lambda a=agent_id: (
-                    (b := api.client.get(f"/api/agents/{a}", headers=me).json())["status"]
-                    == "RUNNING"
-                    and b["containerStatus"] == "running"
-                    and b["restartCount"] >= 1
-                ),
-                timeout=120,
-                what=f"agent {agent_id} running again",
-            )
+            assert wait_restarted(api, me, agent_id, timeout=120)["containerStatus"] == "running"
         assert wait_status(api, me, ids[0], "RUNNING")["containerStatus"] == "running"

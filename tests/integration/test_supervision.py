@@ -12,7 +12,14 @@ from sqlalchemy import text
 
 from clawhq.orchestrator.spec import AgentSecrets, build_spec
 from clawhq.runtime import labels
-from tests.integration.helpers import containers_of, count_leases, deploy_running, sdk, wait_status
+from tests.integration.helpers import (
+    containers_of,
+    count_leases,
+    deploy_running,
+    sdk,
+    wait_restarted,
+    wait_status,
+)
 
 FAST = {
     "restart_backoff_initial": 1,
@@ -45,15 +52,7 @@ def test_killed_agent_is_restarted_and_says_why(docker_app) -> None:
         assert "exited with code 137" in down["lastError"]
         assert down["oomKilled"] is False
 
-        back = wait_for(
-            lambda: (
-                (b := api.client.get(f"/api/agents/{agent['id']}", headers=me).json())["status"]
-                == "RUNNING"
-                and b["restartCount"] >= 1
-                and b
-            ),
-            what="RUNNING after the restart",
-        )
+        back = wait_restarted(api, me, agent["id"])
         assert back["containerId"] == first["containerId"]  # the same container, started again
         assert len(containers_of(agent["id"])) == 1
 
@@ -241,15 +240,7 @@ def test_two_clawhq_processes_on_one_database(docker_app) -> None:
         two.client.post(f"/api/agents/{agent['id']}/start", headers=me)
         running = wait_status(two, me, agent["id"], "RUNNING")
         sdk().containers.get(running["containerId"]).kill()
-        back = wait_for(
-            lambda: (
-                (b := one.client.get(f"/api/agents/{agent['id']}", headers=me).json())["status"]
-                == "RUNNING"
-                and b["restartCount"] >= 1
-                and b
-            ),
-            what="the restart",
-        )
+        back = wait_restarted(one, me, agent["id"])
         assert [c.id for c in containers_of(agent["id"])] == [back["containerId"]]
         assert count_leases(one) == 1
 
