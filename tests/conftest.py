@@ -238,12 +238,17 @@ def image_variant(docker_runtime: Any, test_image: str, tmp_path_factory: pytest
 
 
 def remove_user_containers(runtime: Any, user_ids: list[str]) -> None:
+    """Remove every container and workspace volume the given users' agents left behind."""
+    import docker
+
     from clawhq.runtime import labels
 
+    client = docker.from_env(version="1.41")
     for user_id in user_ids:
         for container in runtime.list_managed({labels.USER_ID: user_id}):
             runtime.remove(container.id)
-            runtime.remove_volume(f"clawhq-workspace-{container.agent_id}")
+        for volume in client.volumes.list(filters={"label": f"{labels.USER_ID}={user_id}"}):
+            runtime.remove_volume(volume.name)
 
 
 @pytest.fixture

@@ -214,7 +214,7 @@ class AgentOrchestrator:
             return self.mark_stopped(agent_id)
 
     def destroy(
-        self, agent_id: str, owner_id: str | None = None, *, keep_workspace: bool = False
+        self, agent_id: str, owner_id: str | None = None, *, keep_workspace: bool = True
     ) -> None:
         """Remove the container and the port lease, the workspace volume unless kept, the row.
 

@@ -47,7 +47,12 @@ def test_stop_start_keeps_the_workspace_and_delete_removes_everything(docker_app
             exec_in(redeployed["containerId"], BB, "cat", "/home/openclaw/note.txt")[1] == "kept\n"
         )
 
-        assert api.client.delete(f"/api/agents/{agent['id']}", headers=me).status_code == 204
+        assert (
+            api.client.delete(
+                f"/api/agents/{agent['id']}?keepWorkspace=false", headers=me
+            ).status_code
+            == 204
+        )
         assert containers_of(agent["id"]) == []
         assert not volume_exists(f"clawhq-workspace-{agent['id']}")
         assert count_leases(api) == 0
@@ -58,7 +63,7 @@ def test_delete_keeping_the_workspace(docker_app) -> None:
         me = api.user()
         agent = api.agent(me)
         deploy_running(api, me, agent["id"])
-        reply = api.client.delete(f"/api/agents/{agent['id']}?keepWorkspace=true", headers=me)
+        reply = api.client.delete(f"/api/agents/{agent['id']}", headers=me)
         assert reply.status_code == 204
         assert containers_of(agent["id"]) == []
         name = f"clawhq-workspace-{agent['id']}"

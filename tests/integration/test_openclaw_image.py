@@ -176,7 +176,12 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         assert exec_in(container_id, "cat", "/home/openclaw/note.txt") == (0, "kept\n")
         assert ready(again["containerPort"])["ready"] is True
 
-        assert api.client.delete(f"/api/agents/{agent['id']}", headers=me).status_code == 204
+        assert (
+            api.client.delete(
+                f"/api/agents/{agent['id']}?keepWorkspace=false", headers=me
+            ).status_code
+            == 204
+        )
         assert containers_of(agent["id"]) == []
         assert not volume_exists(f"clawhq-workspace-{agent['id']}")
         assert count_leases(api) == 0

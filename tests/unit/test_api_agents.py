@@ -78,7 +78,12 @@ def test_lifecycle_deploy_stop_start_delete(fake_api: Api, fake_runtime: FakeRun
     again = wait_status(fake_api, me, agent["id"], "RUNNING")
     assert again["containerId"] == running["containerId"]  # the same container, restarted
 
-    assert fake_api.client.delete(f"/api/agents/{agent['id']}", headers=me).status_code == 204
+    assert (
+        fake_api.client.delete(
+            f"/api/agents/{agent['id']}?keepWorkspace=false", headers=me
+        ).status_code
+        == 204
+    )
     assert fake_api.client.get(f"/api/agents/{agent['id']}", headers=me).status_code == 404
     assert fake_runtime.containers == {}
     assert fake_runtime.volumes == set()
@@ -91,7 +96,7 @@ def test_delete_can_keep_the_workspace(fake_api: Api, fake_runtime: FakeRuntime)
     agent = fake_api.agent(me)
     fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me)
     wait_status(fake_api, me, agent["id"], "RUNNING")
-    reply = fake_api.client.delete(f"/api/agents/{agent['id']}?keepWorkspace=true", headers=me)
+    reply = fake_api.client.delete(f"/api/agents/{agent['id']}", headers=me)
     assert reply.status_code == 204
     assert fake_runtime.containers == {}
     assert fake_runtime.volumes == {f"clawhq-workspace-{agent['id']}"}

@@ -115,9 +115,9 @@ def delete_agent(
         bool,
         Query(
             alias="keepWorkspace",
-            description="Keep the agent's workspace volume (default: it is deleted too).",
+            description="Keep the agent's workspace volume (the default); false deletes it too.",
         ),
-    ] = False,
+    ] = True,
 ) -> Response:
     orchestrator.destroy(agent_id, user.id, keep_workspace=keep_workspace)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
