@@ -138,6 +138,9 @@ class Server:
                 "CLAWHQ_PORT_RANGE": f"{PORT_RANGE[0]}-{PORT_RANGE[1]}",
                 "CLAWHQ_MAX_DEPLOYS_IN_FLIGHT": "500",
                 "CLAWHQ_LOG_FORMAT": "json",
+                # The load generator is one user hammering one agent; measure the API, not the
+                # rate limiter.
+                "CLAWHQ_RATE_LIMIT_USER": "100000000",
             }
         )
         self.env.update({f"CLAWHQ_{k.upper()}": v for k, v in settings.items()})

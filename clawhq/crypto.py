@@ -59,6 +59,12 @@ class Keyring:
     def current_key_id(self) -> str:
         return self._current_id
 
+    def reseal(self, sealed: Sealed, context: str) -> Sealed:
+        """The same secret sealed under the current key (as is when it already is)."""
+        if sealed.key_id == self._current_id:
+            return sealed
+        return self.seal(self.open(sealed, context), context)
+
     def seal(self, plaintext: str, context: str) -> Sealed:
         nonce = secrets.token_bytes(NONCE_BYTES)
         body = self._keys[self._current_id].encrypt(nonce, plaintext.encode(), context.encode())
@@ -81,8 +87,9 @@ def load_keyring(settings: Settings) -> Keyring:
     In development without a key, a key is generated once and kept in the data dir (mode 0600),
     with a loud warning: losing that file makes every stored secret unreadable.
     """
+    older = tuple(decode_encryption_key(k.get_secret_value()) for k in settings.encryption_keys_old)
     if settings.encryption_key is not None:
-        return Keyring(decode_encryption_key(settings.encryption_key.get_secret_value()))
+        return Keyring(decode_encryption_key(settings.encryption_key.get_secret_value()), older)
     if settings.env == "production":  # settings validation already refuses this
         raise ConfigError("CLAWHQ_ENCRYPTION_KEY is required in production")
     path = settings.data_dir / DEV_KEY_FILE
@@ -93,7 +100,7 @@ def load_keyring(settings: Settings) -> Keyring:
             "Set CLAWHQ_ENCRYPTION_KEY (and CLAWHQ_ENV=production) for real use.",
             path,
         )
-        return Keyring(raw)
+        return Keyring(raw, older)
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded = generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -104,4 +111,4 @@ def load_keyring(settings: Settings) -> Keyring:
         "Back it up or set CLAWHQ_ENCRYPTION_KEY; without it stored API keys cannot be read.",
         path,
     )
-    return Keyring(decode_encryption_key(encoded))
+    return Keyring(decode_encryption_key(encoded), older)

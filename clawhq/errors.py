@@ -9,6 +9,7 @@
     │   └── PlanLimitExceeded       the user's plan does not allow this
     ├── NotFound (404)              unknown, or owned by someone else
     ├── Conflict (409)              the resource's state does not allow this now
+    ├── PayloadTooLarge (413)       a request body over the limit
     ├── TooManyRequests (429)       come back later (``retry_after`` seconds)
     ├── EngineError (502)           the container engine refused or failed an operation
     │   └── ImageNotFound           the agent image is not on the engine
@@ -80,6 +81,11 @@ class TooManyRequests(ClawHQError):
     def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class PayloadTooLarge(ClawHQError):
+    status = 413
+    code = "payload_too_large"
 
 
 class EngineError(ClawHQError):

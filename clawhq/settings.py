@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=60.0, gt=0)
     max_deploys_in_flight: int = Field(default=20, ge=1)
     supervise: bool = True
+    rate_limit_auth: int = Field(default=10, ge=1, description="login/register per IP a minute")
+    rate_limit_user: int = Field(default=600, ge=1, description="requests per user a minute")
+    encryption_keys_old: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     stats_interval: float = Field(default=60.0, ge=0)
     log_format: Literal["json", "text"] = "json"
     metrics_token: SecretStr | None = None
@@ -174,6 +177,15 @@ class Settings(BaseSettings):
             decode_encryption_key(value.get_secret_value())
             return value
         return None
+
+    @field_validator("encryption_keys_old", mode="before")
+    @classmethod
+    def _old_keys(cls, value: str | tuple[str, ...]) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for key in value:
+            decode_encryption_key(key.get_secret_value() if isinstance(key, SecretStr) else key)
+        return tuple(value)
 
     @field_validator("webhook_base_url")
     @classmethod

@@ -5,15 +5,26 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from clawhq.api import middleware, problems
+from clawhq.api import deps, middleware, problems
+from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.routes import admin, agents, auth, health, metrics, telemetry, webhooks
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
 
 log = logging.getLogger(__name__)
+
+#: The largest request body accepted (413 beyond): an agent with every key fits in a few KiB.
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    auth: RateLimiter
+    user: RateLimiter
 
 
 def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
@@ -23,6 +34,10 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = make_context()
         app.state.context = context
+        app.state.limits = Limits(
+            auth=RateLimiter(context.settings.rate_limit_auth),
+            user=RateLimiter(context.settings.rate_limit_user),
+        )
         try:
             context.orchestrator.prepare()
             log.info("agents post webhooks to %s", context.orchestrator.webhook_base_url)
@@ -39,8 +54,10 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         version="0.1.0",
         summary="OpenClaw agents, one hardened container each.",
         lifespan=lifespan,
+        dependencies=[Depends(deps.reject_unknown_query)],
     )
     problems.install(app)
+    app.add_middleware(middleware.BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(middleware.RequestObserver)
     for module in (auth, agents, telemetry, webhooks, admin, health, metrics):
         app.include_router(module.router)

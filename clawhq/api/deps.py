@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from clawhq.context import AppContext
 from clawhq.db.models import User
-from clawhq.errors import Forbidden, Unauthorized
+from clawhq.errors import Forbidden, InvalidRequest, Unauthorized
 from clawhq.observability import logs
 from clawhq.orchestrator.lifecycle import AgentOrchestrator
 from clawhq.services import users
@@ -60,6 +60,7 @@ def authenticate(session: ReadSession, credentials: BearerToken) -> User:
 
 
 async def get_current_user(request: Request, user: Annotated[User, Depends(authenticate)]) -> User:
+    request.app.state.limits.user.check(user.id, "requests")
     # Async on purpose: it runs in the request's own context, so the ids bound here reach
     # every log line of the endpoint (sync dependencies run in copies of that context).
     logs.user_id.set(user.id)
@@ -67,10 +68,20 @@ async def get_current_user(request: Request, user: Annotated[User, Depends(authe
     if agent_id:
         logs.agent_id.set(agent_id)
     request.state.user_id = user.id
+    request.state.is_admin = user.is_admin
     return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def limit_auth_attempts(request: Request) -> None:
+    """Login and registration budgets per client address (OWASP API4: password guessing)."""
+    client = request.client.host if request.client else "unknown"
+    request.app.state.limits.auth.check(client, "login or registration attempts")
+
+
+AuthAttempt = Depends(limit_auth_attempts)
 
 
 def get_admin(user: CurrentUser) -> User:
@@ -80,3 +91,28 @@ def get_admin(user: CurrentUser) -> User:
 
 
 Admin = Annotated[User, Depends(get_admin)]
+
+
+_query_names: dict[int, frozenset[str]] = {}
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is a mistake worth saying (400), not ignoring."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    names = _query_names.get(id(route))
+    if names is None:
+        names = _query_names[id(route)] = frozenset(_query_aliases(dependant))
+    if unknown := sorted(set(request.query_params) - names):
+        raise InvalidRequest(
+            f"unknown query parameter(s): {', '.join(unknown)}", code="unknown_parameter"
+        )
+
+
+def _query_aliases(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_aliases(sub)
+    return names

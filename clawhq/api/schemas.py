@@ -290,3 +290,27 @@ class AgentEventPublic(Schema):
 class AgentEventList(Schema):
     events: list[AgentEventPublic]
     next_before: int | None = Field(description="Pass as ?before= for older events.")
+
+
+class UserList(Schema):
+    users: list[UserPublic]
+    total: int
+
+
+class AuditEventPublic(Schema):
+    id: int
+    at: datetime
+    actor: str
+    user_id: str | None
+    action: str
+    agent_id: str | None
+    target_user_id: str | None
+    result: str
+    detail: str
+    client: str | None
+    request_id: str | None
+
+
+class AuditEventList(Schema):
+    events: list[AuditEventPublic]
+    next_before: int | None

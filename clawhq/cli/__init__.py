@@ -134,6 +134,28 @@ def keys_generate() -> None:
     typer.echo(generate_key())
 
 
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret under CLAWHQ_ENCRYPTION_KEY.
+
+    Set the new key as CLAWHQ_ENCRYPTION_KEY and the previous ones in CLAWHQ_ENCRYPTION_KEYS_OLD
+    (comma-separated) for ClawHQ and for this command; once it reports, the old keys can go.
+    """
+    from clawhq.services import keys
+
+    context = _context(_settings())
+    try:
+        report = keys.rotate(context.sessions, context.keyring)
+    except ClawHQError as exc:
+        raise _fail(exc) from None
+    finally:
+        context.close()
+    typer.echo(
+        f"re-encrypted the secrets of {report.rotated} agent(s) under key {report.key_id}; "
+        f"{report.already_current} already used it"
+    )
+
+
 @users_app.command("create")
 def users_create(
     email: str,

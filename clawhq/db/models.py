@@ -196,6 +196,25 @@ class AgentEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class AuditEvent(Base):
+    """Who did what to which agent, when, with what result. Append-only (database triggers
+    refuse updates and deletes); no foreign keys, so it outlives what it describes."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    target_user_id: Mapped[str | None] = mapped_column(String(32))
+    result: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class WebhookEvent(Base):
     """A usage event already counted, so a retried delivery is not counted twice."""
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from clawhq.db import audit
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
 from clawhq.observability import logs
@@ -149,9 +150,19 @@ class Recovery:
 
     # -- actions --------------------------------------------------------------------------
 
+    def _audit(self, action: str, agent_id: str | None, detail: str = "") -> None:
+        audit.append(
+            self.orchestrator.sessions,
+            actor="supervisor",
+            action=action,
+            agent_id=agent_id,
+            detail=detail,
+        )
+
     def _remove_container(self, action: Action) -> None:
         if action.agent_id is None:
             self.runtime.remove(str(action.container_id))
+            self._audit("container.remove_stray", None, str(action.container_id)[:12])
             return
         with self.orchestrator.locks.hold(action.agent_id):
             with self.orchestrator.sessions() as session:
@@ -164,6 +175,7 @@ class Recovery:
                     return  # it became the agent's container meanwhile
             log.info("removing stray container %s", str(action.container_id)[:12])
             self.runtime.remove(str(action.container_id))
+            self._audit("container.remove_stray", action.agent_id, str(action.container_id)[:12])
 
     def _adopt(self, action: Action) -> None:
         agent_id = str(action.agent_id)
@@ -238,6 +250,7 @@ class Recovery:
                 generation = agent.start_generation
             container = self.runtime.inspect(container_id) if container_id else None
             log.info("restarting agent %s", agent_id)
+            self._audit("agent.restart" if container else "agent.recreate", agent_id)
             if container is None:
                 orchestrator.deploy_supervised(agent_id)
                 return

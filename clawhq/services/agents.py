@@ -86,6 +86,16 @@ def list_agents(session: Session, user: User) -> list[Agent]:
     return list(session.scalars(query))
 
 
+def page(session: Session, limit: int, offset: int, user_id: str | None = None) -> list[Agent]:
+    """Agents of every user (or one), oldest first: the admin's view."""
+    query = select(Agent).where(Agent.desired_state != DesiredState.DELETED)
+    if user_id:
+        query = query.where(Agent.user_id == user_id)
+    return list(
+        session.scalars(query.order_by(Agent.created_at, Agent.id).limit(limit).offset(offset))
+    )
+
+
 def count_by_status(session: Session) -> dict[str, int]:
     """How many agents are in each status (every status present, zeros included)."""
     counts = {status.value: 0 for status in AgentStatus}

@@ -109,5 +109,10 @@ def set_plan(session: Session, user_id: str, plan: str) -> User:
     return user
 
 
+def page(session: Session, limit: int, offset: int) -> tuple[list[User], int]:
+    query = select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    return list(session.scalars(query)), count_users(session)
+
+
 def count_users(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User)) or 0

@@ -103,6 +103,10 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("PATCH", "/api/admin/users/{user_id}"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {"plan": "team"}
     ),
+    ("GET", "/api/admin/users"): Expect(users(owner=403, other=403, admin=200)),
+    ("GET", "/api/admin/agents"): Expect(users(owner=403, other=403, admin=200)),
+    ("GET", "/api/admin/audit"): Expect(users(owner=403, other=403, admin=200)),
+    ("POST", "/api/admin/agents/{agent_id}/stop"): Expect(users(owner=403, other=403, admin=200)),
 }
 
 

@@ -1,24 +1,126 @@
-"""``/api/admin``: operations reserved to admins."""
+"""``/api/admin``: operations reserved to admins (others get 403 ``admin_required``)."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
-from clawhq.api.deps import Admin, DbSession
+from clawhq.api.audit import Audit
+from clawhq.api.deps import Admin, DbSession, Orchestrator, ReadSession
 from clawhq.api.problems import problem_responses
-from clawhq.api.schemas import PlanChange, UserPublic
-from clawhq.services import users
+from clawhq.api.routes.agents import AgentId, public
+from clawhq.api.schemas import (
+    AgentList,
+    AgentPublic,
+    AuditEventList,
+    AuditEventPublic,
+    PlanChange,
+    UserList,
+    UserPublic,
+)
+from clawhq.db import audit as audit_log
+from clawhq.errors import InvalidRequest
+from clawhq.services import agents, users
 
 UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+Filter = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 router = APIRouter(
     prefix="/api/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 422, 503)
 )
 
 
+@router.get("/users", response_model=UserList)
+def list_users(
+    admin: Admin, session: ReadSession, limit: Limit = 100, offset: Offset = 0
+) -> UserList:
+    """Every user, oldest first, a page at a time."""
+    found, total = users.page(session, limit, offset)
+    return UserList(users=[UserPublic.model_validate(u) for u in found], total=total)
+
+
 @router.patch("/users/{user_id}", response_model=UserPublic, responses=problem_responses(404))
-def change_plan(user_id: UserId, body: PlanChange, admin: Admin, session: DbSession) -> UserPublic:
+def change_plan(
+    user_id: UserId, body: PlanChange, admin: Admin, session: DbSession, audit: Audit
+) -> UserPublic:
     """Move a user to another plan (``free``, ``pro``, ``team``)."""
-    return UserPublic.model_validate(users.set_plan(session, user_id, body.plan))
+    with audit.action("admin.plan_change", target_user_id=user_id):
+        return UserPublic.model_validate(users.set_plan(session, user_id, body.plan))
+
+
+@router.get("/agents", response_model=AgentList)
+def list_all_agents(
+    admin: Admin,
+    session: ReadSession,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+) -> AgentList:
+    """Every user's agents (or one user's), oldest first, a page at a time."""
+    return AgentList(agents=[public(a) for a in agents.page(session, limit, offset, user_id)])
+
+
+@router.post(
+    "/agents/{agent_id}/stop", response_model=AgentPublic, responses=problem_responses(404, 409)
+)
+def stop_any_agent(
+    agent_id: AgentId, admin: Admin, orchestrator: Orchestrator, audit: Audit
+) -> AgentPublic:
+    """Stop anyone's agent (the supervisor leaves it stopped, as for its owner's stop)."""
+    with audit.action("admin.agent_stop", agent_id=agent_id):
+        return public(orchestrator.stop(agent_id))
+
+
+@router.get("/audit", response_model=AuditEventList)
+def read_audit(
+    admin: Admin,
+    session: ReadSession,
+    limit: Limit = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    action: Filter = None,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    agent_id: Annotated[str | None, Query(alias="agentId", max_length=64)] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            description="RFC 3339 time, e.g. 2026-11-27T08:00:00Z",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+) -> AuditEventList:
+    """The audit log, newest first: filter by action prefix (``agent.``), user, agent, time."""
+    rows = audit_log.search(
+        session,
+        limit=limit,
+        before=before,
+        action=action,
+        user_id=user_id,
+        agent_id=agent_id,
+        since=_parse_time(since),
+    )
+    return AuditEventList(
+        events=[AuditEventPublic.model_validate(row) for row in rows],
+        next_before=rows[-1].id if len(rows) == limit else None,
+    )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 date-time (any fraction length; Python keeps microseconds)."""
+    if value is None:
+        return None
+    match = RFC3339.match(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        day, clock, fraction, zone = match.groups()
+        fraction = (fraction or ".0")[:7]
+        zone = "+00:00" if zone in ("Z", "z") else zone
+        return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(UTC)
+    except ValueError:
+        raise InvalidRequest(f"since: not an RFC 3339 time: {value}", code="invalid_time") from None

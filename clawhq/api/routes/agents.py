@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from clawhq.api.audit import Audit
 from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, ReadSession
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
@@ -48,7 +49,7 @@ def list_agents(user: CurrentUser, session: ReadSession, orchestrator: Orchestra
     responses=problem_responses(403, 409),
 )
 def create_agent(
-    body: AgentCreate, user: CurrentUser, session: DbSession, context: Context
+    body: AgentCreate, user: CurrentUser, session: DbSession, context: Context, audit: Audit
 ) -> AgentPublic:
     """Create an agent (STOPPED). Over the plan's limit: 403 ``agent_limit_reached``."""
     new = NewAgent(
@@ -60,7 +61,13 @@ def create_agent(
         channels=tuple(body.channels),
         channel_env=body.channel_credentials.as_env(),
     )
-    return public(agents.create_agent(session, context.keyring, user, new), "missing")
+    try:
+        agent = agents.create_agent(session, context.keyring, user, new)
+    except ClawHQError as exc:
+        audit.record("agent.create", f"error:{exc.code}", detail=exc.message)
+        raise
+    audit.record("agent.create", agent_id=agent.id)
+    return public(agent, "missing")
 
 
 @router.get("/{agent_id}", response_model=AgentPublic, responses=problem_responses(404))
@@ -80,9 +87,12 @@ def get_agent(
     response_model=AgentPublic,
     responses=LIFECYCLE_ERRORS,
 )
-def deploy_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
+def deploy_agent(
+    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+) -> AgentPublic:
     """(Re)create the container and start it; ``RUNNING`` follows once it answers healthy."""
-    return public(orchestrator.deploy(agent_id, user.id))
+    with audit.action("agent.deploy", agent_id=agent_id):
+        return public(orchestrator.deploy(agent_id, user.id))
 
 
 @router.post(
@@ -91,15 +101,21 @@ def deploy_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrato
     response_model=AgentPublic,
     responses=LIFECYCLE_ERRORS,
 )
-def start_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
-    return public(orchestrator.start(agent_id, user.id))
+def start_agent(
+    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+) -> AgentPublic:
+    with audit.action("agent.start", agent_id=agent_id):
+        return public(orchestrator.start(agent_id, user.id))
 
 
 @router.post(
     "/{agent_id}/stop", response_model=AgentPublic, responses=problem_responses(404, 409, 502)
 )
-def stop_agent(agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator) -> AgentPublic:
-    return public(orchestrator.stop(agent_id, user.id))
+def stop_agent(
+    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+) -> AgentPublic:
+    with audit.action("agent.stop", agent_id=agent_id):
+        return public(orchestrator.stop(agent_id, user.id))
 
 
 @router.delete(
@@ -111,6 +127,7 @@ def delete_agent(
     agent_id: AgentId,
     user: CurrentUser,
     orchestrator: Orchestrator,
+    audit: Audit,
     keep_workspace: Annotated[
         bool,
         Query(
@@ -119,5 +136,6 @@ def delete_agent(
         ),
     ] = True,
 ) -> Response:
-    orchestrator.destroy(agent_id, user.id, keep_workspace=keep_workspace)
+    with audit.action("agent.delete", agent_id=agent_id):
+        orchestrator.destroy(agent_id, user.id, keep_workspace=keep_workspace)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
