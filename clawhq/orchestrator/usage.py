@@ -80,5 +80,8 @@ class UsageSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:  # sampling must outlive any one bad sweep
+                log.exception("usage sweep failed")
             self._stop.wait(self.interval)

@@ -59,6 +59,9 @@ def engine_errors(action: str) -> Iterator[None]:
         raise EngineError(f"{action}: {exc.explanation or exc}") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise EngineUnavailable(f"{action}: Docker Engine is unreachable ({exc})") from None
+    except requests.exceptions.RequestException as exc:
+        # e.g. an empty answer when the container went away mid-request
+        raise EngineError(f"{action}: unexpected answer from Docker Engine ({exc})") from None
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(f"{action}: {exc}") from None
 
