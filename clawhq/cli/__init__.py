@@ -11,11 +11,12 @@ from typing import Annotated
 import typer
 
 from clawhq.cli import network
+from clawhq.cli.exits import fail, settings_or_exit
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
 from clawhq.errors import ClawHQError, ConfigError
 from clawhq.observability import logs
-from clawhq.settings import Settings, load_settings
+from clawhq.settings import Settings
 
 app = typer.Typer(
     help="ClawHQ: OpenClaw agents, one hardened container each.", no_args_is_help=True
@@ -31,26 +32,13 @@ app.add_typer(image_app, name="image")
 app.add_typer(network.app, name="network")
 
 
-def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ConfigError as exc:
-        typer.echo(f"clawhq: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _fail(exc: ClawHQError) -> typer.Exit:
-    typer.echo(f"clawhq: {exc.message}", err=True)
-    return typer.Exit(1)
-
-
 def _context(settings: Settings):  # type: ignore[no-untyped-def]
     from clawhq.context import build_context
 
     try:
         return build_context(settings)
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 @app.callback()
@@ -84,7 +72,7 @@ def serve(
     from clawhq.db import migrate
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = _settings(**overrides)
+    settings = settings_or_exit(**overrides)
     level = logging.getLogger().level
     logs.configure(settings.log_format, level)
     context = _context(settings)
@@ -105,7 +93,7 @@ def serve(
         sockets = [_listen(h, settings.port) for h in hosts]
     except ConfigError as exc:
         context.close()
-        raise _fail(exc) from None
+        raise fail(exc) from None
     log = logging.getLogger("clawhq")
     log.info("ClawHQ API on %s", ", ".join(f"http://{h}:{settings.port}" for h in hosts))
     server = uvicorn.Server(
@@ -120,7 +108,7 @@ def db_upgrade() -> None:
     from clawhq.db import migrate
     from clawhq.db.engine import create_db_engine
 
-    settings = _settings()
+    settings = settings_or_exit()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
     migrate.upgrade(engine)
@@ -143,11 +131,11 @@ def keys_rotate() -> None:
     """
     from clawhq.services import keys
 
-    context = _context(_settings())
+    context = _context(settings_or_exit())
     try:
         report = keys.rotate(context.sessions, context.keyring)
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         context.close()
     typer.echo(
@@ -169,7 +157,7 @@ def users_create(
     """Create a user; the last line printed is a new API token for them."""
     from clawhq.services import users
 
-    context = _context(_settings())
+    context = _context(settings_or_exit())
     try:
         with context.sessions() as session:
             user = users.create_user(session, email, password, plan=plan, is_admin=admin)
@@ -179,7 +167,7 @@ def users_create(
                 f"created user {user.id} ({user.email}, plan {plan}{', admin' if admin else ''})"
             )
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         context.close()
     typer.echo(token)
@@ -209,7 +197,7 @@ def image_build(
     from clawhq.cli import images
     from clawhq.runtime.docker_engine import DockerRuntime
 
-    settings = _settings()
+    settings = settings_or_exit()
     runtime = DockerRuntime(settings.docker_host)
     try:
         if kind is ImageKind.test_agent:
@@ -225,7 +213,7 @@ def image_build(
                 force=force,
             )
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         runtime.close()
     typer.echo(image_id)
@@ -248,7 +236,7 @@ def doctor(
     if security:
         _doctor_security()
         return
-    context = _context(_settings())
+    context = _context(settings_or_exit())
     try:
         checks = run_checks(context)
     finally:
@@ -263,12 +251,12 @@ def doctor(
 def _doctor_security() -> None:
     from clawhq.cli.security import security_report
 
-    settings = _settings()
+    settings = settings_or_exit()
     engine = network.engine_for(settings)
     try:
         report = security_report(settings, engine.runtime, network.inspector_of(engine.runtime))
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         engine.close()
     for line in report.lines():

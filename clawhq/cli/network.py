@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import typer
 
+from clawhq.cli.exits import fail, settings_or_exit
 from clawhq.errors import ClawHQError, FirewallError
 from clawhq.network.firewall import FirewallPlan, inputs_for, plan_rules
 from clawhq.network.host import read_host_facts
 from clawhq.network.iptables import Iptables
 from clawhq.runtime import Runtime
 from clawhq.runtime.security import SecurityInspector
-from clawhq.settings import Settings, load_settings
+from clawhq.settings import Settings
 
 app = typer.Typer(
     help="Host firewall rules that keep agents from the host and private networks.",
@@ -102,32 +103,19 @@ def engine_for(settings: Settings) -> Engine:
     try:
         return Engine(settings, docker_runtime(settings))
     except ClawHQError as exc:
-        raise _fail(exc) from None
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ClawHQError as exc:
-        typer.echo(f"clawhq: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _fail(exc: ClawHQError) -> typer.Exit:
-    typer.echo(f"clawhq: {exc.message}", err=True)
-    return typer.Exit(1)
+        raise fail(exc) from None
 
 
 @app.command()
 def setup() -> None:
     """Install (or replace) the rules for CLAWHQ_AGENT_NETWORK; creates the network if missing."""
-    engine = engine_for(_settings())
+    engine = engine_for(settings_or_exit())
     try:
         engine.runtime.ensure_network(engine.settings.agent_network)
         plan = current_plan(engine.settings, inspector_of(engine.runtime))
         Iptables().apply(plan)
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         engine.close()
     typer.echo(f"installed firewall rules for network {plan.inputs.network}:")
@@ -138,11 +126,11 @@ def setup() -> None:
 @app.command()
 def teardown() -> None:
     """Remove the rules of CLAWHQ_AGENT_NETWORK (agents can then reach the host again)."""
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         removed = Iptables().remove(settings.agent_network)
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if removed:
         typer.echo(f"removed {len(removed)} rule(s) and chain(s) for {settings.agent_network}")
     else:
@@ -152,12 +140,12 @@ def teardown() -> None:
 @app.command()
 def status() -> None:
     """Check that the rules are in place and current; exit 1 when they are not."""
-    engine = engine_for(_settings())
+    engine = engine_for(settings_or_exit())
     try:
         plan = current_plan(engine.settings, inspector_of(engine.runtime))
         problems = Iptables().verify(plan)
     except ClawHQError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         engine.close()
     for line in plan.describe():
