@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from clawhq.api import deps, middleware, problems
 from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.routes import admin, agents, auth, health, metrics, telemetry, webhooks
+from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
 
@@ -34,6 +35,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = make_context()
         app.state.context = context
+        app.state.tokens = TokenCache()
         app.state.limits = Limits(
             auth=RateLimiter(context.settings.rate_limit_auth),
             user=RateLimiter(context.settings.rate_limit_user),

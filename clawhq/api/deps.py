@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from clawhq.context import AppContext
+from clawhq.credentials import hash_token
 from clawhq.db.models import User
 from clawhq.errors import Forbidden, InvalidRequest, Unauthorized
 from clawhq.observability import logs
@@ -51,12 +52,19 @@ Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(session: ReadSession, credentials: BearerToken) -> User:
+def authenticate(request: Request, session: ReadSession, credentials: BearerToken) -> User:
     if credentials is None:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
+    cache = request.app.state.tokens
+    digest = hash_token(credentials.credentials)
+    user = cache.get(digest)
+    if user is not None:
+        return user  # type: ignore[no-any-return]
     # A read session: under SQLite's WAL it holds no lock that the orchestrator's own
     # write sessions would wait for.
-    return users.authenticate(session, credentials.credentials)
+    row = users.authenticate(session, credentials.credentials)
+    cache.put(digest, row.user, row.expires_at)
+    return row.user
 
 
 async def get_current_user(request: Request, user: Annotated[User, Depends(authenticate)]) -> User:

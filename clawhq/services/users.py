@@ -89,14 +89,14 @@ def login(session: Session, email: str, password: str, ttl: timedelta) -> tuple[
     return user, token
 
 
-def authenticate(session: Session, token: str) -> User:
-    """The user behind a bearer token; unknown or expired tokens are 401."""
+def authenticate(session: Session, token: str) -> ApiToken:
+    """The token's row (its ``user`` loaded with it); unknown or expired tokens are 401."""
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None:
         raise Unauthorized("invalid API token", code="invalid_token")
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         raise Unauthorized("this API token has expired: log in again", code="token_expired")
-    return row.user
+    return row
 
 
 def set_plan(session: Session, user_id: str, plan: str) -> User:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import update
+import time
+from datetime import timedelta
 
 from clawhq.db.models import ApiToken
 from tests.conftest import Api
@@ -46,13 +45,18 @@ def test_tokens_are_required_checked_and_expire(fake_api: Api) -> None:
     bad = fake_api.client.get("/api/agents", headers={"Authorization": "Bearer chq_nope"})
     assert bad.status_code == 401 and bad.json()["code"] == "invalid_token"
     me = fake_api.user()
-    assert fake_api.client.get("/api/agents", headers=me).status_code == 200
+    from clawhq.db.models import User
+    from clawhq.services import users
+
     with fake_api.context.sessions() as session:
-        session.execute(
-            update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        user = session.get(User, me["X-User-Id"])
+        short = users.issue_token(session, user, "short", timedelta(seconds=1))
         session.commit()
-    expired = fake_api.client.get("/api/agents", headers=me)
+    headers = {"Authorization": f"Bearer {short}"}
+    # Used once (so the API remembers it), then past its expiry: refused all the same.
+    assert fake_api.client.get("/api/agents", headers=headers).status_code == 200
+    time.sleep(1.1)
+    expired = fake_api.client.get("/api/agents", headers=headers)
     assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
 
 
