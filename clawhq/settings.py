@@ -116,7 +116,6 @@ class Settings(BaseSettings):
     startup_poll_interval: float = Field(default=0.5, gt=0)
     stop_timeout: int = Field(default=10, ge=0, le=600)
     health_failure_threshold: int = Field(default=3, ge=1)
-    health_timeout: float = Field(default=5.0, gt=0)
     restart_backoff_initial: float = Field(default=10.0, ge=0)
     restart_backoff_max: float = Field(default=300.0, ge=0)
     restart_backoff_reset: float = Field(default=600.0, ge=0)
