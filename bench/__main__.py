@@ -27,6 +27,7 @@ from bench.harness import (
     Database,
     RawDocker,
     Server,
+    deploy_running,
     ensure_network,
     healthy,
     median,
@@ -60,10 +61,7 @@ def deploy_latency(quick: bool) -> list[Row]:
             raw.cleanup()
 
             started = time.perf_counter()
-            s.client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
-            wait_until(
-                lambda a=agent_id: s.status(a, headers)["status"] == "RUNNING", 30, "RUNNING"
-            )
+            deploy_running(s.client, agent_id, headers)
             api.append(time.perf_counter() - started)
             s.client.delete(f"/api/agents/{agent_id}", headers=headers)
     return [
@@ -102,16 +100,7 @@ def concurrent_deploys(quick: bool) -> list[Row]:
         )
 
         def api_one(agent_id: str) -> None:
-            client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
-            wait_until(
-                lambda: (
-                    client.get(f"/api/agents/{agent_id}", headers=headers).json()["status"]
-                    == "RUNNING"
-                ),
-                120,
-                "RUNNING",
-                every=0.05,
-            )
+            deploy_running(client, agent_id, headers, timeout=120, every=0.05)
 
         started = time.perf_counter()
         with ThreadPoolExecutor(count) as pool:
@@ -201,11 +190,7 @@ def crash_detection(quick: bool) -> list[Row]:
         raw = RawDocker()
         for _ in range(rounds):
             agent_id = s.agent(headers)
-            s.client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
-            wait_until(
-                lambda a=agent_id: s.status(a, headers)["status"] == "RUNNING", 30, "RUNNING"
-            )
-            container_id = s.status(agent_id, headers)["containerId"]
+            container_id = deploy_running(s.client, agent_id, headers)["containerId"]
             started = time.perf_counter()
             raw.client.api.kill(container_id)
             wait_until(
@@ -234,19 +219,8 @@ def supervision_cost(quick: bool) -> list[Row]:
         client = httpx.Client(base_url=s.base, timeout=60, limits=httpx.Limits(max_connections=20))
 
         def deploy(agent_id: str) -> int:
-            client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
-            wait_until(
-                lambda: (
-                    client.get(f"/api/agents/{agent_id}", headers=headers).json()["status"]
-                    == "RUNNING"
-                ),
-                300,
-                "RUNNING",
-                every=0.2,
-            )
-            return int(
-                client.get(f"/api/agents/{agent_id}", headers=headers).json()["containerPort"]
-            )
+            body = deploy_running(client, agent_id, headers, timeout=300, every=0.2)
+            return int(body["containerPort"])
 
         with ThreadPoolExecutor(20) as pool:
             ports = list(pool.map(deploy, agents))

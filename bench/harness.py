@@ -120,6 +120,25 @@ class Database:
         return ids
 
 
+def deploy_running(
+    client: httpx.Client,
+    agent_id: str,
+    headers: dict[str, str],
+    timeout: float = 30,
+    every: float = 0.01,
+) -> dict:
+    """Deploy through the API and poll until the agent is RUNNING; return its last view."""
+    client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
+    seen: dict = {}
+
+    def running() -> bool:
+        seen.update(client.get(f"/api/agents/{agent_id}", headers=headers).json())
+        return seen["status"] == "RUNNING"
+
+    wait_until(running, timeout, "RUNNING", every=every)
+    return seen
+
+
 class Server:
     """ClawHQ's API in its own process (bench/server.py), over a real engine."""
 
