@@ -34,10 +34,14 @@ class AuditTrail:
         user_id: str | None = None,
         detail: str = "",
     ) -> None:
+        # The audit row is written on a session of its own, and on SQLite the request's open
+        # transaction holds the write lock it needs (it waited out the 30 s busy timeout and was
+        # lost). After a failure, what failed is not kept; after a success the action has
+        # committed its work, and what is still open is a read since (a refresh, say).
         if result != "ok":
-            # A failed operation may have left the request's write transaction open; on SQLite
-            # it holds the lock the audit row needs. What failed is not kept anyway.
             self._session.rollback()
+        elif self._session.in_transaction():
+            self._session.commit()
         state = self._request.state
         acting = user_id or getattr(state, "user_id", None)
         actor = (

@@ -105,7 +105,6 @@ def set_plan(session: Session, user_id: str, plan: str) -> User:
         raise NotFound(f"user {user_id} not found", code="user_not_found")
     user.plan_name = get_plan(session, plan).name
     session.commit()
-    session.refresh(user)
     return user
 
 

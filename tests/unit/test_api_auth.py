@@ -132,3 +132,12 @@ def test_admin_changes_plans_and_others_cannot(fake_api: Api) -> None:
     assert changed.status_code == 200 and changed.json()["plan"] == "team"
     unknown = fake_api.client.patch(path, json={"plan": "gold"}, headers=admin_headers)
     assert unknown.status_code == 400 and unknown.json()["code"] == "unknown_plan"
+    # Both are on record (the successful change once lost its row on SQLite: the request's own
+    # transaction held the lock the audit write waited on for 30 s).
+    trail = fake_api.client.get(
+        "/api/admin/audit", params={"action": "admin.plan_change"}, headers=admin_headers
+    ).json()["events"]
+    assert [(e["result"], e["targetUserId"]) for e in trail] == [
+        ("error:unknown_plan", someone["X-User-Id"]),
+        ("ok", someone["X-User-Id"]),
+    ]
