@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.crypto import Keyring, load_keyring
 from clawhq.db.engine import create_db_engine, make_session_factory
+from clawhq.db.loop_reads import LoopReads, make_loop_reads
 from clawhq.observability.metrics import Metrics, StateCollector
 from clawhq.orchestrator.health import Probe, http_probe
 from clawhq.orchestrator.lifecycle import AgentOrchestrator
@@ -30,6 +31,7 @@ class AppContext:
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    loop_reads: LoopReads
     keyring: Keyring
     runtime: Runtime
     orchestrator: AgentOrchestrator
@@ -59,6 +61,11 @@ class AppContext:
             close()
         self.engine.dispose()
 
+    async def aclose(self) -> None:
+        """``close``, then the loop's own database connections (on that loop)."""
+        self.close()
+        await self.loop_reads.aclose()
+
 
 def docker_runtime(settings: Settings) -> Runtime:
     from clawhq.runtime.docker_engine import DockerRuntime
@@ -74,6 +81,7 @@ def build_context(
     engine = create_db_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     read_sessions = make_session_factory(engine, read_only=True)
+    loop_reads = make_loop_reads(settings.resolved_database_url, engine)
     keyring = load_keyring(settings)
     metrics = Metrics()
     metered = MeteredRuntime(runtime if runtime is not None else docker_runtime(settings), metrics)
@@ -104,6 +112,7 @@ def build_context(
         engine,
         sessions,
         read_sessions,
+        loop_reads,
         keyring,
         metered,
         orchestrator,

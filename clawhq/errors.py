@@ -14,6 +14,7 @@
     ├── EngineError (502)           the container engine refused or failed an operation
     │   └── ImageNotFound           the agent image is not on the engine
     └── Unavailable (503)           a dependency is down or a pool is empty
+        ├── DatabaseUnavailable     the database cannot be reached (reads on the API's loop)
         ├── EngineUnavailable       the container engine cannot be reached
         └── PortPoolExhausted       no free port is left in CLAWHQ_PORT_RANGE
 
@@ -100,6 +101,10 @@ class ImageNotFound(EngineError):
 class Unavailable(ClawHQError):
     status = 503
     code = "unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
 
 
 class EngineUnavailable(Unavailable):

@@ -47,9 +47,10 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             log.error("container engine not ready (%s); agent operations will retry", exc)
         context.start_background()
         try:
+            await context.loop_reads.open()
             yield
         finally:
-            context.close()
+            await context.aclose()
 
     app = FastAPI(
         title="ClawHQ",

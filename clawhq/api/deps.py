@@ -1,4 +1,8 @@
-"""Request dependencies as ``Annotated`` aliases, so route signatures read like sentences."""
+"""Request dependencies as ``Annotated`` aliases, so route signatures read like sentences.
+
+Dependencies that do no I/O are ``async``: FastAPI runs a sync dependency on the thread pool,
+and each such trip cost more than the whole of an authenticated read (the API benchmark).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.credentials import hash_token
 from clawhq.db.models import User
@@ -20,7 +26,7 @@ from clawhq.services import users
 _bearer = HTTPBearer(auto_error=False, description="An API token from /api/auth/login")
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
@@ -32,18 +38,19 @@ def get_session(context: Context) -> Iterator[Session]:
         yield session
 
 
-def get_read_session(context: Context) -> Iterator[Session]:
-    with context.read_sessions() as session:
-        yield session
+async def get_reads(context: Context) -> sessionmaker[Session]:
+    return context.read_sessions
 
 
 #: A session for requests that write.
 DbSession = Annotated[Session, Depends(get_session)]
-#: A session for requests that only read (on SQLite, reads then run in parallel).
-ReadSession = Annotated[Session, Depends(get_read_session)]
+#: Read-only sessions (on SQLite, reads run in parallel), opened by the endpoint around its
+#: reads: ``with reads() as session``. The session then lives within the endpoint's own trip to
+#: the thread pool (a session dependency costs two more), and is closed before any engine call.
+Reads = Annotated[sessionmaker[Session], Depends(get_reads)]
 
 
-def get_orchestrator(context: Context) -> AgentOrchestrator:
+async def get_orchestrator(context: Context) -> AgentOrchestrator:
     return context.orchestrator
 
 
@@ -52,25 +59,18 @@ Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(request: Request, session: ReadSession, credentials: BearerToken) -> User:
+async def get_current_user(request: Request, context: Context, credentials: BearerToken) -> User:
     if credentials is None:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
-    cache = request.app.state.tokens
-    digest = hash_token(credentials.credentials)
+    cache: TokenCache = request.app.state.tokens
+    token = credentials.credentials
+    digest = hash_token(token)
     user = cache.get(digest)
-    if user is not None:
-        return user  # type: ignore[no-any-return]
-    # A read session: under SQLite's WAL it holds no lock that the orchestrator's own
-    # write sessions would wait for.
-    row = users.authenticate(session, credentials.credentials)
-    cache.put(digest, row.user, row.expires_at)
-    return row.user
-
-
-async def get_current_user(request: Request, user: Annotated[User, Depends(authenticate)]) -> User:
+    if user is None:  # only a token not seen for a few seconds costs a database read
+        user = await run_in_threadpool(_authenticate, context, cache, digest, token)
     request.app.state.limits.user.check(user.id, "requests")
-    # Async on purpose: it runs in the request's own context, so the ids bound here reach
-    # every log line of the endpoint (sync dependencies run in copies of that context).
+    # Bound here, in the request's own context, the ids reach every log line of the endpoint
+    # (a sync dependency would run in a copy of that context).
     logs.user_id.set(user.id)
     agent_id = request.path_params.get("agent_id")
     if agent_id:
@@ -78,6 +78,15 @@ async def get_current_user(request: Request, user: Annotated[User, Depends(authe
     request.state.user_id = user.id
     request.state.is_admin = user.is_admin
     return user
+
+
+def _authenticate(context: AppContext, cache: TokenCache, digest: str, token: str) -> User:
+    # A read session: under SQLite's WAL it holds no lock that the orchestrator's own
+    # write sessions would wait for.
+    with context.read_sessions() as session:
+        row = users.authenticate(session, token)
+        cache.put(digest, row.user, row.expires_at)
+        return row.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -92,7 +101,7 @@ async def limit_auth_attempts(request: Request) -> None:
 AuthAttempt = Depends(limit_auth_attempts)
 
 
-def get_admin(user: CurrentUser) -> User:
+async def get_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("this needs an admin account", code="admin_required")
     return user

@@ -236,9 +236,9 @@ class AgentOrchestrator:
         found = self.runtime.list_managed({labels.USER_ID: user_id})
         return {c.agent_id: c.state.value for c in found if c.agent_id}
 
-    def container_state(self, agent: Agent) -> str:
-        """``running``, ``exited``… for the agent's container, or ``missing`` when it has none."""
-        container = self._inspect(agent.container_id)
+    def container_state(self, container_id: str | None) -> str:
+        """``running``, ``exited``… for an agent's container, or ``missing`` when it has none."""
+        container = self._inspect(container_id)
         return container.state.value if container else "missing"
 
     def running_container(self, agent: Agent) -> Container:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -133,6 +134,53 @@ def last_deploy_event_id(session: Session, agent_id: str) -> int:
 def get_owned(session: Session, user: User, agent_id: str) -> Agent:
     """The caller's agent; another user's agent is indistinguishable from a missing one."""
     agent = session.get(Agent, agent_id)
-    if agent is None or agent.user_id != user.id or agent.desired_state is DesiredState.DELETED:
-        raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
+    if agent is None or not _visible(agent.user_id, agent.desired_state, user):
+        raise _not_found(agent_id)
     return agent
+
+
+_agents = Agent.__table__.c
+#: One agent as its owner sees it, by ``agent_id``, as a plain row: the API's most frequent
+#: read answers from this without building an ORM object (see ``clawhq.db.loop_reads``).
+OWNER_VIEW = select(
+    _agents.id,
+    _agents.user_id,
+    _agents.name,
+    _agents.model_provider,
+    _agents.model,
+    _agents.status,
+    _agents.desired_state,
+    _agents.last_error,
+    _agents.last_exit_code,
+    _agents.oom_killed,
+    _agents.restart_count,
+    _agents.next_restart_at,
+    _agents.last_healthy_at,
+    _agents.container_id,
+    _agents.container_port,
+    _agents.api_key_ciphertext.is_not(None).label("has_api_key"),
+    _agents.uses_bundled_api,
+    _agents.channels,
+    _agents.total_messages,
+    _agents.total_tokens,
+    _agents.last_active_at,
+    _agents.last_heartbeat,
+    _agents.deployed_at,
+    _agents.created_at,
+    _agents.updated_at,
+).where(_agents.id == bindparam("agent_id"))
+
+
+def owned_view(row: dict[str, Any] | None, user: User, agent_id: str) -> dict[str, Any]:
+    """An ``OWNER_VIEW`` row if it is the caller's (the same rule as ``get_owned``)."""
+    if row is None or not _visible(row["user_id"], row["desired_state"], user):
+        raise _not_found(agent_id)
+    return row
+
+
+def _visible(owner_id: str, desired_state: str, user: User) -> bool:
+    return owner_id == user.id and desired_state != DesiredState.DELETED
+
+
+def _not_found(agent_id: str) -> NotFound:
+    return NotFound(f"agent {agent_id} not found", code="agent_not_found")

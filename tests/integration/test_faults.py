@@ -160,6 +160,10 @@ def test_database_outage_answers_503_then_recovers(
             down = api.client.get("/api/agents", headers=me)
             assert down.status_code == 503
             assert down.json()["code"] == "database_unavailable"
+            # The single-agent read goes through the event loop's own pool: the same answer.
+            down = api.client.get(f"/api/agents/{agent['id']}", headers=me)
+            assert down.status_code == 503
+            assert down.json()["code"] == "database_unavailable"
             assert api.client.get("/health").json()["database"].startswith("error")
             # The agent crashes while the database is away.
             sdk().containers.get(running["containerId"]).kill()
@@ -170,6 +174,7 @@ def test_database_outage_answers_503_then_recovers(
         finally:
             proxy.restore()
         assert api.client.get("/api/agents", headers=me).status_code == 200
+        assert api.client.get(f"/api/agents/{agent['id']}", headers=me).status_code == 200
         back = wait_restarted(api, me, agent["id"])
         assert back["lastExitCode"] == 137
         remove_user_containers(docker_runtime, [me["X-User-Id"]])

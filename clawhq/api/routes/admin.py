@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Admin, DbSession, Orchestrator, ReadSession
+from clawhq.api.deps import Admin, DbSession, Orchestrator, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, public
 from clawhq.api.schemas import (
@@ -37,12 +37,11 @@ router = APIRouter(
 
 
 @router.get("/users", response_model=UserList)
-def list_users(
-    admin: Admin, session: ReadSession, limit: Limit = 100, offset: Offset = 0
-) -> UserList:
+def list_users(admin: Admin, reads: Reads, limit: Limit = 100, offset: Offset = 0) -> UserList:
     """Every user, oldest first, a page at a time."""
-    found, total = users.page(session, limit, offset)
-    return UserList(users=[UserPublic.model_validate(u) for u in found], total=total)
+    with reads() as session:
+        found, total = users.page(session, limit, offset)
+        return UserList(users=[UserPublic.model_validate(u) for u in found], total=total)
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic, responses=problem_responses(404))
@@ -57,13 +56,15 @@ def change_plan(
 @router.get("/agents", response_model=AgentList)
 def list_all_agents(
     admin: Admin,
-    session: ReadSession,
+    reads: Reads,
     limit: Limit = 100,
     offset: Offset = 0,
     user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
 ) -> AgentList:
     """Every user's agents (or one user's), oldest first, a page at a time."""
-    return AgentList(agents=[public(a) for a in agents.page(session, limit, offset, user_id)])
+    with reads() as session:
+        found = agents.page(session, limit, offset, user_id)
+    return AgentList(agents=[public(a) for a in found])
 
 
 @router.post(
@@ -80,7 +81,7 @@ def stop_any_agent(
 @router.get("/audit", response_model=AuditEventList)
 def read_audit(
     admin: Admin,
-    session: ReadSession,
+    reads: Reads,
     limit: Limit = 100,
     before: Annotated[int | None, Query(ge=1)] = None,
     action: Filter = None,
@@ -95,15 +96,16 @@ def read_audit(
     ] = None,
 ) -> AuditEventList:
     """The audit log, newest first: filter by action prefix (``agent.``), user, agent, time."""
-    rows = audit_log.search(
-        session,
-        limit=limit,
-        before=before,
-        action=action,
-        user_id=user_id,
-        agent_id=agent_id,
-        since=_parse_time(since),
-    )
+    with reads() as session:
+        rows = audit_log.search(
+            session,
+            limit=limit,
+            before=before,
+            action=action,
+            user_id=user_id,
+            agent_id=agent_id,
+            since=_parse_time(since),
+        )
     return AuditEventList(
         events=[AuditEventPublic.model_validate(row) for row in rows],
         next_before=rows[-1].id if len(rows) == limit else None,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, ReadSession
+from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
 from clawhq.db.models import Agent
@@ -32,9 +33,10 @@ def public(agent: Agent, container_status: str | None = None) -> AgentPublic:
 
 
 @router.get("", response_model=AgentList, response_model_by_alias=True)
-def list_agents(user: CurrentUser, session: ReadSession, orchestrator: Orchestrator) -> AgentList:
+def list_agents(user: CurrentUser, reads: Reads, orchestrator: Orchestrator) -> AgentList:
     """The caller's agents, each with what the engine reports of its container right now."""
-    owned = agents.list_agents(session, user)
+    with reads() as session:
+        owned = agents.list_agents(session, user)
     try:
         live = orchestrator.container_states(user.id)
     except ClawHQError:
@@ -71,14 +73,20 @@ def create_agent(
 
 
 @router.get("/{agent_id}", response_model=AgentPublic, responses=problem_responses(404))
-def get_agent(
-    agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
-) -> AgentPublic:
-    agent = agents.get_owned(session, user, agent_id)
-    try:
-        return public(agent, orchestrator.container_state(agent))
-    except ClawHQError:
-        return public(agent, UNKNOWN)
+async def get_agent(agent_id: AgentId, user: CurrentUser, context: Context) -> AgentPublic:
+    # The most frequent call (clients poll it while deploying): one row read on the event loop,
+    # and the thread pool only for the engine, when there is a container to ask about.
+    row = await context.loop_reads.first(agents.OWNER_VIEW, agent_id=agent_id)
+    view = agents.owned_view(row, user, agent_id)
+    state = "missing"
+    if view["container_id"] is not None:
+        try:
+            state = await run_in_threadpool(
+                context.orchestrator.container_state, view["container_id"]
+            )
+        except ClawHQError:
+            state = UNKNOWN
+    return AgentPublic.model_validate({**view, "container_status": state})
 
 
 @router.post(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from clawhq.api.deps import Context, CurrentUser, Orchestrator, ReadSession
+from clawhq.api.deps import Context, CurrentUser, Orchestrator, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
@@ -59,15 +59,15 @@ def sse(data: object, event: str | None = None) -> str:
 def agent_logs(
     agent_id: AgentId,
     user: CurrentUser,
-    session: ReadSession,
+    reads: Reads,
     context: Context,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
     follow: bool = False,
 ) -> AgentLogs | StreamingResponse:
     """The container's last ``tail`` log lines; ``follow=true`` streams new lines as SSE
     (one ``data:`` per line) until the container stops."""
-    agent = agents.get_owned(session, user, agent_id)
-    session.commit()  # release the read: a followed stream can last long
+    with reads() as session:
+        agent = agents.get_owned(session, user, agent_id)
     lines, _ = context.orchestrator.log_lines(agent, tail)
     if not follow:
         return AgentLogs(lines=[line.text for line in lines])
@@ -99,11 +99,11 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
 
 @router.get("/{agent_id}/stats", response_model=AgentStats, responses=problem_responses(409, 502))
 def agent_stats(
-    agent_id: AgentId, user: CurrentUser, session: ReadSession, orchestrator: Orchestrator
+    agent_id: AgentId, user: CurrentUser, reads: Reads, orchestrator: Orchestrator
 ) -> AgentStats:
     """CPU, memory, network and pids of the running agent, measured now."""
-    agent = agents.get_owned(session, user, agent_id)
-    session.commit()
+    with reads() as session:
+        agent = agents.get_owned(session, user, agent_id)
     stats = orchestrator.stats(agent)
     limit = stats.memory_limit_bytes
     return AgentStats(
@@ -121,13 +121,14 @@ def agent_stats(
 def agent_events(
     agent_id: AgentId,
     user: CurrentUser,
-    session: ReadSession,
+    reads: Reads,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> AgentEventList:
     """The agent's lifecycle history, newest first: deployed, started, crashed (and why)…"""
-    agent = agents.get_owned(session, user, agent_id)
-    rows = agents.history(session, agent, limit, before)
+    with reads() as session:
+        agent = agents.get_owned(session, user, agent_id)
+        rows = agents.history(session, agent, limit, before)
     return AgentEventList(
         events=[AgentEventPublic.model_validate(row) for row in rows],
         next_before=rows[-1].id if len(rows) == limit else None,
@@ -140,15 +141,15 @@ def agent_events(
     responses={200: {"content": {SSE: {}}, "description": "Server-Sent Events"}},
 )
 def agent_progress(
-    agent_id: AgentId, user: CurrentUser, session: ReadSession, context: Context
+    agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context
 ) -> StreamingResponse:
     """The current deploy's progress as Server-Sent Events, ending once the agent settles.
 
     Each event: ``{"progress": 0-100, "kind", "message", "status", "ready", "failed"}``.
     """
-    agent = agents.get_owned(session, user, agent_id)
-    after = agents.last_deploy_event_id(session, agent.id)
-    session.commit()
+    with reads() as session:
+        agent = agents.get_owned(session, user, agent_id)
+        after = agents.last_deploy_event_id(session, agent.id)
     return StreamingResponse(_progress(context, agent.id, after), media_type=SSE)
 
 

@@ -1,0 +1,176 @@
+"""One row by its key, read without leaving the API's event loop.
+
+A trip to the thread pool, with the hand-offs of the interpreter lock that follow it, costs
+more than a primary-key read: the API benchmark counted 28 context switches per request when
+the read ran on a worker thread, none on the loop (bench/RESULTS.md). So the hottest reads
+(``GET /api/agents/{id}``, which clients poll while deploying) run here:
+
+- SQLite is in-process, and under WAL a reader never waits for a writer. The loop keeps its own
+  read-only connection whose busy timeout is zero: a read that would have to wait (while WAL
+  recovery runs, say) fails at once and is done on the thread pool instead of stalling the loop.
+- PostgreSQL is read through psycopg's asyncio driver and pool, so the loop awaits the socket.
+  SQLAlchemy's asyncio layer cost about 400 µs of CPU a query here, more than the rest of the
+  request; the statement is still built with SQLAlchemy and compiled once, so it follows the
+  models. Connections run in autocommit (one statement: no BEGIN and ROLLBACK round trips) and
+  in UTC, so rows carry what the ORM's columns would give.
+
+Only short reads by key belong here; listings and searches go through the thread pool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+
+import anyio.to_thread
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import Connection, Engine, Select, create_engine, event, make_url
+from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+from sqlalchemy.exc import OperationalError
+
+from clawhq.db.engine import READ_ONLY, normalize_url
+from clawhq.errors import DatabaseUnavailable
+
+Row = dict[str, Any]
+
+#: PostgreSQL connections the loop may use at once; further reads wait for one.
+PG_POOL_SIZE = 10
+#: How long a read waits for a PostgreSQL connection before answering 503.
+PG_POOL_TIMEOUT = 2.0
+#: How these connections show in ``pg_stat_activity``.
+PG_APPLICATION_NAME = "clawhq-loop-reads"
+_SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class LoopReads(Protocol):
+    async def open(self) -> None:
+        """Start connecting (the API's lifespan calls this on its loop)."""
+        ...
+
+    async def first(self, statement: Select[Any], **params: Any) -> Row | None:
+        """The statement's first row as a dict (None without one)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SqliteLoopReads:
+    """SQLite reads on the loop's own connection; the thread pool when they would wait."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self._engine = _loop_sqlite_engine(url)
+        self._fallback = engine.execution_options(**{READ_ONLY: True})
+
+    async def open(self) -> None:
+        pass
+
+    async def first(self, statement: Select[Any], **params: Any) -> Row | None:
+        try:
+            with self._engine.connect() as conn:
+                return _first(conn, statement, params)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF not in _SQLITE_BUSY:
+                raise
+        return await anyio.to_thread.run_sync(self._first_waiting, statement, params)
+
+    def _first_waiting(self, statement: Select[Any], params: dict[str, Any]) -> Row | None:
+        with self._fallback.connect() as conn:
+            return _first(conn, statement, params)
+
+    async def aclose(self) -> None:
+        self._engine.dispose()
+
+
+class PostgresLoopReads:
+    """PostgreSQL reads through psycopg's asyncio pool."""
+
+    def __init__(self, url: str) -> None:
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=PG_POOL_SIZE,
+            timeout=PG_POOL_TIMEOUT,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "options": "-c TimeZone=UTC",
+                "application_name": PG_APPLICATION_NAME,
+                "row_factory": dict_row,
+            },
+        )
+        self._dialect = pg_psycopg.dialect()
+        self._compiled: dict[int, tuple[Select[Any], str]] = {}
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)  # a database still down is retried in the background
+
+    async def first(self, statement: Select[Any], **params: Any) -> Row | None:
+        sql = self._sql(statement)
+        try:
+            return await self._fetch(sql, params)
+        except PoolTimeout as exc:
+            raise _unavailable() from exc
+        except psycopg.OperationalError:
+            # Most likely a connection the server dropped (it restarted): discard the idle
+            # connections that are dead too, then try once more on a live one.
+            await self._pool.check()
+        try:
+            return await self._fetch(sql, params)
+        except psycopg.OperationalError as exc:
+            raise _unavailable() from exc
+
+    async def _fetch(self, sql: str, params: dict[str, Any]) -> Row | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()  # type: ignore[return-value]
+
+    def _sql(self, statement: Select[Any]) -> str:
+        # Keyed by identity and holding the statement, so an id is never reused while cached.
+        cached = self._compiled.get(id(statement))
+        if cached is None:
+            cached = (statement, str(statement.compile(dialect=self._dialect)))
+            self._compiled[id(statement)] = cached
+        return cached[1]
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+
+def make_loop_reads(url: str, engine: Engine) -> LoopReads:
+    """Loop reads for the database at ``url``; ``engine`` serves SQLite reads that must wait."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        return SqliteLoopReads(url, engine)
+    return PostgresLoopReads(url)
+
+
+def _unavailable() -> DatabaseUnavailable:
+    return DatabaseUnavailable("the database is unavailable; try again shortly")
+
+
+def _first(conn: Connection, statement: Select[Any], params: dict[str, Any]) -> Row | None:
+    row = conn.execute(statement, params).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def _loop_sqlite_engine(url: str) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 0},
+        pool_size=1,
+        max_overflow=0,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit: each read is one statement, so SQLite's implicit transaction suffices.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")  # never wait on the loop
+        cursor.execute("PRAGMA query_only=1")  # and never write from it
+        cursor.close()
+
+    return engine
