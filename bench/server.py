@@ -1,7 +1,8 @@
 """ClawHQ's API for the benchmark: the same app as `clawhq serve`, plus a bare endpoint.
 
-``GET /bench/bare`` answers from the same process and event loop with no database, auth or
-engine work: the ceiling against which the API's own overhead is measured.
+``GET /bench/bare`` (a ``def``, run on the thread pool like FastAPI's hello world) and
+``GET /bench/bare-async`` answer from the same process and event loop with no database, auth or
+engine work: the ceilings against which the API's own overhead is measured.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main() -> None:
 
     @app.get("/bench/bare", include_in_schema=False)
     def bare() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/bench/bare-async", include_in_schema=False)
+    async def bare_async() -> dict[str, bool]:
         return {"ok": True}
 
     uvicorn.run(app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False)
