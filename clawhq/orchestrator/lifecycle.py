@@ -8,8 +8,8 @@ Rules kept here:
 - A deploy or start the user asked for that fails at any step leaves no container and no port
   lease; the agent is ``ERROR`` with the reason in ``last_error``. A restart the supervisor
   started that fails is retried after a backoff instead.
-- Deploy and start return once the container runs; a background waiter marks the agent
-  ``RUNNING`` when its health path answers ``{"ok": true}``.
+- Deploy and start return once the container runs; a background waiter (``waiter``) reports
+  back, and the agent is ``RUNNING`` once its health path answers ``{"ok": true}``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -39,13 +38,13 @@ from clawhq.errors import (
     TooManyRequests,
     Unavailable,
 )
-from clawhq.observability import logs
 from clawhq.observability.metrics import Metrics
 from clawhq.orchestrator.health import Probe, http_probe
 from clawhq.orchestrator.locks import AgentLocks
 from clawhq.orchestrator.ports import PortPool
 from clawhq.orchestrator.reconcile import backoff_delay
 from clawhq.orchestrator.spec import AgentSecrets, build_spec, container_name, volume_name
+from clawhq.orchestrator.waiter import StartWaiter
 from clawhq.runtime import Container, ContainerStats, LogLine, Runtime, labels
 from clawhq.settings import Settings
 from clawhq.status import AgentStatus, DesiredState
@@ -53,7 +52,6 @@ from clawhq.status import AgentStatus, DesiredState
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 5
-FIRST_POLL_SECONDS = 0.02
 MAX_ERROR_CHARS = 1000
 
 
@@ -110,12 +108,9 @@ class AgentOrchestrator:
         self.probe = probe
         self.metrics = metrics or Metrics()
         self._keyring = keyring
-        self._executor = ThreadPoolExecutor(max_background, thread_name_prefix="clawhq-waiter")
-        self._watching: dict[str, int] = {}
-        self._watching_lock = threading.Lock()
+        self.waiter = StartWaiter(self, max_background)
         self._webhook_base = settings.webhook_base_url
         self._prepared = False
-        self._closed = False
         self._instance: str | None = None
         self._claim_lock = threading.Lock()
 
@@ -149,8 +144,7 @@ class AgentOrchestrator:
 
     def shutdown(self) -> None:
         """Stop background waiters. Agents keep running; the next start adopts them."""
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.waiter.shutdown()
 
     # -- what the owner asks for ----------------------------------------------------------
 
@@ -272,8 +266,7 @@ class AgentOrchestrator:
 
     def watched(self) -> set[str]:
         """Agents whose start a waiter in this process follows."""
-        with self._watching_lock:
-            return set(self._watching)
+        return self.waiter.watched()
 
     def is_current(self, agent: Agent, attempt: Attempt) -> bool:
         """Whether ``attempt`` is still the agent's latest start."""
@@ -320,11 +313,7 @@ class AgentOrchestrator:
 
     def watch(self, attempt: Attempt) -> None:
         """Follow a starting container until it is healthy, fails, or runs out of time."""
-        if self._closed:
-            return
-        with self._watching_lock:
-            self._watching[attempt.agent_id] = attempt.generation
-        self._executor.submit(self._await_healthy, attempt)
+        self.waiter.watch(attempt)
 
     def fail_start(self, attempt: Attempt, reason: str) -> None:
         """Undo a start the user asked for: no container, no lease, ``ERROR`` with the reason."""
@@ -352,6 +341,36 @@ class AgentOrchestrator:
                 agent.desired_state = DesiredState.STOPPED
                 set_status(agent, AgentStatus.ERROR)
                 set_error(agent, reason)
+
+    def mark_running(self, attempt: Attempt) -> None:
+        """The waiter saw the agent healthy: ``RUNNING``, unless its start was superseded."""
+        agent_id = attempt.agent_id
+        with self.locks.hold(agent_id), self.sessions.begin() as session:
+            agent = self.find(session, agent_id)
+            if (
+                agent is not None
+                and agent.status in (AgentStatus.DEPLOYING, AgentStatus.RESTARTING)
+                and agent.desired_state is DesiredState.RUNNING
+                and agent.container_id == attempt.container_id
+                and agent.start_generation == attempt.generation
+            ):
+                set_status(agent, AgentStatus.RUNNING)
+                agent.next_restart_at = None
+                agent.last_healthy_at = now()
+                self._observe(attempt, "running")
+                log.info("agent %s is RUNNING", agent_id)
+
+    def fail_restart(self, attempt: Attempt, reason: str, container: Container | None) -> None:
+        """A restart the supervisor started did not come up healthy: stop it, try again later."""
+        with self.locks.hold(attempt.agent_id):
+            with self.sessions() as session:
+                agent = self.find(session, attempt.agent_id)
+                if agent is None or not self.is_current(agent, attempt):
+                    return
+            if container is not None and container.is_running:
+                self._stop_quietly(container.id)
+            self._observe(attempt, "failed")
+            self.schedule_restart(attempt.agent_id, reason, container, attempt)
 
     def schedule_restart(
         self,
@@ -534,85 +553,6 @@ class AgentOrchestrator:
                 code="bundled_key_unavailable",
             )
         return key
-
-    def _await_healthy(self, attempt: Attempt) -> None:
-        with logs.bound(agent_id=attempt.agent_id):
-            self._follow_start(attempt)
-
-    def _follow_start(self, attempt: Attempt) -> None:
-        try:
-            reason, container = self._wait_for_health(attempt)
-        except Exception:  # a waiter must never die without leaving the agent in a clear state
-            log.exception("health waiter for agent %s failed", attempt.agent_id)
-            reason, container = "internal error while waiting for the agent to start", None
-        finally:
-            with self._watching_lock:
-                if self._watching.get(attempt.agent_id) == attempt.generation:
-                    del self._watching[attempt.agent_id]
-        if reason is None or self._closed:
-            return
-        if attempt.supervised:
-            with self.locks.hold(attempt.agent_id):
-                with self.sessions() as session:
-                    agent = self.find(session, attempt.agent_id)
-                    if agent is None or not self.is_current(agent, attempt):
-                        return
-                if container is not None and container.is_running:
-                    self._stop_quietly(container.id)
-                self._observe(attempt, "failed")
-                self.schedule_restart(attempt.agent_id, reason, container, attempt)
-        else:
-            self.fail_start(attempt, reason)
-
-    def _wait_for_health(self, attempt: Attempt) -> tuple[str | None, Container | None]:
-        """``(None, …)`` once healthy; otherwise why not, and the container as last seen.
-
-        Polls fast at first and backs off to ``CLAWHQ_STARTUP_POLL_INTERVAL``: a small agent
-        is seen healthy within tens of milliseconds, a slow one is not hammered.
-        """
-        container_id = attempt.container_id
-        url = self.health_url(attempt.port)
-        deadline = time.monotonic() + self.settings.start_timeout
-        delay = min(FIRST_POLL_SECONDS, self.settings.startup_poll_interval)
-        container: Container | None = None
-        while not self._closed:
-            if self.probe(url):
-                self._mark_running(attempt)
-                return None, container
-            try:
-                container = self.runtime.inspect(container_id)
-            except ClawHQError as exc:
-                if time.monotonic() >= deadline:
-                    return f"lost track of the container while starting: {exc.message}", None
-            else:
-                if container is None or not container.is_running:
-                    return self.describe_down(container), container
-            if time.monotonic() >= deadline:
-                reason = (
-                    f"no healthy answer on {self.settings.agent_health_path} within "
-                    f"{self.settings.start_timeout:g}s"
-                )
-                return reason + self.log_tail(container_id), container
-            time.sleep(delay)
-            delay = min(delay * 1.5, self.settings.startup_poll_interval)
-        return None, container
-
-    def _mark_running(self, attempt: Attempt) -> None:
-        agent_id = attempt.agent_id
-        with self.locks.hold(agent_id), self.sessions.begin() as session:
-            agent = self.find(session, agent_id)
-            if (
-                agent is not None
-                and agent.status in (AgentStatus.DEPLOYING, AgentStatus.RESTARTING)
-                and agent.desired_state is DesiredState.RUNNING
-                and agent.container_id == attempt.container_id
-                and agent.start_generation == attempt.generation
-            ):
-                set_status(agent, AgentStatus.RUNNING)
-                agent.next_restart_at = None
-                agent.last_healthy_at = now()
-                self._observe(attempt, "running")
-                log.info("agent %s is RUNNING", agent_id)
 
     def _observe(self, attempt: Attempt, outcome: str) -> None:
         elapsed = time.monotonic() - attempt.started
