@@ -47,7 +47,6 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             log.error("container engine not ready (%s); agent operations will retry", exc)
         context.start_background()
         try:
-            await context.loop_reads.open()
             yield
         finally:
             await context.aclose()

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from clawhq.api.schemas import Problem
@@ -131,4 +132,5 @@ def install(app: FastAPI) -> None:
     # Connection-level failures only; a broken query is a bug and stays a 500.
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(InterfaceError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)  # every connection busy
     app.add_exception_handler(Exception, _unexpected)

@@ -8,11 +8,13 @@ the read ran on a worker thread, none on the loop (bench/RESULTS.md). So the hot
 - SQLite is in-process, and under WAL a reader never waits for a writer. The loop keeps its own
   read-only connection whose busy timeout is zero: a read that would have to wait (while WAL
   recovery runs, say) fails at once and is done on the thread pool instead of stalling the loop.
-- PostgreSQL is read through psycopg's asyncio driver and pool, so the loop awaits the socket.
-  SQLAlchemy's asyncio layer cost about 400 µs of CPU a query here, more than the rest of the
-  request; the statement is still built with SQLAlchemy and compiled once, so it follows the
-  models. Connections run in autocommit (one statement: no BEGIN and ROLLBACK round trips) and
-  in UTC, so rows carry what the ORM's columns would give.
+- PostgreSQL is read through psycopg's asyncio driver, so the loop awaits the socket. The
+  connections come from SQLAlchemy's asyncio pool (connected on demand: a database that comes
+  back is used at once), but the statement runs on the driver itself: SQLAlchemy's execution
+  layer cost about 400 µs of CPU a query here, more than the rest of the request. The
+  statement is still built with SQLAlchemy and compiled once, so it follows the models.
+  Connections run in autocommit (one statement: no BEGIN and ROLLBACK round trips) and in UTC,
+  so rows carry what the ORM's columns would give.
 
 Only short reads by key belong here; listings and searches go through the thread pool.
 """
@@ -25,17 +27,17 @@ from typing import Any, Protocol
 import anyio.to_thread
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import Connection, Engine, Select, create_engine, event, make_url
-from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from clawhq.db.engine import READ_ONLY, normalize_url
 from clawhq.errors import DatabaseUnavailable
 
 Row = dict[str, Any]
 
-#: PostgreSQL connections the loop may use at once; further reads wait for one.
+#: PostgreSQL connections the loop keeps; as many again are opened under load, then reads wait.
 PG_POOL_SIZE = 10
 #: How long a read waits for a PostgreSQL connection before answering 503.
 PG_POOL_TIMEOUT = 2.0
@@ -45,15 +47,13 @@ _SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class LoopReads(Protocol):
-    async def open(self) -> None:
-        """Start connecting (the API's lifespan calls this on its loop)."""
-        ...
-
     async def first(self, statement: Select[Any], **params: Any) -> Row | None:
         """The statement's first row as a dict (None without one)."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close the connections (on the loop that used them)."""
+        ...
 
 
 class SqliteLoopReads:
@@ -62,9 +62,6 @@ class SqliteLoopReads:
     def __init__(self, url: str, engine: Engine) -> None:
         self._engine = _loop_sqlite_engine(url)
         self._fallback = engine.execution_options(**{READ_ONLY: True})
-
-    async def open(self) -> None:
-        pass
 
     async def first(self, statement: Select[Any], **params: Any) -> Row | None:
         try:
@@ -84,48 +81,42 @@ class SqliteLoopReads:
 
 
 class PostgresLoopReads:
-    """PostgreSQL reads through psycopg's asyncio pool."""
+    """PostgreSQL reads through psycopg's asyncio driver, on SQLAlchemy's connection pool."""
 
     def __init__(self, url: str) -> None:
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=PG_POOL_SIZE,
-            timeout=PG_POOL_TIMEOUT,
-            open=False,
-            kwargs={
-                "autocommit": True,
-                "options": "-c TimeZone=UTC",
-                "application_name": PG_APPLICATION_NAME,
-                "row_factory": dict_row,
-            },
+        self._engine = create_async_engine(
+            url,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_POOL_SIZE,
+            pool_timeout=PG_POOL_TIMEOUT,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": "-c TimeZone=UTC", "application_name": PG_APPLICATION_NAME},
         )
-        self._dialect = pg_psycopg.dialect()
+        self._dialect = self._engine.dialect
         self._compiled: dict[int, tuple[Select[Any], str]] = {}
-
-    async def open(self) -> None:
-        await self._pool.open(wait=False)  # a database still down is retried in the background
 
     async def first(self, statement: Select[Any], **params: Any) -> Row | None:
         sql = self._sql(statement)
         try:
             return await self._fetch(sql, params)
-        except PoolTimeout as exc:
+        except PoolTimeout as exc:  # every connection busy for PG_POOL_TIMEOUT
             raise _unavailable() from exc
         except psycopg.OperationalError:
-            # Most likely a connection the server dropped (it restarted): discard the idle
-            # connections that are dead too, then try once more on a live one.
-            await self._pool.check()
+            # Most likely the server dropped its connections (it restarted): start a new pool,
+            # as SQLAlchemy does when it sees a disconnect itself, and try once more.
+            await self._engine.dispose()
         try:
             return await self._fetch(sql, params)
         except psycopg.OperationalError as exc:
             raise _unavailable() from exc
 
     async def _fetch(self, sql: str, params: dict[str, Any]) -> Row | None:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchone()  # type: ignore[return-value]
+        # Connecting may fail too: SQLAlchemy's OperationalError, which the API answers with 503.
+        async with self._engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            async with driver.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(sql, params)
+                return await cursor.fetchone()
 
     def _sql(self, statement: Select[Any]) -> str:
         # Keyed by identity and holding the statement, so an id is never reused while cached.
@@ -136,7 +127,7 @@ class PostgresLoopReads:
         return cached[1]
 
     async def aclose(self) -> None:
-        await self._pool.close()
+        await self._engine.dispose()
 
 
 def make_loop_reads(url: str, engine: Engine) -> LoopReads:
