@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clawhq.cli import network
+from clawhq.cli import network, workspaces
 from clawhq.cli.exits import fail, settings_or_exit
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
@@ -30,6 +30,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
 app.add_typer(network.app, name="network")
+app.add_typer(workspaces.app, name="workspaces")
 
 
 def _context(settings: Settings):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from clawhq.runtime.base import (
     LogLine,
     PortBinding,
     Runtime,
+    Volume,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "LogLine",
     "PortBinding",
     "Runtime",
+    "Volume",
 ]

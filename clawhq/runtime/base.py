@@ -75,6 +75,15 @@ class ContainerSpec:
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def volume_labels(self) -> dict[str, str]:
+        """The workspace volume's labels: whose agent it holds, and which installation's."""
+        return {
+            labels.SERVICE: labels.SERVICE_AGENT,
+            labels.VOLUME_OF: self.labels.get(labels.AGENT_ID, ""),
+            labels.USER_ID: self.labels.get(labels.USER_ID, ""),
+            labels.INSTANCE: self.labels.get(labels.INSTANCE, ""),
+        }
+
 
 @dataclass(frozen=True)
 class Container:
@@ -141,6 +150,16 @@ class ContainerStats:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """An agent's workspace volume, as the engine lists it."""
+
+    name: str
+    agent_id: str
+    user_id: str
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     """One container event from the engine (``die``, ``oom``, ``start``, ``health_status``…)."""
 
@@ -169,6 +188,10 @@ class Runtime(Protocol):
         ...
 
     def remove_volume(self, name: str) -> None: ...
+
+    def list_volumes(self) -> list[Volume]:
+        """This installation's workspace volumes (those labelled with its instance id)."""
+        ...
 
     def inspect(self, container_id: str) -> Container | None:
         """The container, or ``None`` when the engine does not know it."""

@@ -29,6 +29,7 @@ from clawhq.runtime.base import (
     EngineEvent,
     LogLine,
     PortBinding,
+    Volume,
 )
 from clawhq.runtime.security import (
     ContainerSecurity,
@@ -182,11 +183,7 @@ class DockerRuntime:
         with engine_errors(f"create container {spec.name}"):
             self._client.volumes.create(
                 spec.volume,
-                labels={
-                    labels.SERVICE: labels.SERVICE_AGENT,
-                    labels.VOLUME_OF: spec.labels.get(labels.AGENT_ID, ""),
-                    labels.USER_ID: spec.labels.get(labels.USER_ID, ""),
-                },
+                labels=spec.volume_labels(),
             )
             created: SdkContainer = self._client.containers.create(
                 spec.image,
@@ -244,6 +241,19 @@ class DockerRuntime:
                 self._api.remove_volume(name, force=True)
             except docker.errors.NotFound:
                 return
+
+    def list_volumes(self) -> list[Volume]:
+        with engine_errors("list workspace volumes"):
+            found = self._api.volumes(filters={"label": self._scope}).get("Volumes") or []
+        return [
+            Volume(
+                name=v["Name"],
+                agent_id=(v.get("Labels") or {}).get(labels.VOLUME_OF, ""),
+                user_id=(v.get("Labels") or {}).get(labels.USER_ID, ""),
+                created_at=v.get("CreatedAt", ""),
+            )
+            for v in found
+        ]
 
     def inspect(self, container_id: str) -> Container | None:
         with engine_errors(f"inspect container {container_id[:12]}"):

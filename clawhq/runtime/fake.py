@@ -17,6 +17,7 @@ from clawhq.runtime.base import (
     ContainerStats,
     EngineEvent,
     LogLine,
+    Volume,
 )
 
 
@@ -28,6 +29,7 @@ class FakeRuntime:
         self.containers: dict[str, Container] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes: set[str] = set()
+        self.volume_labels: dict[str, dict[str, str]] = {}
         self.fail: dict[str, ClawHQError] = {}
         self.written_logs: dict[str, list[str]] = {}
         self.reachable = True
@@ -74,6 +76,7 @@ class FakeRuntime:
             self.containers[container.id] = container
             self.specs[container.id] = spec
             self.volumes.add(spec.volume)
+            self.volume_labels[spec.volume] = spec.volume_labels()
             return container
 
     def _set(self, ref: str, **changes: object) -> None:
@@ -109,6 +112,18 @@ class FakeRuntime:
     def remove_volume(self, name: str) -> None:
         self._check("remove_volume")
         self.volumes.discard(name)
+        self.volume_labels.pop(name, None)
+
+    def list_volumes(self) -> list[Volume]:
+        self._check("list_volumes")
+        wanted = {labels.SERVICE: labels.SERVICE_AGENT}
+        if self.instance is not None:
+            wanted[labels.INSTANCE] = self.instance
+        return [
+            Volume(name, found.get(labels.VOLUME_OF, ""), found.get(labels.USER_ID, ""))
+            for name, found in list(self.volume_labels.items())
+            if all(found.get(k) == v for k, v in wanted.items())
+        ]
 
     def inspect(self, container_id: str) -> Container | None:
         self._check("inspect")

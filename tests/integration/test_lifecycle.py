@@ -58,17 +58,51 @@ def test_stop_start_keeps_the_workspace_and_delete_removes_everything(docker_app
         assert count_leases(api) == 0
 
 
-def test_delete_keeping_the_workspace(docker_app) -> None:
+def test_delete_keeping_the_workspace_then_prune_it(docker_app, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from clawhq.cli import app as cli
+    from clawhq.orchestrator.workspaces import kept_workspaces
+    from clawhq.runtime import labels
+
     with docker_app() as api:
-        me = api.user()
-        agent = api.agent(me)
+        me = api.user(plan="pro")
+        agent, alive = api.agent(me), api.agent(me)
         deploy_running(api, me, agent["id"])
+        deploy_running(api, me, alive["id"])
         reply = api.client.delete(f"/api/agents/{agent['id']}", headers=me)
         assert reply.status_code == 204
         assert containers_of(agent["id"]) == []
         name = f"clawhq-workspace-{agent['id']}"
         assert volume_exists(name)
-        sdk().volumes.get(name).remove()
+        # Another installation's kept workspace, on the same engine: never this one's to remove.
+        foreign = sdk().volumes.create(
+            labels={
+                labels.SERVICE: labels.SERVICE_AGENT,
+                labels.INSTANCE: "another-installation",
+                labels.VOLUME_OF: "gone-elsewhere",
+            }
+        )
+        try:
+            assert [v.name for v in kept_workspaces(api.context.orchestrator)] == [name]
+            settings = api.context.settings
+            monkeypatch.setenv("DATABASE_URL", settings.resolved_database_url)
+            monkeypatch.setenv("CLAWHQ_DATA_DIR", str(settings.data_dir))
+            runner = CliRunner()
+            listed = runner.invoke(cli, ["workspaces", "list"])
+            assert listed.exit_code == 0, listed.output
+            assert f"{name}  agent {agent['id']}  user {me['X-User-Id']}" in listed.output
+            dry = runner.invoke(cli, ["workspaces", "prune"])
+            assert dry.exit_code == 0 and "would remove " + name in dry.output
+            assert volume_exists(name)
+            pruned = runner.invoke(cli, ["workspaces", "prune", "--yes"])
+            assert pruned.exit_code == 0 and "removing " + name in pruned.output
+            assert not volume_exists(name)
+            assert volume_exists(f"clawhq-workspace-{alive['id']}")  # its agent still exists
+            assert volume_exists(foreign.name)
+            assert "no kept workspaces" in runner.invoke(cli, ["workspaces", "list"]).output
+        finally:
+            foreign.remove()
 
 
 def test_list_reports_what_the_engine_sees(docker_app) -> None:
