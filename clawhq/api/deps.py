@@ -60,6 +60,7 @@ BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def get_current_user(request: Request, context: Context, credentials: BearerToken) -> User:
+    """The caller, from their bearer token; their budget is charged and their id logged."""
     if credentials is None:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
     cache: TokenCache = request.app.state.tokens
