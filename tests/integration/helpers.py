@@ -46,6 +46,19 @@ def count_leases(api: Api) -> int:
         return int(conn.execute(text("SELECT count(*) FROM port_leases")).scalar() or 0)
 
 
+def volume_exists(name: str) -> bool:
+    return any(v.name == name for v in sdk().volumes.list())
+
+
+def delete_leaves_nothing(api: Api, headers: dict[str, str], agent_id: str) -> None:
+    """Delete with ``keepWorkspace=false``: no container, workspace volume or port lease stays."""
+    reply = api.client.delete(f"/api/agents/{agent_id}?keepWorkspace=false", headers=headers)
+    assert reply.status_code == 204, reply.text
+    assert containers_of(agent_id) == []
+    assert not volume_exists(f"clawhq-workspace-{agent_id}")
+    assert count_leases(api) == 0
+
+
 def containers_of(agent_id: str) -> list[Any]:
     return sdk().containers.list(all=True, filters={"label": f"clawhq.agent-id={agent_id}"})
 

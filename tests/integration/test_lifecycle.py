@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from tests.integration.helpers import (
     containers_of,
-    count_leases,
+    delete_leaves_nothing,
     deploy_running,
     exec_in,
     sdk,
+    volume_exists,
     wait_status,
 )
 
 BB = "/bin/busybox"
-
-
-def volume_exists(name: str) -> bool:
-    return any(v.name == name for v in sdk().volumes.list())
 
 
 def test_stop_start_keeps_the_workspace_and_delete_removes_everything(docker_app) -> None:
@@ -47,15 +44,7 @@ def test_stop_start_keeps_the_workspace_and_delete_removes_everything(docker_app
             exec_in(redeployed["containerId"], BB, "cat", "/home/openclaw/note.txt")[1] == "kept\n"
         )
 
-        assert (
-            api.client.delete(
-                f"/api/agents/{agent['id']}?keepWorkspace=false", headers=me
-            ).status_code
-            == 204
-        )
-        assert containers_of(agent["id"]) == []
-        assert not volume_exists(f"clawhq-workspace-{agent['id']}")
-        assert count_leases(api) == 0
+        delete_leaves_nothing(api, me, agent["id"])
 
 
 def test_delete_keeping_the_workspace_then_prune_it(docker_app, monkeypatch) -> None:

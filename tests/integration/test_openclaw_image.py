@@ -19,8 +19,7 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.integration.helpers import (
-    containers_of,
-    count_leases,
+    delete_leaves_nothing,
     exec_in,
     sdk,
     wait_status,
@@ -123,10 +122,6 @@ def ready(port: int, timeout: float = 180) -> dict[str, Any]:
     raise AssertionError(f"/readyz never said ready: {body}")
 
 
-def volume_exists(name: str) -> bool:
-    return any(v.name == name for v in sdk().volumes.list())
-
-
 def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
     """Default limits (1g, half a core), full hardening: deploy, ready, stop/start, delete."""
     with docker_app(
@@ -176,15 +171,7 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         assert exec_in(container_id, "cat", "/home/openclaw/note.txt") == (0, "kept\n")
         assert ready(again["containerPort"])["ready"] is True
 
-        assert (
-            api.client.delete(
-                f"/api/agents/{agent['id']}?keepWorkspace=false", headers=me
-            ).status_code
-            == 204
-        )
-        assert containers_of(agent["id"]) == []
-        assert not volume_exists(f"clawhq-workspace-{agent['id']}")
-        assert count_leases(api) == 0
+        delete_leaves_nothing(api, me, agent["id"])
 
 
 @pytest.mark.parametrize(
