@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 
 from clawhq.cli import network, workspaces
-from clawhq.cli.exits import fail, settings_or_exit
+from clawhq.cli.exits import command_context, context_or_exit, fail, settings_or_exit
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
 from clawhq.errors import ClawHQError, ConfigError
 from clawhq.observability import logs
-from clawhq.settings import Settings
 
 app = typer.Typer(
     help="ClawHQ: OpenClaw agents, one hardened container each.", no_args_is_help=True
@@ -31,15 +30,6 @@ app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
 app.add_typer(network.app, name="network")
 app.add_typer(workspaces.app, name="workspaces")
-
-
-def _context(settings: Settings):  # type: ignore[no-untyped-def]
-    from clawhq.context import build_context
-
-    try:
-        return build_context(settings)
-    except ClawHQError as exc:
-        raise fail(exc) from None
 
 
 @app.callback()
@@ -76,7 +66,7 @@ def serve(
     settings = settings_or_exit(**overrides)
     level = logging.getLogger().level
     logs.configure(settings.log_format, level)
-    context = _context(settings)
+    context = context_or_exit(settings)
     migrate.upgrade(context.engine)
     hosts = [settings.host]
     try:
@@ -132,13 +122,8 @@ def keys_rotate() -> None:
     """
     from clawhq.services import keys
 
-    context = _context(settings_or_exit())
-    try:
+    with command_context(settings_or_exit()) as context:
         report = keys.rotate(context.sessions, context.keyring)
-    except ClawHQError as exc:
-        raise fail(exc) from None
-    finally:
-        context.close()
     typer.echo(
         f"re-encrypted the secrets of {report.rotated} agent(s) under key {report.key_id}; "
         f"{report.already_current} already used it"
@@ -158,19 +143,12 @@ def users_create(
     """Create a user; the last line printed is a new API token for them."""
     from clawhq.services import users
 
-    context = _context(settings_or_exit())
-    try:
-        with context.sessions() as session:
-            user = users.create_user(session, email, password, plan=plan, is_admin=admin)
-            token = users.issue_token(session, user, "cli", None)
-            session.commit()
-            typer.echo(
-                f"created user {user.id} ({user.email}, plan {plan}{', admin' if admin else ''})"
-            )
-    except ClawHQError as exc:
-        raise fail(exc) from None
-    finally:
-        context.close()
+    with command_context(settings_or_exit()) as context, context.sessions() as session:
+        user = users.create_user(session, email, password, plan=plan, is_admin=admin)
+        token = users.issue_token(session, user, "cli", None)
+        session.commit()
+        role = ", admin" if admin else ""
+        typer.echo(f"created user {user.id} ({user.email}, plan {plan}{role})")
     typer.echo(token)
 
 
@@ -237,7 +215,7 @@ def doctor(
     if security:
         _doctor_security()
         return
-    context = _context(settings_or_exit())
+    context = context_or_exit(settings_or_exit())
     try:
         checks = run_checks(context)
     finally:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import typer
 
 from clawhq.errors import ClawHQError, ConfigError
 from clawhq.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from clawhq.context import AppContext
 
 CONFIG_EXIT = 2
 FAILURE_EXIT = 1
@@ -24,3 +31,25 @@ def fail(exc: ClawHQError) -> typer.Exit:
     """Print the error; the caller raises what this returns (exit 1)."""
     typer.echo(f"clawhq: {exc.message}", err=True)
     return typer.Exit(FAILURE_EXIT)
+
+
+def context_or_exit(settings: Settings) -> AppContext:
+    """The application's context, or exit 1 with why it cannot be built."""
+    from clawhq.context import build_context
+
+    try:
+        return build_context(settings)
+    except ClawHQError as exc:
+        raise fail(exc) from None
+
+
+@contextlib.contextmanager
+def command_context(settings: Settings) -> Iterator[AppContext]:
+    """The context for one command: closed at the end, a ClawHQ error ends it with exit 1."""
+    context = context_or_exit(settings)
+    try:
+        yield context
+    except ClawHQError as exc:
+        raise fail(exc) from None
+    finally:
+        context.close()
