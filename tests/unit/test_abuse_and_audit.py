@@ -182,3 +182,19 @@ def test_key_rotation_round_trips(settings, fake_runtime) -> None:
         env = fake_runtime.specs[deployed["containerId"]].env
         assert env["CLAWHQ_API_KEY"] == PLANTED
         assert env["TELEGRAM_BOT_TOKEN"] == telegram
+
+
+def test_event_cursors_beyond_the_id_range_are_refused(fake_api: Api) -> None:
+    """A ``before`` past the INTEGER key's range was a 500 on PostgreSQL (found by fuzzing)."""
+    me = fake_api.user()
+    agent = fake_api.agent(me)
+    admin = admin_headers(fake_api)
+    for path, headers in (
+        (f"/api/agents/{agent['id']}/events", me),
+        ("/api/admin/audit", admin),
+    ):
+        last = fake_api.client.get(path, params={"before": 2**31 - 1}, headers=headers)
+        assert last.status_code == 200, last.text
+        beyond = fake_api.client.get(path, params={"before": 2**31}, headers=headers)
+        assert beyond.status_code == 422, beyond.text
+        assert beyond.json()["code"] == "validation_error"

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from clawhq.api.audit import Audit
 from clawhq.api.deps import Admin, DbSession, Orchestrator, Reads
 from clawhq.api.problems import problem_responses
-from clawhq.api.routes.agents import AgentId, public
+from clawhq.api.routes.agents import AgentId, Before, public
 from clawhq.api.schemas import (
     AgentList,
     AgentPublic,
@@ -83,7 +83,7 @@ def read_audit(
     admin: Admin,
     reads: Reads,
     limit: Limit = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Before = None,
     action: Filter = None,
     user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
     agent_id: Annotated[str | None, Query(alias="agentId", max_length=64)] = None,

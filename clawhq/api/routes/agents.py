@@ -24,6 +24,10 @@ router = APIRouter(
 LIFECYCLE_ERRORS = problem_responses(403, 404, 409, 429, 502)
 
 AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+#: The largest id an event table's INTEGER key holds (32 bits on PostgreSQL).
+MAX_EVENT_ID = 2**31 - 1
+#: A page cursor over events: those with a smaller id (a ``nextBefore`` from the last page).
+Before = Annotated[int | None, Query(ge=1, le=MAX_EVENT_ID)]
 UNKNOWN = "unknown"
 
 

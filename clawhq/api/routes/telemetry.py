@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from clawhq.api.deps import Context, CurrentUser, Orchestrator, Reads
 from clawhq.api.problems import problem_responses
-from clawhq.api.routes.agents import AgentId
+from clawhq.api.routes.agents import AgentId, Before
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
 from clawhq.context import AppContext
 from clawhq.db.models import Agent, AgentEvent
@@ -123,7 +123,7 @@ def agent_events(
     user: CurrentUser,
     reads: Reads,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Before = None,
 ) -> AgentEventList:
     """The agent's lifecycle history, newest first: deployed, started, crashed (and why)…"""
     with reads() as session:
