@@ -60,7 +60,9 @@ def delete_leaves_nothing(api: Api, headers: dict[str, str], agent_id: str) -> N
 
 
 def containers_of(agent_id: str) -> list[Any]:
-    return sdk().containers.list(all=True, filters={"label": f"clawhq.agent-id={agent_id}"})
+    return sdk().containers.list(
+        all=True, filters={"label": f"clawhq.agent-id={agent_id}"}, ignore_removed=True
+    )
 
 
 def wait_restarted(

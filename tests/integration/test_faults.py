@@ -46,8 +46,10 @@ def converged(database_url: str, user_id: str) -> str | None:
     finally:
         engine.dispose()
     known = {a.id for a in agents}
+    # ignore_removed: the SDK inspects each listed container, and ClawHQ may be removing one
+    # right then (what converging means); a container gone by then is not an orphan.
     for container in sdk().containers.list(
-        all=True, filters={"label": f"clawhq.user-id={user_id}"}
+        all=True, filters={"label": f"clawhq.user-id={user_id}"}, ignore_removed=True
     ):
         if container.labels.get("clawhq.agent-id") not in known:
             return f"orphan container {container.name}"
