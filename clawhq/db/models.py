@@ -83,6 +83,8 @@ class Plan(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     max_agents: Mapped[int] = mapped_column(Integer)
     bundled_keys_allowed: Mapped[bool] = mapped_column(Boolean)
+    #: The agent image this plan's agents run (None: ``CLAWHQ_AGENT_IMAGE``).
+    image: Mapped[str | None] = mapped_column(String(255))
 
 
 class User(Base):
@@ -138,7 +140,21 @@ class Agent(Base):
     last_exit_code: Mapped[int | None] = mapped_column(Integer)
     oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Bumped by every change of what is wanted (an operation, a rollout step).
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    #: The generation the controller last acted on.
+    handled_generation: Mapped[int] = mapped_column(Integer, default=0)
+    #: The generation of the last request for a fresh container (a deploy, a rollout step).
+    recreate_generation: Mapped[int] = mapped_column(Integer, default=0)
+    #: Counts container starts; a probe result or a follow-up of an older start is ignored.
     start_generation: Mapped[int] = mapped_column(Integer, default=0)
+    start_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The image this agent is pinned to (None: its plan's, else ``CLAWHQ_AGENT_IMAGE``).
+    image: Mapped[str | None] = mapped_column(String(255))
+    #: What the current container was created from (no secrets): drift is shown against it.
+    applied_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The rollout updating this agent right now, if any.
+    rollout_id: Mapped[str | None] = mapped_column(String(32))
     backoff_step: Mapped[int] = mapped_column(Integer, default=0)
     next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_healthy_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -213,6 +229,58 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     client: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Rollout(Base):
+    """An operator's update of many agents to a new spec, a few at a time, health-gated."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    #: The image to move the agents to (None: their current spec, e.g. after a settings change).
+    image: Mapped[str | None] = mapped_column(String(255))
+    #: Which agents: ``{"agents": [...]}``, ``{"plan": "pro"}`` or ``{"all": true}``.
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    max_unavailable: Mapped[int] = mapped_column(Integer, default=1)
+    max_failures: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RolloutAgent(Base):
+    """One agent's place in a rollout: pending, updating, done, rolled back or skipped."""
+
+    __tablename__ = "rollout_agents"
+
+    rollout_id: Mapped[str] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    #: The image the agent ran before (what a rollback returns to), and its pin then.
+    previous_image: Mapped[str | None] = mapped_column(String(255))
+    previous_pin: Mapped[str | None] = mapped_column(String(255))
+    #: The agent's generation once this rollout asked for its new container (or rollback).
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImageVersion(Base):
+    """An agent image ClawHQ built: its tag and the image id (digest) it had then."""
+
+    __tablename__ = "image_versions"
+
+    tag: Mapped[str] = mapped_column(String(255), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(128))
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WebhookEvent(Base):
