@@ -1,27 +1,35 @@
 """The runtime boundary. Only this package imports the Docker SDK."""
 
 from clawhq.runtime.base import (
+    AgentRuntime,
     Container,
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    ContainerTelemetry,
+    EngineAdmin,
     EngineEvent,
     Limits,
     LogLine,
     PortBinding,
     Runtime,
     Volume,
+    VolumeStore,
 )
 
 __all__ = [
+    "AgentRuntime",
     "Container",
     "ContainerSpec",
     "ContainerState",
     "ContainerStats",
+    "ContainerTelemetry",
+    "EngineAdmin",
     "EngineEvent",
     "Limits",
     "LogLine",
     "PortBinding",
     "Runtime",
     "Volume",
+    "VolumeStore",
 ]

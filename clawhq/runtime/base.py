@@ -1,7 +1,18 @@
 """The runtime boundary: what ClawHQ needs from a container engine, and typed container data.
 
-The orchestrator talks only to :class:`Runtime`. ``DockerRuntime`` implements it on Docker
-Engine; a Swarm implementation can follow behind the same interface.
+The engine's interface is split by role: :class:`AgentRuntime` (the agents' containers and
+their events), :class:`ContainerTelemetry` (logs and resource samples), :class:`VolumeStore`
+(workspace volumes), :class:`EngineAdmin` (network and images) and, in ``security``,
+:class:`~clawhq.runtime.security.SecurityInspector` (hardening facts). :class:`Runtime` is
+all of them at once: what ``DockerRuntime`` and the metered wrapper implement, and what the
+composition root hands around. A runtime built with an ``instance_id`` lists and follows only
+that installation's containers and volumes.
+
+A second runtime, Docker Swarm, would implement :class:`AgentRuntime` with a one-replica
+service per agent instead of a container: ``create`` makes the service with 0 replicas,
+``start``/``stop`` scale it to 1/0, ``inspect`` and ``list_managed`` report each service with
+its current task's observed state (running, failed, shutdown…) as the container's state, and
+``events`` turns task state changes into start/die events; ``ensure_network`` makes an overlay.
 """
 
 from __future__ import annotations
@@ -12,9 +23,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from clawhq.runtime import labels
+from clawhq.runtime.security import SecurityInspector
 
 
 class ContainerState(StrEnum):
@@ -101,6 +114,7 @@ class Container:
     finished_at: datetime | None = None
     health: str | None = None
     ports: tuple[PortBinding, ...] = ()
+    image_id: str = ""  # the engine's id (sha256:…) of the image it was created from
 
     @property
     def is_running(self) -> bool:
@@ -170,41 +184,53 @@ class EngineEvent:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Runtime(Protocol):
-    """The container engine, as the orchestrator sees it. Stop and remove are idempotent."""
+@runtime_checkable
+class AgentRuntime(Protocol):
+    """The agents' containers: their lifecycle and their events. Stop and remove are idempotent.
 
-    def ensure_network(self, name: str) -> str:
-        """Create the isolated agent network if missing; return its gateway address."""
+    Listing and events cover only containers with ClawHQ's service label and, when the runtime
+    was built with an ``instance_id``, that installation's label.
+    """
+
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create (not start) the container, and its workspace volume when missing."""
         ...
-
-    def create(self, spec: ContainerSpec) -> Container: ...
 
     def start(self, container_id: str) -> None: ...
 
-    def stop(self, container_id: str, timeout: int) -> None: ...
+    def stop(self, container_id: str, timeout: int) -> None:
+        """Stop within ``timeout`` seconds (then kill); a missing container is not an error."""
+        ...
 
     def remove(self, container_id: str) -> bool:
         """Force-remove a container; False (not an error) when it was already gone."""
-        ...
-
-    def remove_volume(self, name: str) -> None: ...
-
-    def list_volumes(self) -> list[Volume]:
-        """This installation's workspace volumes (those labelled with its instance id)."""
         ...
 
     def inspect(self, container_id: str) -> Container | None:
         """The container, or ``None`` when the engine does not know it."""
         ...
 
-    def claim(self, instance_id: str) -> None:
-        """From now on, list and follow only containers labelled with this installation."""
+    def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
+        """This installation's agent containers, narrowed by any extra label filters."""
         ...
 
-    def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
-        """Containers carrying ClawHQ's service label, of the claimed installation, plus any
-        extra label filters."""
+    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
+        """This installation's container events, from ``since`` on, as they happen; the
+        iterator blocks between events and raises ``EngineUnavailable`` if the engine goes."""
         ...
+
+    def ping(self) -> None:
+        """Raise ``EngineUnavailable`` when the engine cannot be reached."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection to the engine."""
+        ...
+
+
+@runtime_checkable
+class ContainerTelemetry(Protocol):
+    """What a container says and uses: its output and resource samples."""
 
     def logs(self, container_id: str, tail: int) -> str: ...
 
@@ -218,12 +244,45 @@ class Runtime(Protocol):
         """A resource sample; ``quick`` skips the engine's second reading (no ``cpu_percent``)."""
         ...
 
-    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
-        """Container events of the claimed installation, from ``since`` on, as they happen."""
+
+@runtime_checkable
+class VolumeStore(Protocol):
+    """The agents' workspace volumes (``create`` makes them)."""
+
+    def remove_volume(self, name: str) -> None:
+        """Remove the volume; a missing one is not an error."""
+        ...
+
+    def list_volumes(self) -> list[Volume]:
+        """This installation's workspace volumes (all agents' when built without one)."""
+        ...
+
+
+@runtime_checkable
+class EngineAdmin(Protocol):
+    """What the engine holds for all agents: their network and the images."""
+
+    def ensure_network(self, name: str) -> str:
+        """Create the isolated agent network if missing; return its gateway address."""
         ...
 
     def image_exists(self, image: str) -> bool: ...
 
-    def ping(self) -> None:
-        """Raise ``EngineUnavailable`` when the engine cannot be reached."""
+    def image_id(self, image: str) -> str | None:
+        """The full id (``sha256:…``) of the image a tag names now, or ``None`` when missing;
+        compare it with :attr:`Container.image_id` to see that a tag moved to a new image."""
         ...
+
+    def build_image(
+        self, context: Path, dockerfile: str, tag: str, buildargs: Mapping[str, str] | None = None
+    ) -> str:
+        """Build an image from a local folder, tag it, and return its id."""
+        ...
+
+
+@runtime_checkable
+class Runtime(
+    AgentRuntime, ContainerTelemetry, VolumeStore, EngineAdmin, SecurityInspector, Protocol
+):
+    """The whole container engine: every role above. Consumers that need one role should
+    take that protocol; the composition root builds one ``Runtime`` and passes it around."""

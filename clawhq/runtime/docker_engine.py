@@ -1,7 +1,7 @@
 """The :class:`~clawhq.runtime.base.Runtime` on Docker Engine, through the Docker SDK for Python.
 
 This is the only module that imports ``docker``; engine errors become ClawHQ errors in
-:func:`engine_errors`.
+:func:`engine_errors`. Answers are parsed in ``docker_parse``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -24,13 +24,13 @@ from clawhq.runtime import labels
 from clawhq.runtime.base import (
     Container,
     ContainerSpec,
-    ContainerState,
     ContainerStats,
     EngineEvent,
     LogLine,
-    PortBinding,
+    Runtime,
     Volume,
 )
+from clawhq.runtime.docker_parse import container_from_inspect, container_from_summary, parse_time
 from clawhq.runtime.security import (
     ContainerSecurity,
     DaemonFacts,
@@ -67,72 +67,19 @@ def engine_errors(action: str) -> Iterator[None]:
         raise EngineUnavailable(f"{action}: {exc}") from None
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0001-01-01"):
-        return None
-    # Docker gives nanoseconds; Python parses microseconds.
-    head, _, tail = value.rstrip("Z").partition(".")
-    fraction = (tail[:6] if tail else "0").ljust(6, "0")
-    return datetime.fromisoformat(f"{head}.{fraction}").replace(tzinfo=UTC)
-
-
-def _bindings(port_map: Mapping[str, Any] | None) -> tuple[PortBinding, ...]:
-    found = []
-    for key, hosts in (port_map or {}).items():
-        for host in hosts or ():
-            found.append(PortBinding(host["HostIp"], int(host["HostPort"]), int(key.split("/")[0])))
-    return tuple(found)
-
-
-def container_from_inspect(attrs: Mapping[str, Any]) -> Container:
-    """A :class:`Container` from ``docker inspect`` data."""
-    state = attrs.get("State") or {}
-    config = attrs.get("Config") or {}
-    health = state.get("Health") or {}
-    return Container(
-        id=attrs["Id"],
-        name=attrs.get("Name", "").lstrip("/"),
-        image=config.get("Image", ""),
-        state=ContainerState(state.get("Status", "dead")),
-        labels=config.get("Labels") or {},
-        exit_code=state.get("ExitCode"),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=state.get("Error") or "",
-        started_at=_parse_time(state.get("StartedAt")),
-        finished_at=_parse_time(state.get("FinishedAt")),
-        health=health.get("Status"),
-        ports=_bindings((attrs.get("HostConfig") or {}).get("PortBindings")),
-    )
-
-
-def container_from_summary(item: Mapping[str, Any]) -> Container:
-    """A :class:`Container` from one row of the list endpoint (no exit details there)."""
-    names = item.get("Names") or ["/"]
-    ports = tuple(
-        PortBinding(p.get("IP", ""), int(p["PublicPort"]), int(p["PrivatePort"]))
-        for p in item.get("Ports") or ()
-        if p.get("PublicPort")
-    )
-    return Container(
-        id=item["Id"],
-        name=names[0].lstrip("/"),
-        image=item.get("Image", ""),
-        state=ContainerState(item.get("State", "dead")),
-        labels=item.get("Labels") or {},
-        ports=ports,
-    )
-
-
 class DockerRuntime:
     """Agent containers on one Docker Engine (``DOCKER_HOST`` or the local socket).
 
     The API version is pinned (Docker 20.10's) so that building the client never needs the
-    engine: ClawHQ starts, and answers 503s, while the engine is down.
+    engine: ClawHQ starts, and answers 503s, while the engine is down. With ``instance_id``,
+    containers, events and volumes are those labelled with that installation only.
     """
 
     API_VERSION = "1.41"
 
-    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+    def __init__(
+        self, base_url: str | None = None, timeout: int = 60, *, instance_id: str | None = None
+    ) -> None:
         with engine_errors("connect to Docker Engine"):
             options = {"timeout": timeout, "max_pool_size": 32, "version": self.API_VERSION}
             if base_url:
@@ -140,10 +87,10 @@ class DockerRuntime:
             else:
                 self._client = docker.from_env(**options)
         self._api = self._client.api
+        self.instance_id = instance_id
         self._scope: list[str] = [_MANAGED]
-
-    def claim(self, instance_id: str) -> None:
-        self._scope = [_MANAGED, f"{labels.INSTANCE}={instance_id}"]
+        if instance_id is not None:
+            self._scope.append(f"{labels.INSTANCE}={instance_id}")
 
     def close(self) -> None:
         self._client.close()
@@ -286,7 +233,7 @@ class DockerRuntime:
         lines = []
         for row in raw.decode(errors="replace").splitlines():
             stamp, _, text = row.partition(" ")
-            moment = _parse_time(stamp)
+            moment = parse_time(stamp)
             if moment is not None and (since is None or moment > since):
                 lines.append(LogLine(moment, text))
         return lines
@@ -345,6 +292,13 @@ class DockerRuntime:
                 return False
             return True
 
+    def image_id(self, image: str) -> str | None:
+        with engine_errors(f"look up image {image}"):
+            try:
+                return str(self._api.inspect_image(image)["Id"])
+            except docker.errors.NotFound:
+                return None
+
     def build_image(
         self, context: Path, dockerfile: str, tag: str, buildargs: Mapping[str, str] | None = None
     ) -> str:
@@ -393,3 +347,7 @@ class DockerRuntime:
     def daemon_facts(self) -> DaemonFacts:
         with engine_errors("read engine info"):
             return daemon_facts_from_info(self._api.info())
+
+
+if TYPE_CHECKING:  # mypy checks here that DockerRuntime is a whole Runtime
+    _: type[Runtime] = DockerRuntime

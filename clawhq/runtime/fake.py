@@ -1,12 +1,20 @@
-"""An in-memory :class:`~clawhq.runtime.base.Runtime` for unit tests of the layers above."""
+"""An in-memory runtime for unit tests of the layers above.
+
+It implements every role of :class:`~clawhq.runtime.base.Runtime` but the security facts
+(:class:`~clawhq.runtime.security.SecurityInspector`): an in-memory engine has no hardening to
+report.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clawhq.errors import ClawHQError, EngineError, EngineUnavailable, ImageNotFound
 from clawhq.runtime import labels
@@ -20,12 +28,22 @@ from clawhq.runtime.base import (
     Volume,
 )
 
+if TYPE_CHECKING:
+    from clawhq.runtime.base import AgentRuntime, ContainerTelemetry, EngineAdmin, VolumeStore
+
 
 class FakeRuntime:
-    """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise."""
+    """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise;
+    ``reachable = False`` makes every call raise ``EngineUnavailable``.
 
-    def __init__(self, images: set[str] | None = None) -> None:
+    ``images`` are the tags that exist; ``image_ids[tag]`` is a tag's image id (by default
+    ``sha256:`` and the tag's SHA-256, and a new one at each ``build_image``).
+    """
+
+    def __init__(self, images: set[str] | None = None, *, instance_id: str | None = None) -> None:
         self.images = set(images or ())
+        self.image_ids: dict[str, str] = {}
+        self.instance_id = instance_id
         self.containers: dict[str, Container] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes: set[str] = set()
@@ -33,8 +51,8 @@ class FakeRuntime:
         self.fail: dict[str, ClawHQError] = {}
         self.written_logs: dict[str, list[str]] = {}
         self.reachable = True
-        self.instance: str | None = None
         self._ids = itertools.count(1)
+        self._builds = itertools.count(1)
         self._lock = threading.Lock()
 
     def _check(self, method: str) -> None:
@@ -48,8 +66,14 @@ class FakeRuntime:
             (c for c in self.containers.values() if c.name == ref), None
         )
 
-    def claim(self, instance_id: str) -> None:
-        self.instance = instance_id
+    def _in_scope(self, found: Mapping[str, str]) -> bool:
+        """What DockerRuntime's label filter keeps: agents, of this installation if given."""
+        return found.get(labels.SERVICE) == labels.SERVICE_AGENT and (
+            self.instance_id is None or found.get(labels.INSTANCE) == self.instance_id
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def ping(self) -> None:
         self._check("ping")
@@ -72,6 +96,7 @@ class FakeRuntime:
                 state=ContainerState.CREATED,
                 labels={**spec.labels, labels.CONFIG_HASH: spec.config_hash()},
                 ports=(spec.port,),
+                image_id=self._image_id(spec.image),
             )
             self.containers[container.id] = container
             self.specs[container.id] = spec
@@ -116,13 +141,10 @@ class FakeRuntime:
 
     def list_volumes(self) -> list[Volume]:
         self._check("list_volumes")
-        wanted = {labels.SERVICE: labels.SERVICE_AGENT}
-        if self.instance is not None:
-            wanted[labels.INSTANCE] = self.instance
         return [
             Volume(name, found.get(labels.VOLUME_OF, ""), found.get(labels.USER_ID, ""))
             for name, found in list(self.volume_labels.items())
-            if all(found.get(k) == v for k, v in wanted.items())
+            if self._in_scope(found)
         ]
 
     def inspect(self, container_id: str) -> Container | None:
@@ -131,13 +153,11 @@ class FakeRuntime:
 
     def list_managed(self, filters: Mapping[str, str] | None = None) -> list[Container]:
         self._check("list_managed")
-        wanted = {labels.SERVICE: labels.SERVICE_AGENT, **(filters or {})}
-        if self.instance is not None:
-            wanted[labels.INSTANCE] = self.instance
+        wanted = dict(filters or {})
         return [
             c
             for c in list(self.containers.values())
-            if all(c.labels.get(k) == v for k, v in wanted.items())
+            if self._in_scope(c.labels) and all(c.labels.get(k) == v for k, v in wanted.items())
         ]
 
     def logs(self, container_id: str, tail: int) -> str:
@@ -170,3 +190,28 @@ class FakeRuntime:
     def image_exists(self, image: str) -> bool:
         self._check("image_exists")
         return image in self.images
+
+    def _image_id(self, image: str) -> str:
+        default = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+        return self.image_ids.get(image, default)
+
+    def image_id(self, image: str) -> str | None:
+        self._check("image_id")
+        return self._image_id(image) if image in self.images else None
+
+    def build_image(
+        self, context: Path, dockerfile: str, tag: str, buildargs: Mapping[str, str] | None = None
+    ) -> str:
+        """The tag now exists and names a new image id (as after a real rebuild)."""
+        self._check("build_image")
+        build = f"{tag}#{next(self._builds)}"
+        self.images.add(tag)
+        self.image_ids[tag] = "sha256:" + hashlib.sha256(build.encode()).hexdigest()
+        return self.image_ids[tag]
+
+
+if TYPE_CHECKING:  # mypy checks here the roles the fake claims (all but SecurityInspector)
+    _agents: type[AgentRuntime] = FakeRuntime
+    _telemetry: type[ContainerTelemetry] = FakeRuntime
+    _volumes: type[VolumeStore] = FakeRuntime
+    _admin: type[EngineAdmin] = FakeRuntime

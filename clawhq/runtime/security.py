@@ -3,18 +3,19 @@
 The security checks (``clawhq.security.benchmark``) and the host firewall
 (``clawhq.network.firewall``) work on these typed facts, never on raw inspect data. The
 ``*_from_*`` functions here are pure, so they are tested on recorded inspect data;
-``DockerRuntime`` builds the facts from the engine through :class:`SecurityInspector`, a
-separate small interface so that :class:`~clawhq.runtime.base.Runtime` stays what the
-orchestrator needs.
+``DockerRuntime`` builds the facts from the engine through :class:`SecurityInspector`, one of
+the roles :class:`~clawhq.runtime.base.Runtime` combines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from clawhq.runtime.base import PortBinding
+if TYPE_CHECKING:
+    # base imports this module (Runtime includes SecurityInspector): import it back lazily.
+    from clawhq.runtime.base import PortBinding
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -123,6 +124,8 @@ def _healthcheck(config: Mapping[str, Any] | None) -> tuple[str, ...] | None:
 
 
 def _ports(port_map: Mapping[str, Any] | None) -> tuple[PortBinding, ...]:
+    from clawhq.runtime.base import PortBinding
+
     found = []
     for key, hosts in (port_map or {}).items():
         for host in hosts or ():

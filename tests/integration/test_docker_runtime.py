@@ -103,3 +103,26 @@ def test_unreachable_engine_is_a_clear_error() -> None:
         runtime.ping()
     with pytest.raises(EngineUnavailable):
         runtime.list_managed()
+
+
+def test_image_ids_tell_which_image_a_container_was_made_from(
+    docker_runtime: DockerRuntime, spec: ContainerSpec, test_image: str
+) -> None:
+    image_id = docker_runtime.image_id(test_image)
+    assert image_id is not None and image_id.startswith("sha256:") and len(image_id) == 71
+    assert docker_runtime.image_id("clawhq-no-such-image:never") is None
+    docker_runtime.ensure_network(TEST_NETWORK)
+    container = docker_runtime.create(spec)
+    scoped = DockerRuntime(instance_id=uuid.uuid4().hex)
+    try:
+        assert container.image_id == image_id
+        inspected = docker_runtime.inspect(container.id)
+        assert inspected is not None and inspected.image_id == image_id
+        [listed] = docker_runtime.list_managed({labels.AGENT_ID: spec.labels[labels.AGENT_ID]})
+        assert listed.image_id == image_id
+        # a runtime built for another installation does not list this one's containers
+        assert scoped.list_managed({labels.AGENT_ID: spec.labels[labels.AGENT_ID]}) == []
+    finally:
+        scoped.close()
+        docker_runtime.remove(container.id)
+        docker_runtime.remove_volume(spec.volume)
