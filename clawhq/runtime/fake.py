@@ -2,16 +2,19 @@
 
 It implements every role of :class:`~clawhq.runtime.base.Runtime` but the security facts
 (:class:`~clawhq.runtime.security.SecurityInspector`): an in-memory engine has no hardening to
-report.
+report. Its event stream is scripted: the fake emits the engine's events as its containers
+change, and tests add their own with :meth:`FakeRuntime.emit`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +35,14 @@ if TYPE_CHECKING:
     from clawhq.runtime.base import AgentRuntime, ContainerTelemetry, EngineAdmin, VolumeStore
 
 
+@dataclass
+class _Subscriber:
+    """One ``events()`` iterator: what was emitted for it, and whether ``close()`` ended it."""
+
+    inbox: queue.Queue[EngineEvent] = field(default_factory=queue.Queue)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
 class FakeRuntime:
     """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise;
     ``reachable = False`` makes every call raise ``EngineUnavailable``.
@@ -39,6 +50,9 @@ class FakeRuntime:
     ``images`` are the tags that exist; ``image_ids[tag]`` is a tag's image id (by default
     ``sha256:`` and the tag's SHA-256, and a new one at each ``build_image``).
     """
+
+    EVENT_POLL = 0.05  # seconds an events() iterator waits before looking at close/reachable
+    EVENT_HISTORY = 1000  # past events kept for events(since=...)
 
     def __init__(self, images: set[str] | None = None, *, instance_id: str | None = None) -> None:
         self.images = set(images or ())
@@ -54,6 +68,9 @@ class FakeRuntime:
         self._ids = itertools.count(1)
         self._builds = itertools.count(1)
         self._lock = threading.Lock()
+        self._events_lock = threading.Lock()
+        self._subscribers: list[_Subscriber] = []
+        self._history: deque[EngineEvent] = deque(maxlen=self.EVENT_HISTORY)
 
     def _check(self, method: str) -> None:
         if not self.reachable:
@@ -72,8 +89,75 @@ class FakeRuntime:
             self.instance_id is None or found.get(labels.INSTANCE) == self.instance_id
         )
 
+    # -- the event stream -----------------------------------------------------------------------
+
+    def emit(self, event: EngineEvent) -> None:
+        """Deliver ``event`` to every ``events()`` iterator open now, as the engine would: only
+        if its labels are in scope (ClawHQ's service label, and the instance id if given)."""
+        with self._events_lock:
+            self._history.append(event)
+            if not self._in_scope(event.labels):
+                return
+            for subscriber in self._subscribers:
+                subscriber.inbox.put(event)
+
+    def _emit_for(self, container: Container, action: str, **attributes: str) -> None:
+        self.emit(
+            EngineEvent(
+                action=action,
+                container_id=container.id,
+                labels=dict(container.labels),
+                time=datetime.now(UTC),
+                attributes={
+                    **container.labels,
+                    "name": container.name,
+                    "image": container.image,
+                    **attributes,
+                },
+            )
+        )
+
+    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
+        """A blocking iterator of the events emitted from now on (and, with ``since``, of the
+        kept ones from ``since`` on). It ends when :meth:`close` is called, and raises
+        ``EngineUnavailable`` once ``reachable`` is False."""
+        self._check("events")
+        subscriber = _Subscriber()
+        with self._events_lock:
+            if since is not None:
+                for past in self._history:
+                    if past.time >= since and self._in_scope(past.labels):
+                        subscriber.inbox.put(past)
+            self._subscribers.append(subscriber)
+        return self._follow(subscriber)
+
+    def _follow(self, subscriber: _Subscriber) -> Iterator[EngineEvent]:
+        try:
+            while True:
+                self._check("events")
+                if subscriber.ended.is_set():
+                    return
+                try:
+                    event = subscriber.inbox.get(timeout=self.EVENT_POLL)
+                except queue.Empty:
+                    continue
+                if subscriber.ended.is_set():
+                    return
+                yield event
+        finally:
+            with self._events_lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
     def close(self) -> None:
-        """Nothing to release."""
+        """End the ``events()`` iterators open now; the fake's state stays, and a later
+        ``events()`` starts a new stream (as after reconnecting to the engine)."""
+        with self._events_lock:
+            for subscriber in self._subscribers:
+                subscriber.ended.set()
+            self._subscribers.clear()
+
+    # -- AgentRuntime and the rest --------------------------------------------------------------
 
     def ping(self) -> None:
         self._check("ping")
@@ -102,27 +186,41 @@ class FakeRuntime:
             self.specs[container.id] = spec
             self.volumes.add(spec.volume)
             self.volume_labels[spec.volume] = spec.volume_labels()
-            return container
+        self._emit_for(container, "create")
+        return container
 
-    def _set(self, ref: str, **changes: object) -> None:
+    def _set(self, ref: str, **changes: object) -> tuple[Container, Container]:
+        """Change a container; return it before and after."""
         with self._lock:
             container = self._find(ref)
             if container is None:
                 raise EngineError(f"no such container: {ref}")
-            self.containers[container.id] = replace(container, **changes)  # type: ignore[arg-type]
+            changed = replace(container, **changes)  # type: ignore[arg-type]
+            self.containers[container.id] = changed
+            return container, changed
 
     def start(self, container_id: str) -> None:
         self._check("start")
-        self._set(container_id, state=ContainerState.RUNNING, started_at=datetime.now(UTC))
+        _, started = self._set(
+            container_id, state=ContainerState.RUNNING, started_at=datetime.now(UTC)
+        )
+        self._emit_for(started, "start")
 
     def stop(self, container_id: str, timeout: int) -> None:
         self._check("stop")
         if self._find(container_id):
-            self._set(container_id, state=ContainerState.EXITED, exit_code=0)
+            before, stopped = self._set(container_id, state=ContainerState.EXITED, exit_code=0)
+            if before.is_running:
+                self._emit_for(stopped, "die", exitCode="0")
 
     def crash(self, container_id: str, exit_code: int = 137, oom: bool = False) -> None:
-        """Test helper: the container dies on its own."""
-        self._set(container_id, state=ContainerState.EXITED, exit_code=exit_code, oom_killed=oom)
+        """Test helper: the container dies on its own (``oom``, then ``die``, events)."""
+        _, died = self._set(
+            container_id, state=ContainerState.EXITED, exit_code=exit_code, oom_killed=oom
+        )
+        if oom:
+            self._emit_for(died, "oom")
+        self._emit_for(died, "die", exitCode=str(exit_code))
 
     def remove(self, container_id: str) -> bool:
         self._check("remove")
@@ -132,7 +230,10 @@ class FakeRuntime:
                 return False
             del self.containers[container.id]
             self.specs.pop(container.id, None)
-            return True
+        if container.is_running:  # a forced remove kills it first
+            self._emit_for(container, "die", exitCode="137")
+        self._emit_for(container, "destroy")
+        return True
 
     def remove_volume(self, name: str) -> None:
         self._check("remove_volume")
@@ -182,10 +283,6 @@ class FakeRuntime:
         spec = self.specs.get(container_id)
         limit = spec.limits.memory_bytes if spec else 0
         return ContainerStats(12.5, 4096, limit, 3, 100, 200, 1_000_000, 10_000_000, 2)
-
-    def events(self, since: datetime | None = None) -> Iterator[EngineEvent]:
-        self._check("events")
-        return iter(())
 
     def image_exists(self, image: str) -> bool:
         self._check("image_exists")

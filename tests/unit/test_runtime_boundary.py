@@ -12,8 +12,9 @@ import hashlib
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from unittest import mock
@@ -21,6 +22,7 @@ from unittest import mock
 import pytest
 
 import clawhq.runtime
+from clawhq.errors import EngineUnavailable
 from clawhq.observability.metrics import Metrics
 from clawhq.runtime import labels
 from clawhq.runtime.base import (
@@ -29,6 +31,7 @@ from clawhq.runtime.base import (
     ContainerState,
     ContainerTelemetry,
     EngineAdmin,
+    EngineEvent,
     Limits,
     PortBinding,
     Runtime,
@@ -292,6 +295,137 @@ def test_docker_answers_give_the_image_id() -> None:
     )
     assert listed.image == IMAGE and listed.image_id == "sha256:" + "b" * 64
     assert container_from_summary({"Id": "c1"}).image_id == ""
+
+
+# -- the fake's scripted event stream ----------------------------------------------------------
+
+
+def take(stream: Iterator[EngineEvent], count: int, timeout: float = 5) -> list[EngineEvent]:
+    """The next ``count`` events; fails (rather than blocking for ever) when they do not come."""
+    got: list[EngineEvent] = []
+
+    def follow() -> None:
+        for event in stream:
+            got.append(event)
+            if len(got) == count:
+                return
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    follower.join(timeout)
+    assert len(got) == count, f"got only {actions(got)}"
+    return got
+
+
+def actions(events: list[EngineEvent]) -> list[str]:
+    return [e.action for e in events]
+
+
+def test_fake_emits_the_engines_events_as_containers_change() -> None:
+    fake = FakeRuntime({IMAGE})
+    stream = fake.events()
+    before = datetime.now(UTC)
+    one = fake.create(spec_for("a1"))
+    fake.start(one.id)
+    fake.stop(one.id, timeout=1)
+    fake.stop(one.id, timeout=1)  # not running: no second die
+    fake.start(one.id)
+    fake.crash(one.id, exit_code=137, oom=True)
+    fake.start(one.id)
+    fake.remove(one.id)  # running: killed, then destroyed
+
+    seen = take(stream, 9)
+    assert actions(seen) == [
+        "create", "start", "die", "start", "oom", "die", "start", "die", "destroy",
+    ]  # fmt: skip
+    assert all(e.container_id == one.id for e in seen)
+    assert all(e.labels[labels.AGENT_ID] == "a1" for e in seen)
+    assert all(before <= e.time <= datetime.now(UTC) for e in seen)
+    assert seen[2].attributes["exitCode"] == "0"
+    assert seen[5].attributes["exitCode"] == "137"
+    assert seen[0].attributes["name"] == "agent-a1"
+    fake.close()
+    assert list(stream) == []
+
+
+def test_tests_push_their_own_events_and_close_ends_every_stream() -> None:
+    fake = FakeRuntime({IMAGE})
+    first, second = fake.events(), fake.events()
+    event = EngineEvent(
+        "health_status",
+        "c1",
+        {labels.SERVICE: labels.SERVICE_AGENT},
+        datetime.now(UTC),
+        {"health_status": "unhealthy"},
+    )
+    fake.emit(event)
+    fake.emit(EngineEvent("die", "c2", {}, datetime.now(UTC)))  # not an agent's: filtered out
+    assert take(first, 1) == [event] and take(second, 1) == [event]
+
+    ended: list[list[EngineEvent]] = []
+    follower = threading.Thread(target=lambda: ended.append(list(first)), daemon=True)
+    follower.start()
+    threading.Timer(0.1, fake.close).start()
+    follower.join(timeout=5)
+    assert ended == [[]]  # the iterator blocked, then stopped at close()
+    with pytest.raises(StopIteration):
+        next(second)
+
+    # a stream started after close() is a new one, and sees only what comes after it
+    third = fake.events()
+    fake.create(spec_for("a1"))
+    assert actions(take(third, 1)) == ["create"]
+    fake.close()
+
+
+def test_each_stream_sees_the_events_after_it_began_or_from_since() -> None:
+    fake = FakeRuntime({IMAGE})
+    early = fake.events()
+    one = fake.create(spec_for("a1"))
+    started_at = datetime.now(UTC)
+    fake.start(one.id)
+    late = fake.events()
+    fake.stop(one.id, timeout=1)
+    replay = fake.events(since=started_at - timedelta(microseconds=1))
+
+    assert actions(take(early, 3)) == ["create", "start", "die"]
+    assert actions(take(late, 1)) == ["die"]
+    assert actions(take(replay, 2)) == ["start", "die"]
+    fake.close()
+
+
+def test_fake_streams_only_its_installations_events() -> None:
+    fake = FakeRuntime({IMAGE}, instance_id="mine")
+    stream = fake.events()
+    fake.create(spec_for("theirs", "theirs"))
+    mine = fake.create(spec_for("mine", "mine"))
+    [event] = take(stream, 1)
+    assert event.container_id == mine.id
+    fake.close()
+
+
+def test_an_unreachable_fake_engine_breaks_the_stream() -> None:
+    fake = FakeRuntime({IMAGE})
+    fake.reachable = False
+    with pytest.raises(EngineUnavailable):
+        fake.events()
+
+    fake.reachable = True
+    stream = fake.events()
+    raised: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for _ in stream:
+                pass
+        except EngineUnavailable as exc:
+            raised.append(exc)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    threading.Timer(0.1, lambda: setattr(fake, "reachable", False)).start()
+    follower.join(timeout=5)
+    assert len(raised) == 1
 
 
 def test_fake_container_states_follow_the_calls() -> None:
