@@ -39,7 +39,7 @@ from bench.harness import (
     wait_until,
     workdir,
 )
-from clawhq.orchestrator.health import http_probe
+from clawhq.controller.health import http_probe
 
 RESULTS = Path(__file__).with_name("results")
 Row = dict[str, object]
@@ -150,8 +150,9 @@ def api_throughput(quick: bool) -> list[Row]:
     """3. Authenticated GET /api/agents/{id} with 10,000 agents vs a bare endpoint.
 
     The target compares with a bare ``def`` endpoint (FastAPI's hello world; it runs on the
-    thread pool). A bare ``async def`` endpoint, which does not, and a GET of a running agent,
-    which asks the engine about its container each time, are measured for reference. The load
+    thread pool). A bare ``async def`` endpoint, which does not, is measured for reference. A
+    GET of a running agent answers its container's state from the controller's observed
+    cache (no engine call), so it has the same kind of target. The load
     generator shares the two cores and caps every figure near the bare endpoint's, so the
     server's CPU time per request is printed too: it shows the cost that the cap hides.
     """
@@ -183,7 +184,7 @@ def api_throughput(quick: bool) -> list[Row]:
         rows += [
             _throughput_row(name, api, "bare endpoint", bare, ">= 0.5"),
             _throughput_row(f"{name}, vs async bare", api, "async bare", async_bare),
-            _throughput_row(f"{name}, a running agent (engine asked)", live, "bare", bare),
+            _throughput_row(f"{name}, a running agent", live, "bare endpoint", bare, ">= 0.8"),
         ]
     return rows
 

@@ -1,4 +1,4 @@
-"""The composition root: settings, database, keyring, runtime and orchestrator, built once."""
+"""The composition root: settings, database, keyring, runtime and controller, built once."""
 
 from __future__ import annotations
 
@@ -9,17 +9,25 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from clawhq.controller import desired
+from clawhq.controller.clock import Clock, SystemClock
+from clawhq.controller.controller import Controller
+from clawhq.controller.health import Probe, http_probe
+from clawhq.controller.operations import Operations
+from clawhq.controller.parts import Parts
+from clawhq.controller.rollouts import RolloutDriver
+from clawhq.controller.sources import Sources
+from clawhq.controller.views import AgentViews
 from clawhq.crypto import Keyring, load_keyring
+from clawhq.db import installation
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.db.loop_reads import LoopReads, make_loop_reads
+from clawhq.errors import DatabaseUnavailable
 from clawhq.observability.metrics import Metrics, StateCollector
-from clawhq.orchestrator.health import Probe, http_probe
-from clawhq.orchestrator.lifecycle import AgentOrchestrator
-from clawhq.orchestrator.supervisor import Supervisor
-from clawhq.orchestrator.usage import UsageSampler
 from clawhq.runtime import Runtime
 from clawhq.runtime.metered import MeteredRuntime
 from clawhq.services import agents
+from clawhq.services.usage import UsageSampler
 from clawhq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,31 +42,31 @@ class AppContext:
     loop_reads: LoopReads
     keyring: Keyring
     runtime: Runtime
-    orchestrator: AgentOrchestrator
-    supervisor: Supervisor | None
+    parts: Parts
+    controller: Controller
+    operations: Operations
+    views: AgentViews
+    sources: Sources
     usage: UsageSampler | None
     metrics: Metrics
+    threads: bool = True
 
     def start_background(self) -> None:
-        """Start supervision and usage sampling (the API's lifespan does this)."""
-        try:
-            self.orchestrator.claim()  # scope the engine before anything lists containers
-        except SQLAlchemyError as exc:
-            log.error("database unavailable at start (%s); supervision will retry", exc)
-        if self.supervisor is not None:
-            self.supervisor.start()
+        """Start the controller, its sources and usage sampling (the API's lifespan)."""
+        if self.threads:
+            self.controller.start()
+            self.sources.start()
+        else:
+            self.sources.resync()
         if self.usage is not None:
             self.usage.start()
 
     def close(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.stop()
+        self.sources.stop()
+        self.controller.stop()
         if self.usage is not None:
             self.usage.stop()
-        self.orchestrator.shutdown()
-        close = getattr(self.runtime, "close", None)
-        if callable(close):
-            close()
+        self.runtime.close()
         self.engine.dispose()
 
     async def aclose(self) -> None:
@@ -67,16 +75,26 @@ class AppContext:
         await self.loop_reads.aclose()
 
 
-def docker_runtime(settings: Settings) -> Runtime:
+def docker_runtime(settings: Settings, instance_id: str | None) -> Runtime:
     from clawhq.runtime.docker_engine import DockerRuntime
 
-    return DockerRuntime(settings.docker_host)
+    return DockerRuntime(settings.docker_host, instance_id=instance_id)
 
 
 def build_context(
-    settings: Settings, *, runtime: Runtime | None = None, probe: Probe = http_probe
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    probe: Probe = http_probe,
+    clock: Clock | None = None,
+    threads: bool = True,
+    instance_required: bool = True,
 ) -> AppContext:
-    """Wire everything from ``settings``; tests pass their own runtime or probe."""
+    """Wire everything from ``settings``; tests pass their own runtime, probe or clock.
+
+    Without ``threads`` nothing runs in the background: operations run the controller on
+    the caller's thread (deterministic tests). The installation's id comes from the database:
+    without it (``instance_required=False``, for ``clawhq doctor``) the runtime is unscoped."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
@@ -84,24 +102,53 @@ def build_context(
     loop_reads = make_loop_reads(settings.resolved_database_url, engine)
     keyring = load_keyring(settings)
     metrics = Metrics()
-    metered = MeteredRuntime(runtime if runtime is not None else docker_runtime(settings), metrics)
-    orchestrator = AgentOrchestrator(
-        settings, metered, sessions, keyring, probe=probe, metrics=metrics
+    try:
+        instance_id: str | None = installation.instance_id(sessions)
+    except SQLAlchemyError as exc:
+        if instance_required:
+            engine.dispose()
+            raise DatabaseUnavailable(
+                f"cannot read this installation's id from the database ({type(exc).__name__}): "
+                "check DATABASE_URL and run `clawhq db upgrade`"
+            ) from exc
+        instance_id = None
+    inner = runtime if runtime is not None else docker_runtime(settings, instance_id)
+    metered = MeteredRuntime(inner, metrics)
+    parts = Parts(
+        settings=settings,
+        sessions=sessions,
+        read_sessions=read_sessions,
+        runtime=metered,
+        keyring=keyring,
+        clock=clock or SystemClock(),
+        metrics=metrics,
+        instance_id=instance_id or "",
+        webhook_base_url=settings.webhook_base_url,
+        supervise=settings.supervise,
     )
-    supervisor = Supervisor(orchestrator) if settings.supervise else None
+    controller = Controller(parts, probe)
+    controller.rollout_sync = RolloutDriver(
+        sessions,
+        request_recreate=desired.request_recreate,
+        enqueue_agent=controller.enqueue,
+        intended_config=parts.intended_summary,
+        now=parts.clock.now,
+    ).sync
+    operations = Operations(parts, controller, inline=not threads)
+    sources = Sources(controller, supervise=settings.supervise)
     usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
 
     def agents_by_status() -> dict[str, int]:
         try:
-            with sessions() as session:
+            with read_sessions() as session:
                 return agents.count_by_status(session)
         except SQLAlchemyError:
             return {}
 
     def ports() -> tuple[int, int]:
         try:
-            with sessions() as session:
-                in_use = orchestrator.ports.in_use(session)
+            with read_sessions() as session:
+                in_use = parts.ports.in_use(session)
         except SQLAlchemyError:
             return (0, 0)
         return in_use, settings.port_count - in_use
@@ -115,8 +162,12 @@ def build_context(
         loop_reads,
         keyring,
         metered,
-        orchestrator,
-        supervisor,
+        parts,
+        controller,
+        operations,
+        AgentViews(parts),
+        sources,
         usage,
         metrics,
+        threads,
     )

@@ -1,1 +1,1 @@
-"""The REST API: a thin layer over services and the orchestrator."""
+"""The REST API: a thin layer over services and the controller."""

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from clawhq.api import deps, middleware, problems
 from clawhq.api.ratelimit import RateLimiter
-from clawhq.api.routes import admin, agents, auth, health, metrics, telemetry, webhooks
+from clawhq.api.routes import admin, agents, auth, health, metrics, rollouts, telemetry, webhooks
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
@@ -41,8 +41,8 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             user=RateLimiter(context.settings.rate_limit_user),
         )
         try:
-            context.orchestrator.prepare()
-            log.info("agents post webhooks to %s", context.orchestrator.webhook_base_url)
+            context.controller.prepare()
+            log.info("agents post webhooks to %s", context.parts.webhook_base_url)
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
         context.start_background()
@@ -61,6 +61,6 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     problems.install(app)
     app.add_middleware(middleware.BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(middleware.RequestObserver)
-    for module in (auth, agents, telemetry, webhooks, admin, health, metrics):
+    for module in (auth, agents, telemetry, webhooks, admin, rollouts, health, metrics):
         app.include_router(module.router)
     return app

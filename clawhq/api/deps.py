@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
+from clawhq.controller.operations import Operations
 from clawhq.credentials import hash_token
 from clawhq.db.models import User
 from clawhq.errors import Forbidden, InvalidRequest, Unauthorized
 from clawhq.observability import logs
-from clawhq.orchestrator.lifecycle import AgentOrchestrator
 from clawhq.services import users
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from /api/auth/login")
@@ -50,11 +50,12 @@ DbSession = Annotated[Session, Depends(get_session)]
 Reads = Annotated[sessionmaker[Session], Depends(get_reads)]
 
 
-async def get_orchestrator(context: Context) -> AgentOrchestrator:
-    return context.orchestrator
+async def get_operations(context: Context) -> Operations:
+    return context.operations
 
 
-Orchestrator = Annotated[AgentOrchestrator, Depends(get_orchestrator)]
+#: What owners and admins ask of agents (deploy, start, stop, delete), through the controller.
+Ops = Annotated[Operations, Depends(get_operations)]
 
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -82,7 +83,7 @@ async def get_current_user(request: Request, context: Context, credentials: Bear
 
 
 def _authenticate(context: AppContext, cache: TokenCache, digest: str, token: str) -> User:
-    # A read session: under SQLite's WAL it holds no lock that the orchestrator's own
+    # A read session: under SQLite's WAL it holds no lock that the controller's own
     # write sessions would wait for.
     with context.read_sessions() as session:
         row = users.authenticate(session, token)

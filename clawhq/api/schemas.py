@@ -190,6 +190,18 @@ class AgentPublic(Schema):
     container_status: str | None = Field(
         default=None, description="What the engine reports now: running, exited, missing, unknown."
     )
+    image: str | None = Field(
+        default=None,
+        description="The image pinned for this agent (null: its plan's or the default).",
+    )
+    up_to_date: bool = Field(
+        default=True,
+        description="Whether its container was made from its current spec (image, limits, env…). "
+        "Only a rollout or the owner's deploy recreates a running agent that is not.",
+    )
+    drift: list[str] = Field(
+        default_factory=list, description="What differs from the current spec (no secrets)."
+    )
     has_api_key: bool
     uses_bundled_api: bool
     channels: list[str]

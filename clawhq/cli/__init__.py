@@ -61,16 +61,20 @@ def serve(
 
     from clawhq.api.app import create_app
     from clawhq.db import migrate
+    from clawhq.db.engine import create_db_engine
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings_or_exit(**overrides)
     level = logging.getLogger().level
     logs.configure(settings.log_format, level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schema = create_db_engine(settings.resolved_database_url)
+    migrate.upgrade(schema)
+    schema.dispose()
     context = context_or_exit(settings)
-    migrate.upgrade(context.engine)
     hosts = [settings.host]
     try:
-        gateway = context.orchestrator.prepare()
+        gateway = context.controller.prepare()
     except ClawHQError as exc:
         logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
         gateway = None
@@ -215,7 +219,7 @@ def doctor(
     if security:
         _doctor_security()
         return
-    context = context_or_exit(settings_or_exit())
+    context = context_or_exit(settings_or_exit(), instance_required=False)
     try:
         checks = run_checks(context)
     finally:

@@ -73,7 +73,7 @@ def run_checks(context: AppContext) -> list[Check]:
             )
         )
 
-    pool = context.orchestrator.ports
+    pool = context.parts.ports
     try:
         with context.sessions() as session:
             leased = pool.in_use(session)

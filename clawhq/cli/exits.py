@@ -33,12 +33,12 @@ def fail(exc: ClawHQError) -> typer.Exit:
     return typer.Exit(FAILURE_EXIT)
 
 
-def context_or_exit(settings: Settings) -> AppContext:
+def context_or_exit(settings: Settings, *, instance_required: bool = True) -> AppContext:
     """The application's context, or exit 1 with why it cannot be built."""
     from clawhq.context import build_context
 
     try:
-        return build_context(settings)
+        return build_context(settings, instance_required=instance_required)
     except ClawHQError as exc:
         raise fail(exc) from None
 

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from clawhq.cli.exits import command_context, settings_or_exit
-from clawhq.orchestrator.workspaces import kept_workspaces, remove_workspaces
 from clawhq.runtime import Volume
+from clawhq.services.workspaces import kept_workspaces, remove_workspaces
 
 app = typer.Typer(
     help="Workspace volumes kept after their agent was deleted (keepWorkspace, the default).",
@@ -20,7 +20,7 @@ app = typer.Typer(
 def list_kept() -> None:
     """Kept workspaces, oldest first: volume, deleted agent, its user, when it was made."""
     with command_context(settings_or_exit()) as context:
-        kept = kept_workspaces(context.orchestrator)
+        kept = kept_workspaces(context.runtime, context.sessions)
     for volume in kept:
         typer.echo(_line(volume))
     if not kept:
@@ -33,11 +33,11 @@ def prune(
 ) -> None:
     """Remove every kept workspace (the deleted agents' files go with them)."""
     with command_context(settings_or_exit()) as context:
-        kept = kept_workspaces(context.orchestrator)
+        kept = kept_workspaces(context.runtime, context.sessions)
         for volume in kept:
             typer.echo(("removing " if yes else "would remove ") + _line(volume))
         if yes:
-            remove_workspaces(context.orchestrator, kept)
+            remove_workspaces(context.runtime, kept)
     if kept and not yes:
         typer.echo(f"{len(kept)} kept workspace(s); run again with --yes to remove them")
 

@@ -1,1 +1,1 @@
-"""Metrics and structured logs, shared by the API and the orchestrator."""
+"""Metrics and structured logs, shared by the API and the controller."""

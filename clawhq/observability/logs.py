@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line, with the request, user and agent they are about.
 
 The ids travel in context variables, set by the API's middleware and dependencies and by the
-orchestrator's background work, so every line logged while handling something carries them.
+controller's background work, so every line logged while handling something carries them.
 """
 
 from __future__ import annotations

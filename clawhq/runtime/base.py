@@ -84,7 +84,9 @@ class ContainerSpec:
         data = asdict(self)
         data["env"] = {k: ("<secret>" if k in self.secret_env else v) for k, v in self.env.items()}
         data["secret_env"] = sorted(self.secret_env)
-        data["labels"] = {k: v for k, v in self.labels.items() if k != labels.CONFIG_HASH}
+        data["labels"] = {
+            k: v for k, v in self.labels.items() if k not in (labels.CONFIG_HASH, labels.START)
+        }
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

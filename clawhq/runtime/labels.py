@@ -5,6 +5,8 @@ SERVICE_AGENT = "openclaw-agent"
 USER_ID = "clawhq.user-id"
 AGENT_ID = "clawhq.agent-id"
 CONFIG_HASH = "clawhq.config-hash"
+#: Which start of its agent a container was made for (not part of its configuration).
+START = "clawhq.start"
 #: Which ClawHQ installation (database) owns the container: installations sharing one engine
 #: never see, adopt or remove each other's containers.
 INSTANCE = "clawhq.instance"

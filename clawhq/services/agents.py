@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clawhq.crypto import Keyring
-from clawhq.db.models import Agent, AgentEvent, User, new_id
+from clawhq.db.models import Agent, AgentEvent, Plan, User, new_id
 from clawhq.errors import Conflict, NotFound, PlanLimitExceeded
 from clawhq.status import AgentStatus, DesiredState
 
@@ -168,7 +168,32 @@ OWNER_VIEW = select(
     _agents.deployed_at,
     _agents.created_at,
     _agents.updated_at,
+    _agents.image,
+    _agents.applied_config,
+    select(Plan.image)
+    .join(User, User.plan_name == Plan.name)
+    .where(User.id == _agents.user_id)
+    .scalar_subquery()
+    .label("plan_image"),
 ).where(_agents.id == bindparam("agent_id"))
+
+
+def row_of(agent: Agent, plan_image: str | None) -> dict[str, Any]:
+    """An agent as the same plain row ``OWNER_VIEW`` gives."""
+    row = {column.key: getattr(agent, column.key) for column in Agent.__table__.columns}
+    row["has_api_key"] = agent.has_api_key
+    row["plan_image"] = plan_image
+    return row
+
+
+def plan_images(session: Session, user_ids: Iterable[str]) -> dict[str, str | None]:
+    """Each user's plan image (for drift), in one query."""
+    query = (
+        select(User.id, Plan.image)
+        .join(Plan, User.plan_name == Plan.name)
+        .where(User.id.in_(set(user_ids)))
+    )
+    return {user_id: image for user_id, image in session.execute(query).all()}
 
 
 def owned_view(row: dict[str, Any] | None, user: User, agent_id: str) -> dict[str, Any]:

@@ -77,3 +77,14 @@ def wait_restarted(
             return body
         time.sleep(0.2)
     raise AssertionError(f"agent was not restarted: {body}")
+
+
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -170,9 +170,9 @@ def test_database_outage_answers_503_then_recovers(
             # The agent crashes while the database is away.
             sdk().containers.get(running["containerId"]).kill()
             time.sleep(3)
-            supervisor = api.context.supervisor
-            assert supervisor is not None
-            assert all(t.is_alive() for t in supervisor._threads)
+            # The controller's workers and sources outlive the outage.
+            threads = api.context.sources.threads + api.context.controller.threads
+            assert threads and all(t.is_alive() for t in threads)
         finally:
             proxy.restore()
         assert api.client.get("/api/agents", headers=me).status_code == 200
@@ -208,7 +208,7 @@ def test_unreachable_engine_gives_clear_errors_and_no_crash_loop(
         time.sleep(4)
         assert served.alive()
         # Reconnection to the event stream backs off instead of spinning.
-        assert served.log().count("supervisor: engine events:") <= 5
+        assert 1 <= served.log().count("engine events:") <= 5
     finally:
         served.stop()
 

@@ -9,6 +9,7 @@ from tests.integration.helpers import (
     exec_in,
     sdk,
     volume_exists,
+    wait_for,
     wait_status,
 )
 
@@ -51,8 +52,8 @@ def test_delete_keeping_the_workspace_then_prune_it(docker_app, monkeypatch) -> 
     from typer.testing import CliRunner
 
     from clawhq.cli import app as cli
-    from clawhq.orchestrator.workspaces import kept_workspaces
     from clawhq.runtime import labels
+    from clawhq.services.workspaces import kept_workspaces
 
     with docker_app() as api:
         me = api.user(plan="pro")
@@ -73,7 +74,8 @@ def test_delete_keeping_the_workspace_then_prune_it(docker_app, monkeypatch) -> 
             }
         )
         try:
-            assert [v.name for v in kept_workspaces(api.context.orchestrator)] == [name]
+            kept = kept_workspaces(api.context.runtime, api.context.sessions)
+            assert [v.name for v in kept] == [name]
             settings = api.context.settings
             monkeypatch.setenv("DATABASE_URL", settings.resolved_database_url)
             monkeypatch.setenv("CLAWHQ_DATA_DIR", str(settings.data_dir))
@@ -101,6 +103,14 @@ def test_list_reports_what_the_engine_sees(docker_app) -> None:
         idle = api.agent(me)
         deploy_running(api, me, running["id"])
         sdk().containers.get(containers_of(running["id"])[0].id).kill()
-        listed = {a["id"]: a for a in api.client.get("/api/agents", headers=me).json()["agents"]}
-        assert listed[running["id"]]["containerStatus"] == "exited"
-        assert listed[idle["id"]]["containerStatus"] == "missing"
+
+        def listed() -> dict[str, dict]:
+            found = api.client.get("/api/agents", headers=me).json()["agents"]
+            return {a["id"]: a for a in found}
+
+        # The API answers from the controller's cache, which the engine's events keep current.
+        wait_for(
+            lambda: listed()[running["id"]]["containerStatus"] == "exited",
+            what="the kill to reach the observed state",
+        )
+        assert listed()[idle["id"]]["containerStatus"] == "missing"

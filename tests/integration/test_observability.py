@@ -24,7 +24,7 @@ def test_real_logs_stats_and_usage(docker_app) -> None:
         assert 0 < stats["memoryBytes"] < stats["memoryLimitBytes"]
         assert stats["pids"] >= 1
 
-        from clawhq.orchestrator.usage import UsageSampler
+        from clawhq.services.usage import UsageSampler
 
         sampler = UsageSampler(api.context.runtime, interval=1)
         sampler.sweep()

@@ -5,18 +5,19 @@ settings (short intervals); nothing here asserts how fast anything happened."""
 from __future__ import annotations
 
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import text
 
-from clawhq.orchestrator.spec import AgentSecrets, build_spec
+from clawhq.controller.spec import AgentSecrets, build_spec
 from clawhq.runtime import labels
+from tests.conftest import Api
 from tests.integration.helpers import (
     containers_of,
     count_leases,
     deploy_running,
     sdk,
+    wait_for,
     wait_restarted,
     wait_status,
 )
@@ -30,14 +31,12 @@ FAST = {
 }
 
 
-def wait_for(predicate, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def resync(api: Api) -> int:
+    """A full reconcile, waited for; how many actions it took."""
+    before = api.context.controller.agents.acted
+    api.context.sources.resync()
+    assert api.context.controller.wait_idle()
+    return api.context.controller.agents.acted - before
 
 
 def test_killed_agent_is_restarted_and_says_why(docker_app) -> None:
@@ -95,9 +94,8 @@ def test_a_users_stop_is_never_undone(docker_app) -> None:
         agent = api.agent(me)
         deploy_running(api, me, agent["id"])
         api.client.post(f"/api/agents/{agent['id']}/stop", headers=me)
-        assert api.context.supervisor is not None
         for _ in range(3):
-            api.context.supervisor.reconcile()
+            resync(api)
         body = api.client.get(f"/api/agents/{agent['id']}", headers=me).json()
         assert body["status"] == "STOPPED"
         assert body["containerStatus"] == "exited"
@@ -131,12 +129,11 @@ def test_orphan_labelled_container_is_removed(docker_app, docker_runtime, test_i
             labels={
                 labels.SERVICE: labels.SERVICE_AGENT,
                 labels.AGENT_ID: "no-such-agent",
-                labels.INSTANCE: api.context.orchestrator.claim(),
+                labels.INSTANCE: api.context.parts.instance_id,
             },
             network="clawhq-test-agents",
         )
-        assert api.context.supervisor is not None
-        api.context.supervisor.reconcile()
+        resync(api)
         assert containers_of("no-such-agent") == []
         del orphan
 
@@ -171,7 +168,7 @@ def test_crash_between_create_and_commit_converges(docker_app, docker_runtime) -
                 19450,
                 AgentSecrets("k", "t", "g"),
                 "http://x:1",
-                api.context.orchestrator.claim(),
+                api.context.parts.instance_id,
             )
         docker_runtime.ensure_network(settings.agent_network)
         created = docker_runtime.create(spec)
@@ -191,9 +188,7 @@ def test_stopping_clawhq_leaves_agents_running_and_a_new_one_adopts_them(docker_
         first = deploy_running(api, me, agent["id"])
     assert sdk().containers.get(first["containerId"]).status == "running"
     with docker_app(**FAST) as api:
-        assert api.context.supervisor is not None
-        actions = api.context.supervisor.reconcile()
-        assert actions == []
+        assert resync(api) == 0  # nothing to do: the agent runs as it should
         body = api.client.get(f"/api/agents/{agent['id']}", headers=me).json()
         assert body["status"] == "RUNNING"
         assert body["containerId"] == first["containerId"]
@@ -264,8 +259,7 @@ def test_installations_sharing_an_engine_leave_each_other_alone(
         agent = api.agent(me)
         running = deploy_running(api, me, agent["id"])
         with running_app(make_settings(database_url=other_db, **FAST)) as other:
-            assert other.context.supervisor is not None
-            assert other.context.supervisor.reconcile() == []
+            assert resync(other) == 0
             assert other.client.get("/metrics").status_code == 200
         assert sdk().containers.get(running["containerId"]).status == "running"
 

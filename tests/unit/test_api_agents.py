@@ -221,7 +221,7 @@ def test_missing_image_is_a_clear_error(fake_api: Api, fake_runtime: FakeRuntime
 
 def test_crash_while_starting_is_reported(fake_api: Api, fake_runtime: FakeRuntime) -> None:
     # A probe that never succeeds, and a container that dies of OOM while we wait.
-    fake_api.context.orchestrator.probe = lambda url: False
+    fake_api.context.controller.prober.set_probe(lambda url: False)
     me = fake_api.user()
     agent = fake_api.agent(me)
     deployed = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()

@@ -90,7 +90,7 @@ def test_history_tells_the_lifecycle(fake_api: Api, fake_runtime: FakeRuntime) -
 def test_failures_are_in_the_history_with_their_reason(
     fake_api: Api, fake_runtime: FakeRuntime
 ) -> None:
-    fake_api.context.orchestrator.probe = lambda url: False
+    fake_api.context.controller.prober.set_probe(lambda url: False)
     me = fake_api.user()
     agent = fake_api.agent(me)
     body = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
@@ -189,8 +189,8 @@ def test_json_logs_carry_ids_and_never_secrets(fake_api: Api, fake_runtime: Fake
 
 @pytest.mark.parametrize("before_ns", [0, 5_000_000])
 def test_cpu_percent_from_two_samples(before_ns: int) -> None:
-    from clawhq.orchestrator.usage import cpu_percent
     from clawhq.runtime import ContainerStats
+    from clawhq.services.usage import cpu_percent
 
     before = ContainerStats(
         0, 0, 0, 0, 0, 0, cpu_usage_ns=before_ns, system_usage_ns=1_000_000_000, online_cpus=2

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from clawhq.controller.ports import PortPool, host_port_free
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.db.models import Agent, User
 from clawhq.errors import PortPoolExhausted
-from clawhq.orchestrator.ports import PortPool, host_port_free
 
 
 def make_agents(sessions, count: int) -> list[str]:

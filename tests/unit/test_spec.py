@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
+from clawhq.controller.spec import AgentSecrets, build_spec, container_name
 from clawhq.db.models import Agent
-from clawhq.orchestrator.spec import AgentSecrets, build_spec, container_name
 from clawhq.runtime import labels
 from clawhq.settings import load_settings
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Admin, DbSession, Orchestrator, Reads
+from clawhq.api.deps import Admin, Context, DbSession, Ops, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, Before, public
 from clawhq.api.schemas import (
@@ -21,9 +21,12 @@ from clawhq.api.schemas import (
     UserList,
     UserPublic,
 )
+from clawhq.api.schemas_rollouts import AgentImage, ImagePin, PlanImage, PlanName
 from clawhq.db import audit as audit_log
-from clawhq.errors import InvalidRequest
+from clawhq.db.models import Agent, Plan
+from clawhq.errors import InvalidRequest, NotFound
 from clawhq.services import agents, users
+from clawhq.status import DesiredState
 
 UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -57,6 +60,7 @@ def change_plan(
 def list_all_agents(
     admin: Admin,
     reads: Reads,
+    context: Context,
     limit: Limit = 100,
     offset: Offset = 0,
     user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
@@ -64,18 +68,23 @@ def list_all_agents(
     """Every user's agents (or one user's), oldest first, a page at a time."""
     with reads() as session:
         found = agents.page(session, limit, offset, user_id)
-    return AgentList(agents=[public(a) for a in found])
+        images = agents.plan_images(session, (a.user_id for a in found))
+    views = context.views
+    return AgentList(agents=[public(a, views, images.get(a.user_id)) for a in found])
 
 
 @router.post(
     "/agents/{agent_id}/stop", response_model=AgentPublic, responses=problem_responses(404, 409)
 )
 def stop_any_agent(
-    agent_id: AgentId, admin: Admin, orchestrator: Orchestrator, audit: Audit
+    agent_id: AgentId, admin: Admin, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     """Stop anyone's agent (the supervisor leaves it stopped, as for its owner's stop)."""
     with audit.action("admin.agent_stop", agent_id=agent_id):
-        return public(orchestrator.stop(agent_id))
+        agent = ops.stop(agent_id)
+        with context.read_sessions() as session:
+            image = agents.plan_images(session, [agent.user_id]).get(agent.user_id)
+        return public(agent, context.views, image)
 
 
 @router.get("/audit", response_model=AuditEventList)
@@ -126,3 +135,54 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(UTC)
     except ValueError:
         raise InvalidRequest(f"since: not an RFC 3339 time: {value}", code="invalid_time") from None
+
+
+# -- image pins (drift only: nothing is recreated; a rollout or the owner's deploy is) ---------
+
+
+def _check_image(context: Context, image: str | None) -> None:
+    if image is not None and not context.runtime.image_exists(image):
+        raise InvalidRequest(
+            f"image {image} is not on the container engine", code="image_not_found"
+        )
+
+
+@router.patch("/plans/{plan_name}", response_model=PlanImage, responses=problem_responses(404))
+def pin_plan_image(
+    plan_name: Annotated[PlanName, Path()],
+    body: ImagePin,
+    admin: Admin,
+    session: DbSession,
+    context: Context,
+    audit: Audit,
+) -> PlanImage:
+    """Pin the image the plan's agents run (null: CLAWHQ_AGENT_IMAGE). Running agents keep
+    their container and show drift until a rollout; stopped ones take it on their next start."""
+    with audit.action("admin.plan_image"):
+        _check_image(context, body.image)
+        plan = session.get(Plan, plan_name, with_for_update=True)
+        if plan is None:
+            raise NotFound(f"plan {plan_name} not found", code="plan_not_found")
+        plan.image = body.image
+        session.commit()
+        return PlanImage(name=plan.name, image=plan.image)
+
+
+@router.patch("/agents/{agent_id}", response_model=AgentImage, responses=problem_responses(404))
+def pin_agent_image(
+    agent_id: AgentId,
+    body: ImagePin,
+    admin: Admin,
+    session: DbSession,
+    context: Context,
+    audit: Audit,
+) -> AgentImage:
+    """Pin one agent's image (null: its plan's, else CLAWHQ_AGENT_IMAGE); drift only."""
+    with audit.action("admin.agent_image", agent_id=agent_id):
+        _check_image(context, body.image)
+        agent = session.get(Agent, agent_id, with_for_update=True)
+        if agent is None or agent.desired_state is DesiredState.DELETED:
+            raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
+        agent.image = body.image
+        session.commit()
+        return AgentImage(id=agent.id, image=agent.image)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Context, CurrentUser, DbSession, Orchestrator, Reads
+from clawhq.api.deps import Context, CurrentUser, DbSession, Ops, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
+from clawhq.controller.views import AgentViews
 from clawhq.db.models import Agent
 from clawhq.errors import ClawHQError
 from clawhq.services import agents
@@ -28,24 +29,31 @@ AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 MAX_EVENT_ID = 2**31 - 1
 #: A page cursor over events: those with a smaller id (a ``nextBefore`` from the last page).
 Before = Annotated[int | None, Query(ge=1, le=MAX_EVENT_ID)]
-UNKNOWN = "unknown"
 
 
-def public(agent: Agent, container_status: str | None = None) -> AgentPublic:
-    view = AgentPublic.model_validate(agent)
-    return view.model_copy(update={"container_status": container_status})
+def present(row: Mapping[str, Any], views: AgentViews) -> AgentPublic:
+    """An agent row as its owner sees it, with what the controller observed of it."""
+    up_to_date, drift = views.drift(row)
+    state = views.container_state(row["id"], row.get("container_id"))
+    shown = {k: v for k, v in row.items() if k in _PUBLIC_FIELDS}
+    return AgentPublic.model_validate(
+        {**shown, "container_status": state, "up_to_date": up_to_date, "drift": drift}
+    )
+
+
+_PUBLIC_FIELDS = frozenset(AgentPublic.model_fields)
+
+
+def public(agent: Agent, views: AgentViews, plan_image: str | None = None) -> AgentPublic:
+    return present(agents.row_of(agent, plan_image), views)
 
 
 @router.get("", response_model=AgentList, response_model_by_alias=True)
-def list_agents(user: CurrentUser, reads: Reads, orchestrator: Orchestrator) -> AgentList:
-    """The caller's agents, each with what the engine reports of its container right now."""
+def list_agents(user: CurrentUser, reads: Reads, context: Context) -> AgentList:
+    """The caller's agents, each with what the engine last reported of its container."""
     with reads() as session:
         owned = agents.list_agents(session, user)
-    try:
-        live = orchestrator.container_states(user.id)
-    except ClawHQError:
-        return AgentList(agents=[public(a, UNKNOWN) for a in owned])
-    return AgentList(agents=[public(a, live.get(a.id, "missing")) for a in owned])
+    return AgentList(agents=[public(a, context.views, user.plan.image) for a in owned])
 
 
 @router.post(
@@ -73,24 +81,15 @@ def create_agent(
         audit.record("agent.create", f"error:{exc.code}", detail=exc.message)
         raise
     audit.record("agent.create", agent_id=agent.id)
-    return public(agent, "missing")
+    return public(agent, context.views, user.plan.image)
 
 
 @router.get("/{agent_id}", response_model=AgentPublic, responses=problem_responses(404))
 async def get_agent(agent_id: AgentId, user: CurrentUser, context: Context) -> AgentPublic:
-    # The most frequent call (clients poll it while deploying): one row read on the event loop,
-    # and the thread pool only for the engine, when there is a container to ask about.
+    # The most frequent call (clients poll it while deploying): one row read on the event loop;
+    # the container's state comes from the controller's cache, never from the engine.
     row = await context.loop_reads.first(agents.OWNER_VIEW, agent_id=agent_id)
-    view = agents.owned_view(row, user, agent_id)
-    state = "missing"
-    if view["container_id"] is not None:
-        try:
-            state = await run_in_threadpool(
-                context.orchestrator.container_state, view["container_id"]
-            )
-        except ClawHQError:
-            state = UNKNOWN
-    return AgentPublic.model_validate({**view, "container_status": state})
+    return present(agents.owned_view(row, user, agent_id), context.views)
 
 
 @router.post(
@@ -100,11 +99,11 @@ async def get_agent(agent_id: AgentId, user: CurrentUser, context: Context) -> A
     responses=LIFECYCLE_ERRORS,
 )
 def deploy_agent(
-    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+    agent_id: AgentId, user: CurrentUser, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     """(Re)create the container and start it; ``RUNNING`` follows once it answers healthy."""
     with audit.action("agent.deploy", agent_id=agent_id):
-        return public(orchestrator.deploy(agent_id, user.id))
+        return public(ops.deploy(agent_id, user.id), context.views, user.plan.image)
 
 
 @router.post(
@@ -114,20 +113,20 @@ def deploy_agent(
     responses=LIFECYCLE_ERRORS,
 )
 def start_agent(
-    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+    agent_id: AgentId, user: CurrentUser, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     with audit.action("agent.start", agent_id=agent_id):
-        return public(orchestrator.start(agent_id, user.id))
+        return public(ops.start(agent_id, user.id), context.views, user.plan.image)
 
 
 @router.post(
     "/{agent_id}/stop", response_model=AgentPublic, responses=problem_responses(404, 409, 502)
 )
 def stop_agent(
-    agent_id: AgentId, user: CurrentUser, orchestrator: Orchestrator, audit: Audit
+    agent_id: AgentId, user: CurrentUser, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     with audit.action("agent.stop", agent_id=agent_id):
-        return public(orchestrator.stop(agent_id, user.id))
+        return public(ops.stop(agent_id, user.id), context.views, user.plan.image)
 
 
 @router.delete(
@@ -138,7 +137,7 @@ def stop_agent(
 def delete_agent(
     agent_id: AgentId,
     user: CurrentUser,
-    orchestrator: Orchestrator,
+    ops: Ops,
     audit: Audit,
     keep_workspace: Annotated[
         bool,
@@ -149,5 +148,5 @@ def delete_agent(
     ] = True,
 ) -> Response:
     with audit.action("agent.delete", agent_id=agent_id):
-        orchestrator.destroy(agent_id, user.id, keep_workspace=keep_workspace)
+        ops.destroy(agent_id, user.id, keep_workspace=keep_workspace)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

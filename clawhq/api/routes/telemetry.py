@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from clawhq.api.deps import Context, CurrentUser, Orchestrator, Reads
+from clawhq.api.deps import Context, CurrentUser, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, Before
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
@@ -68,7 +68,7 @@ def agent_logs(
     (one ``data:`` per line) until the container stops."""
     with reads() as session:
         agent = agents.get_owned(session, user, agent_id)
-    lines, _ = context.orchestrator.log_lines(agent, tail)
+    lines, _ = context.views.log_lines(agent.id, agent.container_id, tail)
     if not follow:
         return AgentLogs(lines=[line.text for line in lines])
     return StreamingResponse(_follow(context, agent, lines), media_type=SSE)
@@ -84,7 +84,7 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
         await asyncio.sleep(LOG_POLL_SECONDS)
         try:
             lines, running = await run_in_threadpool(
-                context.orchestrator.log_lines, agent, 0, since
+                context.views.log_lines, agent.id, agent.container_id, 0, since
             )
         except ClawHQError as exc:
             yield sse(exc.message, event="end")
@@ -98,13 +98,11 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
 
 
 @router.get("/{agent_id}/stats", response_model=AgentStats, responses=problem_responses(409, 502))
-def agent_stats(
-    agent_id: AgentId, user: CurrentUser, reads: Reads, orchestrator: Orchestrator
-) -> AgentStats:
+def agent_stats(agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context) -> AgentStats:
     """CPU, memory, network and pids of the running agent, measured now."""
     with reads() as session:
         agent = agents.get_owned(session, user, agent_id)
-    stats = orchestrator.stats(agent)
+    stats = context.views.stats(agent.id, agent.container_id)
     limit = stats.memory_limit_bytes
     return AgentStats(
         cpu_percent=stats.cpu_percent,

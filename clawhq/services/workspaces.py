@@ -9,22 +9,22 @@ removes it (``clawhq workspaces prune``). Only this installation's volumes are c
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.db.models import Agent
-from clawhq.orchestrator.lifecycle import AgentOrchestrator
 from clawhq.runtime import Volume
+from clawhq.runtime.base import VolumeStore
 
 
-def kept_workspaces(orchestrator: AgentOrchestrator) -> list[Volume]:
-    """Workspace volumes whose agent no longer exists, oldest first."""
-    orchestrator.claim()  # scope the engine to this installation
-    volumes = orchestrator.runtime.list_volumes()
-    with orchestrator.sessions() as session:
+def kept_workspaces(volumes: VolumeStore, sessions: sessionmaker[Session]) -> list[Volume]:
+    """Workspace volumes whose agent no longer exists, oldest first (this installation's)."""
+    found = volumes.list_volumes()
+    with sessions() as session:
         agents = set(session.scalars(select(Agent.id)))
-    kept = [v for v in volumes if v.agent_id and v.agent_id not in agents]
+    kept = [v for v in found if v.agent_id and v.agent_id not in agents]
     return sorted(kept, key=lambda v: (v.created_at, v.name))
 
 
-def remove_workspaces(orchestrator: AgentOrchestrator, volumes: list[Volume]) -> None:
-    for volume in volumes:
-        orchestrator.runtime.remove_volume(volume.name)
+def remove_workspaces(volumes: VolumeStore, kept: list[Volume]) -> None:
+    for volume in kept:
+        volumes.remove_volume(volume.name)

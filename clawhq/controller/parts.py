@@ -1,0 +1,115 @@
+"""What the controller's pieces share: settings, database, engine, caches, clock, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clawhq.controller.clock import Clock
+from clawhq.controller.observed import ObservedState
+from clawhq.controller.planner import Rules
+from clawhq.controller.ports import PortPool
+from clawhq.controller.spec import NO_SECRETS, AgentFields, agent_image, build_spec, summary
+from clawhq.controller.transitions import Timing
+from clawhq.crypto import Keyring
+from clawhq.db.models import Agent
+from clawhq.observability.metrics import Metrics
+from clawhq.runtime import Runtime
+from clawhq.settings import Settings
+
+if TYPE_CHECKING:
+    from clawhq.controller.probes import Prober
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
+    runtime: Runtime
+    keyring: Keyring
+    clock: Clock
+    metrics: Metrics
+    instance_id: str
+    observed: ObservedState = field(default_factory=ObservedState)
+    webhook_base_url: str | None = None
+    prober: Prober | None = None
+    #: Whether the agent network is known to exist (``Controller.prepare``).
+    prepared: bool = False
+    #: Whether this process restarts and probes agents on its own (``CLAWHQ_SUPERVISE``).
+    supervise: bool = True
+
+    def __post_init__(self) -> None:
+        self.ports = PortPool(self.settings.port_range, str(self.settings.agent_bind_ip))
+        self.rules = Rules(failure_threshold=self.settings.health_failure_threshold)
+        s = self.settings
+        self.timing = Timing(
+            start_timeout=s.start_timeout,
+            backoff_initial=s.restart_backoff_initial,
+            backoff_max=s.restart_backoff_max,
+            backoff_reset=s.restart_backoff_reset,
+            health_path=s.agent_health_path,
+        )
+        self._intended = lru_cache(maxsize=4096)(self._intended_uncached)
+
+    def health_url(self, port: int | None) -> str:
+        """Where ClawHQ probes an agent: its published port, on the host."""
+        host = str(self.settings.agent_bind_ip)
+        host = "127.0.0.1" if host == "0.0.0.0" else host
+        return f"http://{host}:{port}{self.settings.agent_health_path}"
+
+    def image_of(self, agent: Agent, session: Session) -> str:
+        return agent_image(self.settings, agent.image, self.plan_image(session, agent.user_id))
+
+    @staticmethod
+    def plan_image(session: Session, user_id: str) -> str | None:
+        from clawhq.db.models import Plan, User
+
+        query = select(Plan.image).join(User, User.plan_name == Plan.name).where(User.id == user_id)
+        return session.scalar(query)
+
+    def intended_summary(
+        self, session: Session, agent: Agent, image: str | None = None
+    ) -> dict[str, Any]:
+        """The agent's spec as plain data (no secrets), with ``image`` or its own."""
+        image = image or self.image_of(agent, session)
+        spec = build_spec(
+            self.settings,
+            agent,
+            agent.container_port or 0,
+            NO_SECRETS,
+            self.webhook_base_url or "",
+            self.instance_id,
+            image=image,
+        )
+        return summary(spec, self.observed.image_id(image))
+
+    def intended_hash(self, agent: AgentFields, port: int | None, image: str) -> str:
+        """The config hash of the container the agent should have (cached: it is pure)."""
+        channels = tuple(agent.channels or ())
+        key = (agent.id, agent.user_id, agent.name, agent.model_provider, agent.model, channels)
+        return self._intended(key, port or 0, image, self.webhook_base_url or "")
+
+    def _intended_uncached(
+        self, key: tuple[str, str, str, str, str, tuple[str, ...]], port: int, image: str, base: str
+    ) -> str:
+        agent_id, user_id, name, provider, model, channels = key
+        record = _Record(agent_id, user_id, name, provider, model, list(channels))
+        spec = build_spec(
+            self.settings, record, port, NO_SECRETS, base, self.instance_id, image=image
+        )
+        return spec.config_hash()
+
+
+@dataclass(frozen=True)
+class _Record:
+    id: str
+    user_id: str
+    name: str
+    model_provider: str
+    model: str
+    channels: list[str]

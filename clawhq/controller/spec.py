@@ -1,0 +1,180 @@
+"""How an agent and the settings become a hardened container spec, and what drifted. Pure.
+
+The spec is the agent's intended container. Its hash (secrets left out) is stamped on the
+container as ``clawhq.config-hash``; a container whose hash differs from the spec's is out of
+date. :func:`summary` is the same spec as plain data without secrets, kept on the agent row
+when its container is created, so the API can say *what* differs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from clawhq.runtime import ContainerSpec, Limits, PortBinding, labels
+from clawhq.settings import Settings
+
+AGENT_UID_GID = "1001:1001"
+#: Channel credentials arrive under the names the agent image reads (see docker/openclaw/).
+CHANNEL_ENV_NAMES: Mapping[str, tuple[str, ...]] = {
+    "telegram": ("TELEGRAM_BOT_TOKEN",),
+    "discord": ("DISCORD_BOT_TOKEN",),
+    "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
+}
+CHANNEL_ENV = frozenset(name for names in CHANNEL_ENV_NAMES.values() for name in names)
+SECRET_ENV = frozenset(
+    {"CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN", "OPENCLAW_GATEWAY_TOKEN", *CHANNEL_ENV}
+)
+#: Labels that say which start a container belongs to, not what it is.
+ATTEMPT_LABEL = labels.START
+PLACEHOLDER = "<secret>"
+
+
+class AgentFields(Protocol):
+    """What the spec needs of an agent (an ORM row or a plain record)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def model_provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def channels(self) -> Sequence[str] | None: ...
+
+
+@dataclass(frozen=True)
+class AgentSecrets:
+    """Secrets handed to one container; they live in its env and nowhere in plaintext at rest."""
+
+    api_key: str
+    webhook_token: str
+    gateway_token: str
+    channel_env: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Stand-ins for the secrets when only the spec's shape and hash are wanted.
+NO_SECRETS = AgentSecrets(PLACEHOLDER, PLACEHOLDER, PLACEHOLDER)
+
+
+def container_name(user_id: str, agent_id: str) -> str:
+    return f"clawhq-{user_id}-{agent_id}"
+
+
+def volume_name(agent_id: str) -> str:
+    return f"clawhq-workspace-{agent_id}"
+
+
+def webhook_url(base_url: str, agent_id: str) -> str:
+    return f"{base_url}/api/agents/{agent_id}/webhook"
+
+
+def agent_image(settings: Settings, pinned: str | None, plan_image: str | None) -> str:
+    """The agent's own pin, else its plan's, else ``CLAWHQ_AGENT_IMAGE``."""
+    return pinned or plan_image or settings.agent_image
+
+
+def build_spec(
+    settings: Settings,
+    agent: AgentFields,
+    port: int,
+    secrets: AgentSecrets,
+    webhook_base_url: str,
+    instance_id: str,
+    *,
+    image: str | None = None,
+) -> ContainerSpec:
+    """The container for ``agent``: every limit and hardening option comes from here."""
+    channels = list(agent.channels or [])
+    channel_env = {
+        name: secrets.channel_env.get(name, PLACEHOLDER)
+        for channel in channels
+        for name in CHANNEL_ENV_NAMES.get(channel, ())
+    }
+    env = {
+        "HOME": settings.agent_workspace_path,
+        "CLAWHQ_USER_ID": agent.user_id,
+        "CLAWHQ_AGENT_ID": agent.id,
+        "CLAWHQ_AGENT_NAME": agent.name,
+        "CLAWHQ_MODEL_PROVIDER": agent.model_provider,
+        "CLAWHQ_MODEL": agent.model,
+        "CLAWHQ_API_KEY": secrets.api_key,
+        "CLAWHQ_CHANNELS": json.dumps(channels),
+        "CLAWHQ_WEBHOOK_URL": webhook_url(webhook_base_url, agent.id),
+        "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
+        "OPENCLAW_GATEWAY_TOKEN": secrets.gateway_token,
+        **channel_env,
+    }
+    return ContainerSpec(
+        name=container_name(agent.user_id, agent.id),
+        image=image or settings.agent_image,
+        env=env,
+        secret_env=SECRET_ENV,
+        labels={
+            labels.SERVICE: labels.SERVICE_AGENT,
+            labels.USER_ID: agent.user_id,
+            labels.AGENT_ID: agent.id,
+            labels.INSTANCE: instance_id,
+        },
+        user=AGENT_UID_GID,
+        limits=Limits(
+            memory_bytes=settings.agent_memory,
+            cpu_quota=settings.agent_cpu_quota,
+            cpu_period=settings.agent_cpu_period,
+            pids_limit=settings.agent_pids_limit,
+        ),
+        port=PortBinding(str(settings.agent_bind_ip), port, settings.agent_internal_port),
+        network=settings.agent_network,
+        volume=volume_name(agent.id),
+        volume_path=settings.agent_workspace_path,
+        log_max_size=settings.agent_log_max_size,
+        log_max_files=settings.agent_log_max_files,
+    )
+
+
+def with_attempt(spec: ContainerSpec, attempt: int) -> ContainerSpec:
+    """The spec labelled with the start it belongs to (left out of the hash)."""
+    from dataclasses import replace
+
+    return replace(spec, labels={**spec.labels, ATTEMPT_LABEL: str(attempt)})
+
+
+def summary(spec: ContainerSpec, image_id: str = "") -> dict[str, Any]:
+    """The spec as plain data with no secret in it: what the API shows of drift."""
+    data = asdict(spec)
+    data["env"] = {k: v for k, v in spec.env.items() if k not in spec.secret_env}
+    data["labels"] = {
+        k: v for k, v in spec.labels.items() if k not in (labels.CONFIG_HASH, ATTEMPT_LABEL)
+    }
+    data.pop("secret_env")
+    data["config_hash"] = spec.config_hash()
+    data["image_id"] = image_id
+    return data
+
+
+def differences(intended: Mapping[str, Any], applied: Mapping[str, Any] | None) -> list[str]:
+    """Which parts of the spec differ, as dotted names (``image``, ``env.CLAWHQ_MODEL``…)."""
+    if applied is None:
+        return ["(created by an earlier ClawHQ)"]
+    found: list[str] = []
+    for key in sorted(set(intended) | set(applied)):
+        if key == "config_hash":
+            continue
+        mine, theirs = intended.get(key), applied.get(key)
+        if key == "image_id" and (not mine or not theirs):
+            continue  # unknown on one side: nothing to say
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            found += [
+                f"{key}.{sub}"
+                for sub in sorted(set(mine) | set(theirs))
+                if mine.get(sub) != theirs.get(sub)
+            ]
+        elif mine != theirs:
+            found.append(key)
+    return found

@@ -1,0 +1,98 @@
+"""What the API reads about agents besides their rows: the observed cache, drift, telemetry.
+
+Container states and drift come from the controller's cache, never from the engine per
+request. Logs and stats are the engine's own data, so those calls do go to the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from clawhq.controller.parts import Parts
+from clawhq.controller.planner import AgentView, up_to_date
+from clawhq.controller.spec import NO_SECRETS, agent_image, build_spec, differences, summary
+from clawhq.errors import Conflict
+from clawhq.runtime import Container, ContainerStats, LogLine
+from clawhq.status import AgentStatus, DesiredState
+
+
+class AgentViews:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def container_state(self, agent_id: str, container_id: str | None) -> str:
+        return self.parts.observed.state(agent_id, container_id)
+
+    def drift(self, row: Mapping[str, Any]) -> tuple[bool, list[str]]:
+        """``(upToDate, what differs)`` for an agent row (a mapping of its columns).
+
+        An agent with no container is up to date: its next start makes one from the spec.
+        """
+        parts = self.parts
+        container = parts.observed.container(row["id"], row.get("container_id"))
+        if container is None:
+            return True, []
+        image = agent_image(parts.settings, row.get("image"), row.get("plan_image"))
+        fields = _Fields(row)
+        view = AgentView(
+            id=row["id"],
+            status=AgentStatus(row["status"]),
+            desired=DesiredState(row["desired_state"]),
+            intended_hash=parts.intended_hash(fields, row.get("container_port"), image),
+            intended_image_id=parts.observed.image_id(image),
+        )
+        if up_to_date(view, container):
+            return True, []
+        spec = build_spec(
+            parts.settings,
+            fields,
+            row.get("container_port") or 0,
+            NO_SECRETS,
+            parts.webhook_base_url or "",
+            parts.instance_id,
+            image=image,
+        )
+        intended = summary(spec, parts.observed.image_id(image))
+        found = differences(intended, row.get("applied_config"))
+        if not found and view.intended_image_id != getattr(container, "image_id", ""):
+            found = ["image_id"]
+        return False, found or ["(unknown)"]
+
+    def running_container(self, agent_id: str, container_id: str | None) -> Container:
+        """The agent's container, which must exist (and is usually running)."""
+        container = self.parts.runtime.inspect(container_id) if container_id else None
+        if container is None:
+            raise Conflict("the agent has no container: deploy it first", code="agent_not_deployed")
+        return container
+
+    def logs(self, agent_id: str, container_id: str | None, tail: int) -> list[str]:
+        container = self.running_container(agent_id, container_id)
+        return self.parts.runtime.logs(container.id, tail).splitlines()
+
+    def log_lines(
+        self, agent_id: str, container_id: str | None, tail: int, since: datetime | None = None
+    ) -> tuple[list[LogLine], bool]:
+        """Timestamped log lines and whether the container still runs."""
+        container = self.running_container(agent_id, container_id)
+        lines = self.parts.runtime.log_lines(container.id, tail=tail, since=since)
+        return lines, container.is_running
+
+    def stats(self, agent_id: str, container_id: str | None) -> ContainerStats:
+        container = self.running_container(agent_id, container_id)
+        if not container.is_running:
+            raise Conflict("the agent is not running", code="agent_not_running")
+        return self.parts.runtime.stats(container.id)
+
+
+class _Fields:
+    """An agent row (a mapping) seen as :class:`~clawhq.controller.spec.AgentFields`."""
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self.id: str = row["id"]
+        self.user_id: str = row["user_id"]
+        self.name: str = row["name"]
+        self.model_provider: str = row["model_provider"]
+        self.model: str = row["model"]
+        self.channels: list[str] = list(row.get("channels") or [])

@@ -1,1 +1,0 @@
-"""The orchestrator: owns every agent's lifecycle (deploy, start, stop, destroy)."""
