@@ -101,7 +101,7 @@ def engine_for(settings: Settings) -> Engine:
     from clawhq.context import docker_runtime
 
     try:
-        return Engine(settings, docker_runtime(settings))
+        return Engine(settings, docker_runtime(settings, None))  # networks: no agent listing
     except ClawHQError as exc:
         raise fail(exc) from None
 

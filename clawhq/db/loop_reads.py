@@ -114,9 +114,11 @@ class PostgresLoopReads:
         # Connecting may fail too: SQLAlchemy's OperationalError, which the API answers with 503.
         async with self._engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None  # a pooled connection always has its driver's
             async with driver.cursor(row_factory=dict_row) as cursor:
                 await cursor.execute(sql, params)
-                return await cursor.fetchone()
+                row: Row | None = await cursor.fetchone()
+                return row
 
     def _sql(self, statement: Select[Any]) -> str:
         # Keyed by identity and holding the statement, so an id is never reused while cached.
