@@ -161,6 +161,18 @@ class Api:
                 users.set_plan(session, body["user"]["id"], plan)
         return {"Authorization": f"Bearer {body['token']}", "X-User-Id": body["user"]["id"]}
 
+    def admin(self) -> dict[str, str]:
+        """Auth headers of a new admin (and ``X-User-Id``)."""
+        from clawhq.services import users
+
+        with self.context.sessions() as session:
+            admin = users.create_user(
+                session, f"admin-{uuid.uuid4().hex[:12]}@example.com", is_admin=True
+            )
+            token = users.issue_token(session, admin, "test", None)
+            session.commit()
+        return {"Authorization": f"Bearer {token}", "X-User-Id": admin.id}
+
     def agent(self, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
         body = {"name": f"agent-{uuid.uuid4().hex[:6]}", "apiKey": "sk-test-0123456789"}
         body.update(fields)

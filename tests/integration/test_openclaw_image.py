@@ -334,3 +334,78 @@ def run_config_json(image: str, env: dict[str, str]) -> str:
         return container.logs(stderr=False).decode()
     finally:
         container.remove(force=True)
+
+
+def derived_image(docker_runtime: Any, tmp_path: Any, base: str, tag: str, extra: str) -> str:
+    """A new image on top of ``base`` (a new image id, for a rollout to move to)."""
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\n{extra}\n")
+    docker_runtime.build_image(tmp_path, "Dockerfile", tag)
+    return tag
+
+
+def test_real_gateway_rolled_to_a_new_tag_and_back_from_a_broken_one(
+    docker_app, docker_runtime: Any, openclaw_image: str, tmp_path: Any
+) -> None:
+    """The operator's update path on the real image: health-gated, workspace intact, a broken
+    release rolled back on the same port."""
+    v2 = derived_image(
+        docker_runtime,
+        tmp_path / "v2",
+        openclaw_image,
+        "clawhq-openclaw:test-v2",
+        'LABEL org.opencontainers.image.version="test-v2"',
+    )
+    broken = derived_image(
+        docker_runtime,
+        tmp_path / "broken",
+        openclaw_image,
+        "clawhq-openclaw:test-broken",
+        'ENTRYPOINT ["/bin/sh", "-c", "echo this release is broken; exit 3"]',
+    )
+    with docker_app(
+        agent_image=openclaw_image,
+        agent_memory="1g",
+        port_range=PORTS,
+        start_timeout=120,
+        startup_poll_interval=0.5,
+        reconcile_interval=2,
+    ) as api:
+        admin = api.admin()
+        me = api.user()
+        agent_id = api.agent(me, apiKey=FAKE_KEY)["id"]
+        api.client.post(f"/api/agents/{agent_id}/deploy", headers=me)
+        first = wait_status(api, me, agent_id, "RUNNING", "ERROR", timeout=180)
+        assert first["status"] == "RUNNING", first.get("lastError")
+        code, _ = exec_in(first["containerId"], "bash", "-c", "echo kept > /home/openclaw/note.txt")
+        assert code == 0
+
+        def roll(image: str) -> dict[str, Any]:
+            reply = api.client.post(
+                "/api/admin/rollouts", json={"image": image, "agents": [agent_id]}, headers=admin
+            )
+            assert reply.status_code == 201, reply.text
+            url = f"/api/admin/rollouts/{reply.json()['id']}"
+            deadline = time.monotonic() + 400
+            while time.monotonic() < deadline:
+                found = api.client.get(url, headers=admin).json()
+                if found["finished"]:
+                    return found  # type: ignore[no-any-return]
+                time.sleep(1)
+            raise AssertionError(f"rollout to {image} did not finish")
+
+        assert roll(v2)["state"] == "completed"
+        on_v2 = wait_status(api, me, agent_id, "RUNNING", timeout=180)
+        assert sdk().containers.get(on_v2["containerId"]).attrs["Config"]["Image"] == v2
+        assert on_v2["containerPort"] == first["containerPort"]
+        assert exec_in(on_v2["containerId"], "cat", "/home/openclaw/note.txt") == (0, "kept\n")
+        assert ready(on_v2["containerPort"])["ready"] is True
+
+        failed = roll(broken)
+        assert failed["state"] == "failed", failed
+        assert failed["members"][0]["state"] == "rolled_back"
+        assert "exited with code 3" in failed["members"][0]["reason"]
+        back = wait_status(api, me, agent_id, "RUNNING", timeout=180)
+        assert sdk().containers.get(back["containerId"]).attrs["Config"]["Image"] == v2
+        assert back["containerPort"] == first["containerPort"]
+        assert exec_in(back["containerId"], "cat", "/home/openclaw/note.txt") == (0, "kept\n")
+        delete_leaves_nothing(api, me, agent_id)
