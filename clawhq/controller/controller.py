@@ -84,12 +84,7 @@ class Controller:
 
     def prepare(self) -> str:
         """Make sure the agent network exists; return its gateway address on the host."""
-        parts = self.parts
-        gateway = parts.runtime.ensure_network(parts.settings.agent_network)
-        if parts.webhook_base_url is None:
-            parts.webhook_base_url = f"http://{gateway}:{parts.settings.port}"
-        parts.prepared = True
-        return gateway
+        return self.parts.prepare()
 
     # -- feeding the queue ----------------------------------------------------------------
 

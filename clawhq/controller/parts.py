@@ -56,6 +56,17 @@ class Parts:
         )
         self._intended = lru_cache(maxsize=4096)(self._intended_uncached)
 
+    def prepare(self) -> str:
+        """Make sure the agent network exists; return its gateway address on the host.
+
+        Agents post webhooks to that gateway unless ``CLAWHQ_WEBHOOK_BASE_URL`` says otherwise.
+        """
+        gateway = self.runtime.ensure_network(self.settings.agent_network)
+        if self.webhook_base_url is None:
+            self.webhook_base_url = f"http://{gateway}:{self.settings.port}"
+        self.prepared = True
+        return gateway
+
     def health_url(self, port: int | None) -> str:
         """Where ClawHQ probes an agent: its published port, on the host."""
         host = str(self.settings.agent_bind_ip)

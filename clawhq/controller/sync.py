@@ -92,6 +92,8 @@ class AgentSync:
 
     def sync(self, agent_id: str) -> Outcome:
         parts = self.parts
+        if not parts.prepared:
+            parts.prepare()  # the engine was away at start: the network may be missing
         for _ in range(MAX_RETRIES):
             snapshot = self._snapshot(agent_id)
             found = parts.runtime.list_managed({labels.AGENT_ID: agent_id})
@@ -138,7 +140,10 @@ class AgentSync:
                 error = exc
                 break
         waits = [a.after for a in actions if a.do is Do.WAIT and a.after is not None]
-        again = 0.0 if worked else (min(waits) if waits else None)
+        # After a change, look again at once: the next plan says what follows (a wait until a
+        # restart is due, say) from the row as it now is.
+        changed = worked or any(a.do not in QUIET for a in actions)
+        again = 0.0 if changed else (min(waits) if waits else None)
         deleted = any(a.do is Do.FINISH_DELETE for a in actions) and error is None
         if not deleted:
             self.steps.track(agent_id)

@@ -288,12 +288,6 @@ def test_failed_probes_make_it_unhealthy_then_restart_it(world: World, fake: Fak
     assert fake.containers[container_id].state is ContainerState.RUNNING
 
 
-@pytest.mark.xfail(
-    reason="sync._carry_out queues an agent again only after engine work or a WAIT: marking it "
-    "UNHEALTHY is neither, so nothing looks at it when next_restart_at falls due; it restarts "
-    "only at its next probe (CLAWHQ_HEALTH_INTERVAL later) or resync",
-    strict=True,
-)
 def test_an_unhealthy_agent_restarts_when_its_backoff_is_over(world: World) -> None:
     agent_id, _ = deploy_running(world)
     fail_probes(world, agent_id)
