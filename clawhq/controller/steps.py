@@ -62,7 +62,7 @@ class Steps:
             return lambda: self._restart(agent.id, attempt, action.container)
         if do is Do.ADOPT and action.container is not None:
             log.info("adopting container %s of agent %s", action.container.id[:12], agent.id)
-            agent.container_id = action.container.id
+            t.adopt(agent, action.container.id)
         elif do is Do.REMOVE:
             return lambda: self._remove(agent.id, action.container, "container.remove_stray")
         elif do is Do.MARK_RUNNING:
@@ -121,9 +121,7 @@ class Steps:
                 raise raise_later
 
             return report
-        agent.webhook_token_hash = hash_token(secrets.webhook_token)
-        agent.container_id = None
-        agent.container_port = port
+        t.container_planned(agent, port, hash_token(secrets.webhook_token))
         image = p.image_of(agent, session)
         spec = build_spec(
             p.settings,

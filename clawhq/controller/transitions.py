@@ -66,6 +66,18 @@ def begin_start(agent: Agent, kind: str, now: datetime, timing: Timing) -> int:
     return agent.start_generation
 
 
+def container_planned(agent: Agent, port: int, webhook_token_hash: str) -> None:
+    """A new container is about to be made on ``port``; its webhook token rotates."""
+    agent.webhook_token_hash = webhook_token_hash
+    agent.container_id = None
+    agent.container_port = port
+
+
+def adopt(agent: Agent, container_id: str) -> None:
+    """A container made for this start but never recorded (ClawHQ died in between)."""
+    agent.container_id = container_id
+
+
 def container_created(
     agent: Agent, container_id: str, config: dict[str, Any], now: datetime
 ) -> None:
