@@ -107,6 +107,21 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/api/admin/agents"): Expect(users(owner=403, other=403, admin=200)),
     ("GET", "/api/admin/audit"): Expect(users(owner=403, other=403, admin=200)),
     ("POST", "/api/admin/agents/{agent_id}/stop"): Expect(users(owner=403, other=403, admin=200)),
+    ("PATCH", "/api/admin/agents/{agent_id}"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"image": None}
+    ),
+    ("PATCH", "/api/admin/plans/{plan_name}"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"image": None}
+    ),
+    ("POST", "/api/admin/rollouts"): Expect(
+        users(owner=403, other=403, admin=201), lambda w: {"agents": [w.agent_id]}
+    ),
+    ("GET", "/api/admin/rollouts"): Expect(users(owner=403, other=403, admin=200)),
+    ("GET", "/api/admin/rollouts/{rollout_id}"): Expect(users(owner=403, other=403, admin=200)),
+    # The world's rollout has finished: an admin gets past authorization to invalid_state.
+    ("POST", "/api/admin/rollouts/{rollout_id}/pause"): Expect(users(403, 403, admin=409)),
+    ("POST", "/api/admin/rollouts/{rollout_id}/resume"): Expect(users(403, 403, admin=409)),
+    ("POST", "/api/admin/rollouts/{rollout_id}/abort"): Expect(users(403, 403, admin=409)),
 }
 
 
@@ -135,9 +150,15 @@ class World:
     webhook_token: str
     expired_token: str
     headers: dict[Caller, dict[str, str]] = field(default_factory=dict)
+    rollout_id: str = ""
 
     def path(self, template: str) -> str:
-        return template.format(agent_id=self.agent_id, user_id=self.other["X-User-Id"])
+        return template.format(
+            agent_id=self.agent_id,
+            user_id=self.other["X-User-Id"],
+            rollout_id=self.rollout_id,
+            plan_name="pro",
+        )
 
     def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
         headers = {k: v for k, v in self.headers[caller].items() if k == "Authorization"}
@@ -165,6 +186,7 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
     assert deployed.status_code == 202, deployed.text
     token = fake_runtime.specs[deployed.json()["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
     world = World(api, owner, owner_email, other, admin, agent["id"], token, expired)
+    world.rollout_id = finished_rollout(api, agent["id"])
     world.headers = {
         Caller.ANONYMOUS: {},
         Caller.BAD_TOKEN: {"Authorization": "Bearer chq_not-a-real-token"},
@@ -175,6 +197,23 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
         Caller.OWNER: owner,
     }
     return world
+
+
+def finished_rollout(api: Api, agent_id: str) -> str:
+    from clawhq.controller import rollouts
+
+    with api.context.sessions() as session:
+        rollout = rollouts.start(
+            session,
+            selector={"agents": [agent_id]},
+            image=None,
+            max_unavailable=1,
+            max_failures=1,
+            created_by="test",
+        )
+        rollouts.abort(session, rollout.id, rollout.created_at)
+        session.commit()
+        return rollout.id
 
 
 def test_every_endpoint_is_in_the_matrix() -> None:
