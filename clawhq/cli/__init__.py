@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clawhq.cli import network, workspaces
+from clawhq.cli import image_versions, network, rollout, workspaces
 from clawhq.cli.exits import command_context, context_or_exit, fail, settings_or_exit
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
@@ -30,6 +30,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
 app.add_typer(network.app, name="network")
 app.add_typer(workspaces.app, name="workspaces")
+app.add_typer(rollout.app, name="rollout")
+image_app.command("list")(image_versions.list_command)
 
 
 @app.callback()
@@ -160,6 +162,10 @@ def users_create(
 def image_build(
     kind: Annotated[ImageKind, typer.Argument(help="Which image")] = ImageKind.openclaw,
     tag: Annotated[str | None, typer.Option(help="Image tag (default: CLAWHQ_AGENT_IMAGE)")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Tag clawhq-openclaw:VERSION (a rollout's target)"),
+    ] = None,
     base_image: Annotated[
         str | None,
         typer.Option(help="A Debian bookworm image on the engine (default: made by debootstrap)"),
@@ -181,24 +187,31 @@ def image_build(
     from clawhq.runtime.docker_engine import DockerRuntime
 
     settings = settings_or_exit()
+    default = images.TEST_AGENT_TAG if kind is ImageKind.test_agent else settings.agent_image
+    try:
+        tag = image_versions.image_tag(kind, default, tag=tag, version=version)
+    except ClawHQError as exc:
+        raise fail(exc) from None
     runtime = DockerRuntime(settings.docker_host)
     try:
         if kind is ImageKind.test_agent:
-            image_id = images.build_test_agent(runtime, tag or images.TEST_AGENT_TAG)
+            image_id = images.build_test_agent(runtime, tag)
         else:
             image_id = images.build_openclaw(
                 runtime,
-                tag or settings.agent_image,
+                tag,
                 base_image=base_image,
                 openclaw_version=openclaw_version,
                 node_version=node_version,
                 cache_dir=cache_dir,
                 force=force,
             )
+        image_versions.record_build(settings.resolved_database_url, runtime, tag, image_id)
     except ClawHQError as exc:
         raise fail(exc) from None
     finally:
         runtime.close()
+    typer.echo(f"built {tag}")
     typer.echo(image_id)
 
 
