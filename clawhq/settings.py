@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     supervise: bool = True
     rate_limit_auth: int = Field(default=10, ge=1, description="login/register per IP a minute")
     rate_limit_user: int = Field(default=600, ge=1, description="requests per user a minute")
+    rate_limit_webhook: int = Field(
+        default=120, ge=1, description="webhook posts per agent a minute"
+    )
+    webhook_dedup_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365, description="hours a usage eventId is remembered"
+    )
     encryption_keys_old: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     stats_interval: float = Field(default=60.0, ge=0)
     log_format: Literal["json", "text"] = "json"

@@ -15,6 +15,7 @@ from clawhq.api.routes import admin, agents, auth, health, metrics, rollouts, te
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
+from clawhq.services.webhooks import DedupWindow
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ MAX_BODY_BYTES = 64 * 1024
 class Limits:
     auth: RateLimiter
     user: RateLimiter
+    webhook: RateLimiter
 
 
 def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
@@ -39,7 +41,9 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         app.state.limits = Limits(
             auth=RateLimiter(context.settings.rate_limit_auth),
             user=RateLimiter(context.settings.rate_limit_user),
+            webhook=RateLimiter(context.settings.rate_limit_webhook),
         )
+        app.state.webhook_events = DedupWindow(context.settings.webhook_dedup_hours)
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)

@@ -284,7 +284,8 @@ class ImageVersion(Base):
 
 
 class WebhookEvent(Base):
-    """A usage event already counted, so a retried delivery is not counted twice."""
+    """A usage event already counted, so a retried delivery is not counted twice (for
+    ``CLAWHQ_WEBHOOK_DEDUP_HOURS``, and at most the newest 10,000 of an agent)."""
 
     __tablename__ = "webhook_events"
 
@@ -292,4 +293,5 @@ class WebhookEvent(Base):
         ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
     )
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Indexed: rows older than ``CLAWHQ_WEBHOOK_DEDUP_HOURS`` are pruned by this column.
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
