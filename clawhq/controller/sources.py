@@ -24,14 +24,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from clawhq.controller.controller import Controller
 from clawhq.controller.planner import plan
-from clawhq.db.models import Agent, Rollout
+from clawhq.controller.rollouts import unfinished
+from clawhq.db.models import Agent
 from clawhq.errors import ClawHQError
 from clawhq.runtime import labels
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_BACKOFF = 30.0
-ACTIVE_ROLLOUTS = ("running", "paused")
 EVENT_SETTLE_DELAYS = (0.0, 0.3, 1.0)
 #: Seconds between looks for rollouts begun elsewhere (``clawhq rollout start``).
 ROLLOUT_POLL_TICKS = 2
@@ -79,9 +79,7 @@ class Sources:
         try:
             with parts.read_sessions() as session:
                 agent_ids = list(session.scalars(select(Agent.id)))
-                rollouts = list(
-                    session.scalars(select(Rollout.id).where(Rollout.state.in_(ACTIVE_ROLLOUTS)))
-                )
+                rollouts = unfinished(session)
         except SQLAlchemyError as exc:
             log.warning("resync: database unavailable: %s", type(exc).__name__)
             return []
@@ -132,8 +130,7 @@ class Sources:
     def _queue_rollouts(self) -> None:
         try:
             with self.parts.read_sessions() as session:
-                active = Rollout.state.in_(ACTIVE_ROLLOUTS)
-                for rollout_id in session.scalars(select(Rollout.id).where(active)):
+                for rollout_id in unfinished(session):
                     self.controller.enqueue_rollout(rollout_id)
         except SQLAlchemyError as exc:
             log.warning("rollouts: database unavailable: %s", type(exc).__name__)

@@ -113,6 +113,7 @@ def build_spec(
     }
     return ContainerSpec(
         name=container_name(agent.user_id, agent.id),
+        hostname=f"agent-{agent.id[:12]}",
         image=image or settings.agent_image,
         env=env,
         secret_env=SECRET_ENV,

@@ -163,7 +163,9 @@ class Steps:
             self._audit("agent.recreate", agent_id)
         container: Container | None = None
         try:
-            self._remove_all(agent_id, user_id)
+            # Stopped gracefully first: a gateway killed outright keeps its lease on the
+            # workspace, and the new container's gateway would refuse to start.
+            self._remove_all(agent_id, user_id, graceful=True)
             container = p.runtime.create(spec)
             with p.sessions.begin() as session:
                 agent = self._current(session, agent_id, attempt)
@@ -311,11 +313,22 @@ class Steps:
         if self.parts.runtime.remove(container.id):
             self._audit(what, agent_id, container.id[:12])
 
-    def _remove_all(self, agent_id: str, user_id: str, container_id: str | None = None) -> None:
+    def _remove_all(
+        self,
+        agent_id: str,
+        user_id: str,
+        container_id: str | None = None,
+        *,
+        graceful: bool = False,
+    ) -> None:
         """Remove the agent's containers: the recorded one, by name, and any labelled one."""
         runtime = self.parts.runtime
-        refs = {container_id, container_name(user_id, agent_id)}
-        refs |= {c.id for c in runtime.list_managed({labels.AGENT_ID: agent_id})}
+        found = runtime.list_managed({labels.AGENT_ID: agent_id})
+        if graceful:
+            for container in found:
+                if container.is_running:
+                    runtime.stop(container.id, self.parts.settings.stop_timeout)
+        refs = {container_id, container_name(user_id, agent_id)} | {c.id for c in found}
         for ref in refs - {None}:
             runtime.remove(str(ref))
 

@@ -72,6 +72,9 @@ class ContainerSpec:
     log_max_size: str
     log_max_files: int
     secret_env: frozenset[str] = frozenset()
+    #: The same for every container of one agent, so that what the agent keeps about its own
+    #: processes (OpenClaw's gateway lease names the host) stays true across recreates.
+    hostname: str = ""
     tmpfs: Mapping[str, str] = field(
         default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=64m"}  # noqa: S108 (in-container tmpfs)
     )

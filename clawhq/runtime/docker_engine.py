@@ -135,6 +135,7 @@ class DockerRuntime:
             created: SdkContainer = self._client.containers.create(
                 spec.image,
                 name=spec.name,
+                hostname=spec.hostname or None,
                 environment=dict(spec.env),
                 labels={**spec.labels, labels.CONFIG_HASH: spec.config_hash()},
                 user=spec.user,

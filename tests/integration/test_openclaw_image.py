@@ -338,6 +338,7 @@ def run_config_json(image: str, env: dict[str, str]) -> str:
 
 def derived_image(docker_runtime: Any, tmp_path: Any, base: str, tag: str, extra: str) -> str:
     """A new image on top of ``base`` (a new image id, for a rollout to move to)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\n{extra}\n")
     docker_runtime.build_image(tmp_path, "Dockerfile", tag)
     return tag
