@@ -237,6 +237,24 @@ class Session(Schema):
     token_type: Literal["bearer"] = "bearer"
 
 
+class TokenPublic(Schema):
+    """An API token as its owner sees it: never the token itself, nor its digest."""
+
+    id: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    current: bool = Field(description="the token this request was made with")
+
+
+class TokenList(Schema):
+    tokens: list[TokenPublic]
+
+
+class TokensRevoked(Schema):
+    revoked: int
+
+
 class PlanChange(Body):
     plan: Annotated[
         str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")

@@ -3,12 +3,17 @@
 Authentication was the largest part of a request's database work (the API benchmark). A
 token is looked up again after ``ttl`` seconds, so a plan or admin change reaches a busy
 token within that time; expiry is checked on every request from the remembered time.
+
+A token revoked through this process is evicted at once, and for ``ttl`` seconds afterwards a
+lookup that read its row before the revocation cannot put it back. Other processes keep their
+own caches: there a revoked token may still be accepted for up to ``ttl`` seconds.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from clawhq.db.models import User
@@ -20,6 +25,7 @@ class TokenCache:
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[User, datetime | None, float]] = {}
+        self._revoked: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, token_hash: str) -> User | None:
@@ -37,7 +43,21 @@ class TokenCache:
         return user
 
     def put(self, token_hash: str, user: User, expires_at: datetime | None) -> None:
+        now = time.monotonic()
         with self._lock:
+            revoked = self._revoked.get(token_hash)
+            if revoked is not None and now - revoked <= self.ttl:
+                return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[token_hash] = (user, expires_at, time.monotonic())
+            self._entries[token_hash] = (user, expires_at, now)
+
+    def evict(self, token_hashes: Iterable[str]) -> None:
+        """Forget revoked tokens now, and refuse to remember them again for ``ttl`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            self._revoked = {h: t for h, t in self._revoked.items() if now - t <= self.ttl}
+            for token_hash in token_hashes:
+                self._entries.pop(token_hash, None)
+                if len(self._revoked) < MAX_ENTRIES:
+                    self._revoked[token_hash] = now

@@ -145,13 +145,25 @@ def users_create(
         str | None,
         typer.Option(envvar="CLAWHQ_USER_PASSWORD", help="Lets the user log in with a password"),
     ] = None,
+    expires_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-days",
+            min=1,
+            max=36500,
+            help="The token expires after N days (default: never)",
+        ),
+    ] = None,
 ) -> None:
     """Create a user; the last line printed is a new API token for them."""
+    from datetime import timedelta
+
     from clawhq.services import users
 
+    ttl = timedelta(days=expires_days) if expires_days else None
     with command_context(settings_or_exit()) as context, context.sessions() as session:
         user = users.create_user(session, email, password, plan=plan, is_admin=admin)
-        token = users.issue_token(session, user, "cli", None)
+        token = users.issue_token(session, user, "cli", ttl)
         session.commit()
         role = ", admin" if admin else ""
         typer.echo(f"created user {user.id} ({user.email}, plan {plan}{role})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -97,6 +97,39 @@ def authenticate(session: Session, token: str) -> ApiToken:
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         raise Unauthorized("this API token has expired: log in again", code="token_expired")
     return row
+
+
+def tokens(session: Session, user_id: str) -> list[ApiToken]:
+    """The user's API tokens, newest first (expired ones too, until they are revoked)."""
+    query = select(ApiToken).where(ApiToken.user_id == user_id)
+    return list(session.scalars(query.order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
+def revoke_token(session: Session, user_id: str, token_id: str) -> str:
+    """Delete one of the user's tokens; returns its digest. Anyone else's is 404 as unknown."""
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user_id:
+        raise NotFound(f"token {token_id} not found", code="token_not_found")
+    digest = row.token_hash
+    session.delete(row)
+    session.commit()
+    return digest
+
+
+def revoke_token_hash(session: Session, token_hash: str) -> None:
+    """Delete the token with this digest (logout), if it still exists."""
+    session.execute(delete(ApiToken).where(ApiToken.token_hash == token_hash))
+    session.commit()
+
+
+def revoke_all_tokens(session: Session, user_id: str) -> list[str]:
+    """Delete every token of the user; returns their digests. An unknown user is 404."""
+    if session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id} not found", code="user_not_found")
+    digests = list(session.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user_id)))
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+    session.commit()
+    return digests
 
 
 def set_plan(session: Session, user_id: str, plan: str) -> User:

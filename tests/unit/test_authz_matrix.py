@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from clawhq.api.app import create_app
 from clawhq.runtime.fake import FakeRuntime
@@ -82,6 +83,10 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ),
     # The caller's own account and agents.
     ("GET", "/api/auth/me"): Expect(users(200, 200, 200)),
+    # Each caller logs out (revokes) its own token; the owner's token id is nobody else's.
+    ("POST", "/api/auth/logout"): Expect(users(204, 204, 204)),
+    ("GET", "/api/auth/tokens"): Expect(users(200, 200, 200)),
+    ("DELETE", "/api/auth/tokens/{token_id}"): Expect(users(204, 404, 404)),
     ("GET", "/api/agents"): Expect(users(200, 200, 200)),
     ("POST", "/api/agents"): Expect(
         users(201, 201, 201), lambda w: {"name": "m", "apiKey": "sk-test-0123456789"}
@@ -104,6 +109,7 @@ EXPECTED: dict[tuple[str, str], Expect] = {
         users(owner=403, other=403, admin=200), lambda w: {"plan": "team"}
     ),
     ("GET", "/api/admin/users"): Expect(users(owner=403, other=403, admin=200)),
+    ("DELETE", "/api/admin/users/{user_id}/tokens"): Expect(users(owner=403, other=403, admin=200)),
     ("GET", "/api/admin/agents"): Expect(users(owner=403, other=403, admin=200)),
     ("GET", "/api/admin/audit"): Expect(users(owner=403, other=403, admin=200)),
     ("POST", "/api/admin/agents/{agent_id}/stop"): Expect(users(owner=403, other=403, admin=200)),
@@ -151,12 +157,14 @@ class World:
     expired_token: str
     headers: dict[Caller, dict[str, str]] = field(default_factory=dict)
     rollout_id: str = ""
+    token_id: str = ""
 
     def path(self, template: str) -> str:
         return template.format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],
             rollout_id=self.rollout_id,
+            token_id=self.token_id,
             plan_name="pro",
         )
 
@@ -187,6 +195,7 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
     token = fake_runtime.specs[deployed.json()["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
     world = World(api, owner, owner_email, other, admin, agent["id"], token, expired)
     world.rollout_id = finished_rollout(api, agent["id"])
+    world.token_id = token_id(api, owner)
     world.headers = {
         Caller.ANONYMOUS: {},
         Caller.BAD_TOKEN: {"Authorization": "Bearer chq_not-a-real-token"},
@@ -197,6 +206,15 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
         Caller.OWNER: owner,
     }
     return world
+
+
+def token_id(api: Api, headers: dict[str, str]) -> str:
+    from clawhq.credentials import hash_token
+    from clawhq.db.models import ApiToken
+
+    digest = hash_token(headers["Authorization"].split()[1])
+    with api.context.sessions() as session:
+        return session.scalars(select(ApiToken.id).where(ApiToken.token_hash == digest)).one()
 
 
 def finished_rollout(api: Api, agent_id: str) -> str:

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from clawhq.api.audit import Audit
 from clawhq.api.deps import Admin, Context, DbSession, Ops, Reads
@@ -18,10 +18,12 @@ from clawhq.api.schemas import (
     AuditEventList,
     AuditEventPublic,
     PlanChange,
+    TokensRevoked,
     UserList,
     UserPublic,
 )
 from clawhq.api.schemas_rollouts import AgentImage, ImagePin, PlanImage, PlanName
+from clawhq.api.tokencache import TokenCache
 from clawhq.db import audit as audit_log
 from clawhq.db.models import Agent, Plan
 from clawhq.errors import InvalidRequest, NotFound
@@ -186,3 +188,20 @@ def pin_agent_image(
         agent.image = body.image
         session.commit()
         return AgentImage(id=agent.id, image=agent.image)
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+
+@router.delete(
+    "/users/{user_id}/tokens", response_model=TokensRevoked, responses=problem_responses(404)
+)
+def revoke_user_tokens(
+    user_id: UserId, admin: Admin, request: Request, session: DbSession, audit: Audit
+) -> TokensRevoked:
+    """Revoke every API token of a user (they log in again; their agents keep running)."""
+    with audit.action("admin.tokens_revoke", target_user_id=user_id):
+        digests = users.revoke_all_tokens(session, user_id)
+        cache: TokenCache = request.app.state.tokens
+        cache.evict(digests)
+        return TokensRevoked(revoked=len(digests))

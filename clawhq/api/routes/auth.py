@@ -1,17 +1,22 @@
-"""``/api/auth``: register, log in, and who am I."""
+"""``/api/auth``: register, log in, who am I, log out, and one's own API tokens."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import AuthAttempt, Context, CurrentUser, DbSession
+from clawhq.api.deps import AuthAttempt, BearerToken, Context, CurrentUser, DbSession, Reads
 from clawhq.api.problems import problem_responses
-from clawhq.api.schemas import Credentials, Session, UserPublic
+from clawhq.api.schemas import Credentials, Session, TokenList, TokenPublic, UserPublic
+from clawhq.api.tokencache import TokenCache
+from clawhq.credentials import hash_token
 from clawhq.errors import ClawHQError
 from clawhq.services import users
+
+TokenId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=problem_responses(400, 422, 503))
 
@@ -53,3 +58,63 @@ def login(body: Credentials, session: DbSession, context: Context, audit: Audit)
 @router.get("/me", response_model=UserPublic, responses=problem_responses(401))
 def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
+
+
+def _caller_digest(credentials: BearerToken) -> str:
+    # CurrentUser has checked the credentials already: they are there.
+    return hash_token(credentials.credentials) if credentials else ""
+
+
+@router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 429)
+)
+def logout(
+    user: CurrentUser,
+    credentials: BearerToken,
+    request: Request,
+    session: DbSession,
+    audit: Audit,
+) -> Response:
+    """Revoke the token this request is made with (the caller's other tokens stay valid)."""
+    digest = _caller_digest(credentials)
+    users.revoke_token_hash(session, digest)
+    cache: TokenCache = request.app.state.tokens
+    cache.evict([digest])
+    audit.record("auth.logout")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/tokens", response_model=TokenList, responses=problem_responses(401, 429))
+def list_tokens(user: CurrentUser, credentials: BearerToken, reads: Reads) -> TokenList:
+    """The caller's API tokens, newest first; ``current`` marks the one of this request."""
+    digest = _caller_digest(credentials)
+    with reads() as session:
+        rows = users.tokens(session, user.id)
+        return TokenList(
+            tokens=[
+                TokenPublic(
+                    id=row.id,
+                    name=row.name,
+                    created_at=row.created_at,
+                    expires_at=row.expires_at,
+                    current=row.token_hash == digest,
+                )
+                for row in rows
+            ]
+        )
+
+
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 404, 429),
+)
+def revoke_token(
+    token_id: TokenId, user: CurrentUser, request: Request, session: DbSession, audit: Audit
+) -> Response:
+    """Revoke one of the caller's tokens (another user's is 404 ``token_not_found``)."""
+    with audit.action("auth.token_revoke"):
+        digest = users.revoke_token(session, user.id, token_id)
+        cache: TokenCache = request.app.state.tokens
+        cache.evict([digest])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
