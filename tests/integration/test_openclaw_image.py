@@ -28,6 +28,14 @@ from tests.integration.helpers import (
 OPENCLAW_TEST_TAG = "clawhq-openclaw:test"
 PORTS = "19800-19899"
 FAKE_KEY = "sk-ant-fake-0123456789"
+#: ClawHQ's defaults for a real gateway (1g, a 2-minute start), on this module's ports.
+REAL_GATEWAY = {
+    "agent_memory": "1g",
+    "port_range": PORTS,
+    "start_timeout": 120,
+    "startup_poll_interval": 0.5,
+    "stop_timeout": 10,
+}
 HARDENING: dict[str, Any] = {
     "read_only": True,
     "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
@@ -124,14 +132,7 @@ def ready(port: int, timeout: float = 180) -> dict[str, Any]:
 
 def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
     """Default limits (1g, half a core), full hardening: deploy, ready, stop/start, delete."""
-    with docker_app(
-        agent_image=openclaw_image,
-        agent_memory="1g",
-        port_range=PORTS,
-        start_timeout=120,
-        startup_poll_interval=0.5,
-        stop_timeout=10,
-    ) as api:
+    with docker_app(agent_image=openclaw_image, **REAL_GATEWAY) as api:
         me = api.user()
         agent = api.agent(me, apiKey=FAKE_KEY)
         started = time.monotonic()
@@ -363,14 +364,7 @@ def test_real_gateway_rolled_to_a_new_tag_and_back_from_a_broken_one(
         "clawhq-openclaw:test-broken",
         'ENTRYPOINT ["/bin/sh", "-c", "echo this release is broken; exit 3"]',
     )
-    with docker_app(
-        agent_image=openclaw_image,
-        agent_memory="1g",
-        port_range=PORTS,
-        start_timeout=120,
-        startup_poll_interval=0.5,
-        reconcile_interval=2,
-    ) as api:
+    with docker_app(agent_image=openclaw_image, reconcile_interval=2, **REAL_GATEWAY) as api:
         admin = api.admin()
         me = api.user()
         agent_id = api.agent(me, apiKey=FAKE_KEY)["id"]
