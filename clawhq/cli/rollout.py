@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
 CARRIED_OUT = (
-    "A running `clawhq serve` carries it out: its controller picks rollouts up on its "
-    "periodic reconcile (CLAWHQ_RECONCILE_INTERVAL, 60 s by default)."
+    "A running `clawhq serve` carries it out: its controller looks for new rollouts "
+    "every few seconds."
 )
 WATCH_SECONDS = 1.0
 BAR_WIDTH = 40
