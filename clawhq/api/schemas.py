@@ -32,7 +32,9 @@ AgentName = Annotated[
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@-]+$")
 ]
-ApiKey = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^\S+$")]
+#: Printable ASCII without spaces: ``\S`` means other things in JSON Schema's regex dialect
+#: and in the validator's (U+0085, say), and no provider's key needs more than ASCII.
+ApiKey = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^[!-~]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 
 
