@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -260,9 +261,20 @@ def remove_user_containers(runtime: Any, user_ids: list[str]) -> None:
     from clawhq.runtime import labels
 
     client = docker.from_env(version="1.41")
+    from clawhq.errors import EngineError
+
     for user_id in user_ids:
         for container in runtime.list_managed({labels.USER_ID: user_id}):
-            runtime.remove(container.id)
+            # Right after dockerd restarts, it may still hold a root filesystem ("device or
+            # resource busy"): try again for a few seconds.
+            for attempt in range(10):
+                try:
+                    runtime.remove(container.id)
+                    break
+                except EngineError:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.5)
         for volume in client.volumes.list(filters={"label": f"{labels.USER_ID}={user_id}"}):
             runtime.remove_volume(volume.name)
 

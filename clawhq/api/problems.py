@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -120,6 +120,14 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _bad_data(request: Request, exc: Exception) -> JSONResponse:
+    # What the database refuses to store or compare (a NUL byte in text, say) is bad input.
+    log.warning("database refused input on %s %s", request.method, request.url.path)
+    return problem(
+        request, 400, "invalid_input", "the request holds characters that cannot be used"
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, 500, "internal_error", "internal error; it has been logged")
@@ -133,4 +141,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(InterfaceError, _database_error)
     app.add_exception_handler(PoolTimeout, _database_error)  # every connection busy
+    app.add_exception_handler(DataError, _bad_data)
     app.add_exception_handler(Exception, _unexpected)

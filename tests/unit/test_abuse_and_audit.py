@@ -198,3 +198,12 @@ def test_event_cursors_beyond_the_id_range_are_refused(fake_api: Api) -> None:
         beyond = fake_api.client.get(path, params={"before": 2**31}, headers=headers)
         assert beyond.status_code == 422, beyond.text
         assert beyond.json()["code"] == "validation_error"
+
+
+def test_audit_filters_refuse_bytes_a_database_cannot_hold(fake_api: Api) -> None:
+    """Found by the fuzzer: a NUL in ``agentId`` answered 500 on PostgreSQL."""
+    admin = admin_headers(fake_api)
+    for query in ("agentId=p%00", "userId=%00", "agentId=a%20b"):
+        reply = fake_api.client.get(f"/api/admin/audit?{query}", headers=admin)
+        assert reply.status_code == 422, (query, reply.text)
+        assert reply.json()["code"] == "validation_error"

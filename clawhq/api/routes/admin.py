@@ -35,6 +35,10 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 Filter = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: Ids are like path ids: no byte a database cannot store (a NUL answered 500 on PostgreSQL).
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+UserIdFilter = Annotated[str | None, Query(alias="userId", max_length=64, pattern=ID_PATTERN)]
+AgentIdFilter = Annotated[str | None, Query(alias="agentId", max_length=64, pattern=ID_PATTERN)]
 
 router = APIRouter(
     prefix="/api/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 422, 503)
@@ -65,7 +69,7 @@ def list_all_agents(
     context: Context,
     limit: Limit = 100,
     offset: Offset = 0,
-    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    user_id: UserIdFilter = None,
 ) -> AgentList:
     """Every user's agents (or one user's), oldest first, a page at a time."""
     with reads() as session:
@@ -96,8 +100,8 @@ def read_audit(
     limit: Limit = 100,
     before: Before = None,
     action: Filter = None,
-    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
-    agent_id: Annotated[str | None, Query(alias="agentId", max_length=64)] = None,
+    user_id: UserIdFilter = None,
+    agent_id: AgentIdFilter = None,
     since: Annotated[
         str | None,
         Query(
