@@ -75,13 +75,16 @@ def serve(
     schema.dispose()
     context = context_or_exit(settings)
     hosts = [settings.host]
+    if settings.firewall == "off":
+        network.install_at_start(settings, context.runtime)  # says what that leaves open
+        context.parts.firewall = "off"
+    # The rules go in with the agent network, now or once the engine answers.
+    context.parts.firewall_installer = lambda: network.install_at_start(settings, context.runtime)
     try:
         gateway = context.controller.prepare()
     except ClawHQError as exc:
         logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
         gateway = None
-    if gateway:
-        network.install_at_start(settings, context.runtime)
     # Agents post webhooks to the agent network's gateway unless told otherwise: listen there too.
     wildcard = settings.host in ("0.0.0.0", "::")
     if gateway and settings.webhook_base_url is None and not wildcard and gateway not in hosts:

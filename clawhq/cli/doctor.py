@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from clawhq.context import AppContext
 from clawhq.db import migrate
 from clawhq.errors import ClawHQError
+from clawhq.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ def run_checks(context: AppContext) -> list[Check]:
             )
         )
 
+    if settings.env == "production":
+        checks.append(_firewall_policy(settings))
+
     pool = context.parts.ports
     try:
         with context.sessions() as session:
@@ -92,3 +97,28 @@ def run_checks(context: AppContext) -> list[Check]:
     except SQLAlchemyError:
         checks.append(Check("port range", False, "needs the database"))
     return checks
+
+
+def _firewall_policy(settings: Settings) -> Check:
+    """Production fails closed: no agent starts until ``clawhq serve`` installed the rules."""
+    if settings.firewall == "off":
+        return Check(
+            "agent firewall",
+            True,
+            "CLAWHQ_FIREWALL=off: agents start without ClawHQ's rules (your own must keep them "
+            "from the host and private networks; `clawhq network status` checks them)",
+        )
+    if os.geteuid() != 0:
+        return Check(
+            "agent firewall",
+            False,
+            "CLAWHQ_ENV=production starts agents only behind ClawHQ's firewall rules, which "
+            "`clawhq serve` installs when it runs as root; it does not here, so no agent would "
+            "start (or set CLAWHQ_FIREWALL=off to run without them on purpose)",
+        )
+    return Check(
+        "agent firewall",
+        True,
+        "CLAWHQ_ENV=production: `clawhq serve` (root) installs the rules before any agent "
+        "starts, and starts none without them; `clawhq doctor --security` verifies them",
+    )

@@ -129,7 +129,8 @@ class Operations:
             log.warning("agent %s: the controller has not acted within %gs", agent_id, WAIT_SECONDS)
 
     def _admit(self, session: Session, agent: Agent) -> None:
-        """Capacity, key and port, checked before anything changes."""
+        """Firewall, capacity, key and port, checked before anything changes."""
+        self.parts.require_firewall()
         in_flight = session.scalar(
             select(func.count()).select_from(Agent).where(Agent.status == S.DEPLOYING)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from clawhq.controller.spec import NO_SECRETS, AgentFields, agent_image, build_s
 from clawhq.controller.transitions import Timing
 from clawhq.crypto import Keyring
 from clawhq.db.models import Agent
+from clawhq.errors import Unavailable
 from clawhq.observability.metrics import Metrics
 from clawhq.runtime import Runtime
 from clawhq.settings import Settings
@@ -42,6 +44,12 @@ class Parts:
     prepared: bool = False
     #: Whether this process restarts and probes agents on its own (``CLAWHQ_SUPERVISE``).
     supervise: bool = True
+    #: The agent firewall as ``clawhq serve`` left it: ``installed``, ``off`` (the operator
+    #: said so), ``not installed`` (it failed), ``unknown`` (nobody tried: not ``serve``).
+    firewall: str = "unknown"
+    #: Installs the agent firewall rules; True when they are in place (``clawhq serve`` sets it,
+    #: so the rules go in as soon as the engine answers, at start or later).
+    firewall_installer: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self.ports = PortPool(self.settings.port_range, str(self.settings.agent_bind_ip))
@@ -64,8 +72,26 @@ class Parts:
         gateway = self.runtime.ensure_network(self.settings.agent_network)
         if self.webhook_base_url is None:
             self.webhook_base_url = f"http://{gateway}:{self.settings.port}"
+        if self.firewall_installer is not None and self.firewall not in ("installed", "off"):
+            self.firewall = "installed" if self.firewall_installer() else "not installed"
         self.prepared = True
         return gateway
+
+    def firewall_allows_agents(self) -> bool:
+        """In production agents start only behind ClawHQ's firewall rules, unless the
+        operator turned them off explicitly (``CLAWHQ_FIREWALL=off``): it fails closed."""
+        if self.settings.env != "production" or self.settings.firewall == "off":
+            return True
+        return self.firewall == "installed"
+
+    def require_firewall(self) -> None:
+        if not self.firewall_allows_agents():
+            raise Unavailable(
+                f"the agent firewall is {self.firewall} and CLAWHQ_ENV=production starts no agent "
+                "without it: run `clawhq serve` as root so it installs the rules (see `clawhq "
+                "network status`), or set CLAWHQ_FIREWALL=off to run without them on purpose",
+                code="firewall_not_ready",
+            )
 
     def health_url(self, port: int | None) -> str:
         """Where ClawHQ probes an agent: its published port, on the host."""

@@ -110,6 +110,7 @@ class Steps:
         p = self.parts
         attempt = self._begin(agent, kind)
         try:
+            p.require_firewall()
             secrets = secrets_for(session, agent, p.settings, p.keyring)
             port = p.ports.lease(session, agent.id)
         except ClawHQError as exc:
@@ -199,6 +200,7 @@ class Steps:
         log.info("restarting agent %s", agent_id)
         self._audit("agent.restart", agent_id)
         try:
+            self.parts.require_firewall()
             if container.is_running:
                 self.parts.runtime.stop(container.id, self.parts.settings.stop_timeout)
             self.parts.runtime.start(container.id)

@@ -14,7 +14,12 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/health",
-    responses={503: {"description": "The database or the engine is unreachable (same body)."}},
+    responses={
+        503: {
+            "description": "The database or the engine is unreachable, or (in production) the "
+            "agent firewall is not installed (same body)."
+        }
+    },
 )
 def health(context: Context) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -30,4 +35,8 @@ def health(context: Context) -> JSONResponse:
     except ClawHQError as exc:
         checks["engine"] = f"error: {exc.code}"
     healthy = all(v == "ok" for v in checks.values())
+    # In production no agent starts without the firewall rules: that is not healthy.
+    parts = context.parts
+    checks["firewall"] = parts.firewall
+    healthy = healthy and parts.firewall_allows_agents()
     return JSONResponse({"ok": healthy, **checks}, status_code=200 if healthy else 503)
