@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     rate_limit_webhook: int = Field(
         default=120, ge=1, description="webhook posts per agent a minute"
     )
+    rate_limit_register: int = Field(
+        default=5, ge=1, description="accounts registered per IP an hour"
+    )
+    max_users: int = Field(default=0, ge=0, description="accounts that may register (0: no cap)")
+    stopped_lease_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="hours a stopped agent keeps its port (0: for ever); then its container "
+        "goes (the workspace stays) and it gets a new port on start",
+    )
     webhook_dedup_hours: float = Field(
         default=24.0, gt=0, le=24 * 365, description="hours a usage eventId is remembered"
     )

@@ -127,6 +127,7 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "webhook_base_url": "http://127.0.0.1:9",
             # Tests register many users from one address; test_abuse_limits sets its own.
             "rate_limit_auth": 100_000,
+            "rate_limit_register": 100_000,
             "rate_limit_user": 100_000,
         }
         values.update(overrides)

@@ -28,6 +28,7 @@ class Limits:
     auth: RateLimiter
     user: RateLimiter
     webhook: RateLimiter
+    register: RateLimiter
 
 
 def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
@@ -42,6 +43,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             auth=RateLimiter(context.settings.rate_limit_auth),
             user=RateLimiter(context.settings.rate_limit_user),
             webhook=RateLimiter(context.settings.rate_limit_webhook),
+            register=RateLimiter(context.settings.rate_limit_register, window=3600.0),
         )
         app.state.webhook_events = DedupWindow(context.settings.webhook_dedup_hours)
         try:

@@ -103,6 +103,16 @@ async def limit_auth_attempts(request: Request) -> None:
 AuthAttempt = Depends(limit_auth_attempts)
 
 
+async def limit_registrations(request: Request) -> None:
+    """New accounts per client address an hour: free accounts are not a way to take the
+    shared port pool (or anything else) by numbers."""
+    client = request.client.host if request.client else "unknown"
+    request.app.state.limits.register.check(client, "registrations from this address")
+
+
+Registration = Depends(limit_registrations)
+
+
 async def get_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("this needs an admin account", code="admin_required")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,11 @@ class Parts:
 
     def __post_init__(self) -> None:
         self.ports = PortPool(self.settings.port_range, str(self.settings.agent_bind_ip))
-        self.rules = Rules(failure_threshold=self.settings.health_failure_threshold)
+        hours = self.settings.stopped_lease_hours
+        self.rules = Rules(
+            failure_threshold=self.settings.health_failure_threshold,
+            lease_release_after=timedelta(hours=hours) if hours else None,
+        )
         s = self.settings
         self.timing = Timing(
             start_timeout=s.start_timeout,

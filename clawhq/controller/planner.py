@@ -58,6 +58,8 @@ class Rules:
     """The settings the planner needs."""
 
     failure_threshold: int = 3
+    #: How long a stopped agent keeps its container and port (None: for ever).
+    lease_release_after: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,10 @@ def plan(
     if agent.desired is D.RUNNING:
         actions += _plan_running(agent, recorded, probe, now, rules, act)
     else:
-        actions += _plan_stopped(agent, recorded, act)
+        actions += _plan_stopped(agent, recorded, now, rules, act)
+        giving_back = agent.status is S.STOPPED and recorded is not None
+        if giving_back and any(a.do is Do.REMOVE and a.container is recorded for a in actions):
+            recorded = None  # a stopped agent giving back its port: the lease goes too
 
     if recorded is not None and agent.leased_port is None and recorded.ports:
         actions.append(act(Do.REPAIR_LEASE, recorded, port=recorded.ports[0].host_port))
@@ -252,13 +257,29 @@ def _plan_starting(
     return [act(Do.WAIT, after=after)]
 
 
-def _plan_stopped(agent: AgentView, recorded: Container | None, act: _Act) -> list[Action]:
+def _plan_stopped(
+    agent: AgentView, recorded: Container | None, now: datetime, rules: Rules, act: _Act
+) -> list[Action]:
     if agent.status is S.ERROR and not agent.op_pending:
         return [act(Do.REMOVE, recorded)] if recorded is not None else []
     if recorded is not None and recorded.is_running:
         return [act(Do.STOP, recorded)]
     if agent.status is not S.STOPPED:
         return [act(Do.MARK_STOPPED, recorded)]
+    # Stopped for long, it gives its port back to the shared pool: the container goes (the
+    # workspace stays), and its next start makes a new one on a new port.
+    since = agent.status_changed_at
+    if (
+        recorded is not None
+        and agent.leased_port is not None
+        and rules.lease_release_after is not None
+        and since is not None
+        and not agent.op_pending
+    ):
+        due = since + rules.lease_release_after
+        if due <= now:
+            return [act(Do.REMOVE, recorded)]
+        return [act(Do.WAIT, after=_seconds(due - now))]
     return []
 
 

@@ -16,7 +16,7 @@ from clawhq.credentials import (
     verify_password,
 )
 from clawhq.db.models import ApiToken, Plan, User
-from clawhq.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from clawhq.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 # Verifying against this when the email is unknown keeps login timing the same either way.
 _DUMMY_HASH = hash_password("clawhq-timing-equalizer")
@@ -148,3 +148,15 @@ def page(session: Session, limit: int, offset: int) -> tuple[list[User], int]:
 
 def count_users(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def require_room(session: Session, max_users: int) -> None:
+    """Refuse a new account once the operator's cap (``CLAWHQ_MAX_USERS``) is reached."""
+    if not max_users:
+        return
+    count = session.scalar(select(func.count()).select_from(User)) or 0
+    if count >= max_users:
+        raise Forbidden(
+            "this ClawHQ takes no new accounts for now; ask its operator",
+            code="registration_closed",
+        )

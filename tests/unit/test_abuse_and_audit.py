@@ -207,3 +207,25 @@ def test_audit_filters_refuse_bytes_a_database_cannot_hold(fake_api: Api) -> Non
         reply = fake_api.client.get(f"/api/admin/audit?{query}", headers=admin)
         assert reply.status_code == 422, (query, reply.text)
         assert reply.json()["code"] == "validation_error"
+
+
+def register(api: Api, n: int) -> int:
+    return api.client.post(
+        "/api/auth/register",
+        json={"email": f"r{n}-{id(api)}@example.com", "password": "correct horse battery"},
+    ).status_code
+
+
+def test_new_accounts_are_limited_per_address_and_in_total(settings, fake_runtime) -> None:
+    """Issue 13, item 7: free accounts are no way to take the shared port pool by numbers."""
+    capped = settings.model_copy(update={"supervise": False, "max_users": 2})
+    with running_app(capped, fake_runtime) as api:
+        assert [register(api, n) for n in range(2)] == [201, 201]
+        refused = api.client.post(
+            "/api/auth/register",
+            json={"email": "late@example.com", "password": "correct horse battery"},
+        )
+        assert refused.status_code == 403 and refused.json()["code"] == "registration_closed"
+    per_address = settings.model_copy(update={"supervise": False, "rate_limit_register": 2})
+    with running_app(per_address, fake_runtime) as api:
+        assert [register(api, n) for n in range(10, 13)] == [201, 201, 429]

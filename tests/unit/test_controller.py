@@ -328,6 +328,25 @@ def test_stop_is_kept_and_start_reuses_the_container(world: World, fake: FakeRun
     assert fake.containers[container_id].state is ContainerState.RUNNING
 
 
+def test_a_long_stopped_agent_gives_its_port_back_and_starts_on_a_new_one(
+    world: World, fake: FakeRuntime
+) -> None:
+    agent_id, container_id = deploy_running(world)
+    volumes = set(fake.volumes)
+    world.context.operations.stop(agent_id)
+    world.settle(23 * 3600, step=3600)
+    assert world.leases(agent_id) and container_id in fake.containers  # not yet
+    world.settle(2 * 3600, step=3600)
+    assert world.leases(agent_id) == [] and container_id not in fake.containers
+    assert fake.volumes == volumes  # the workspace stays
+    assert world.agent(agent_id).status is S.STOPPED
+    assert world.context.operations.start(agent_id).status is S.DEPLOYING
+    world.settle(0.5)
+    row = world.agent(agent_id)
+    assert row.status is S.RUNNING and row.container_id not in (None, container_id)
+    assert world.leases(agent_id) == [row.container_port]
+
+
 @pytest.mark.parametrize("keep", [False, True], ids=["workspace-removed", "workspace-kept"])
 def test_delete_removes_container_and_row(world: World, fake: FakeRuntime, keep: bool) -> None:
     agent_id, _ = deploy_running(world)

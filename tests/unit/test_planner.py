@@ -358,3 +358,20 @@ def test_backoff_delay(step: int, expected: float) -> None:
 def test_backoff_delay_is_a_float_even_for_int_arguments() -> None:
     assert isinstance(backoff_delay(2, 1, 5), float)
     assert backoff_delay(4, 1, 5) == 5.0
+
+
+def test_a_long_stopped_agent_gives_its_port_back_and_keeps_its_workspace() -> None:
+    """Issue 13, item 7: stopped agents no longer hold the shared port pool for ever."""
+    rules = Rules(lease_release_after=timedelta(hours=24))
+    stopped = agent(S.STOPPED, D.STOPPED, status_changed_at=sec(-25 * 3600), leased_port=PORT)
+    assert plan(stopped, [EXITED], None, NOW, rules) == [
+        Action(Do.REMOVE, AGENT, EXITED),  # the container, not the workspace volume
+        Action(Do.RELEASE_LEASE, AGENT),
+    ]
+    recent = agent(S.STOPPED, D.STOPPED, status_changed_at=sec(-3600), leased_port=PORT)
+    assert plan(recent, [EXITED], None, NOW, rules) == [Action(Do.WAIT, AGENT, after=23 * 3600.0)]
+    assert plan(stopped, [EXITED], None, NOW, Rules()) == []  # off: kept for ever
+    asked = agent(
+        S.STOPPED, D.RUNNING, generation=2, status_changed_at=sec(-25 * 3600), leased_port=PORT
+    )
+    assert plan(asked, [EXITED], None, NOW, rules)[0].do is Do.START  # a start asked: no release

@@ -8,7 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import AuthAttempt, BearerToken, Context, CurrentUser, DbSession, Reads
+from clawhq.api.deps import (
+    AuthAttempt,
+    BearerToken,
+    Context,
+    CurrentUser,
+    DbSession,
+    Reads,
+    Registration,
+)
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import Credentials, Session, TokenList, TokenPublic, UserPublic
 from clawhq.api.tokencache import TokenCache
@@ -25,13 +33,15 @@ router = APIRouter(prefix="/api/auth", tags=["auth"], responses=problem_response
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=Session,
-    responses=problem_responses(409, 429),
-    dependencies=[AuthAttempt],
+    responses=problem_responses(403, 409, 429),
+    dependencies=[AuthAttempt, Registration],
 )
 def register(body: Credentials, session: DbSession, context: Context, audit: Audit) -> Session:
-    """Create an account on the free plan and get a token for it."""
+    """Create an account on the free plan and get a token for it (403 ``registration_closed``
+    once ``CLAWHQ_MAX_USERS`` accounts exist)."""
     ttl = timedelta(days=context.settings.token_ttl_days)
     with audit.action("auth.register"):
+        users.require_room(session, context.settings.max_users)
         user, token = users.register(session, body.email, body.password, ttl)
     audit.record("auth.token_issued", user_id=user.id)
     return Session(user=UserPublic.model_validate(user), token=token)
