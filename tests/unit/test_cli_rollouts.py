@@ -57,7 +57,7 @@ def test_start_status_pause_resume_abort(cli_db: Any, monkeypatch: pytest.Monkey
     assert started.exit_code == 0, started.output
     lines = started.stdout.strip().splitlines()
     assert "3 agent(s) to clawhq-openclaw:2, 2 at a time" in lines[0]
-    assert "CLAWHQ_RECONCILE_INTERVAL" in lines[0]
+    assert "clawhq serve` carries it out" in lines[0]
     rollout_id = lines[-1]
     with cli_db() as session:
         row = session.get(Rollout, rollout_id)
