@@ -267,14 +267,16 @@ def remove_user_containers(runtime: Any, user_ids: list[str]) -> None:
     for user_id in user_ids:
         for container in runtime.list_managed({labels.USER_ID: user_id}):
             # Right after dockerd restarts, it may still hold a root filesystem ("device or
-            # resource busy"): try again for a few seconds.
-            for attempt in range(10):
+            # resource busy"): stop it, and try again for up to half a minute.
+            for attempt in range(60):
                 try:
                     runtime.remove(container.id)
                     break
                 except EngineError:
-                    if attempt == 9:
+                    if attempt == 59:
                         raise
+                    with contextlib.suppress(EngineError):
+                        runtime.stop(container.id, 1)
                     time.sleep(0.5)
         for volume in client.volumes.list(filters={"label": f"{labels.USER_ID}={user_id}"}):
             runtime.remove_volume(volume.name)

@@ -89,8 +89,15 @@ def _aim_at_real_objects(case: Any, caller: Caller) -> None:
 
 
 @schema.parametrize()
+# Derandomized: CI runs the same examples every time, so a red run is a change of ours, never
+# the fuzzer's luck (negative cases whose mutation is lost on the wire — an extra query
+# parameter with an empty name, say — failed now and then). Run it with
+# ``--hypothesis-seed=N`` and ``derandomize`` off to explore further.
 @hypothesis_settings(
-    max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
 )
 def test_api_conforms_to_its_schema(case: Any, caller: Caller) -> None:
     _aim_at_real_objects(case, caller)
