@@ -137,6 +137,18 @@ class Settings(BaseSettings):
         description="hours a stopped agent keeps its port (0: for ever); then its container "
         "goes (the workspace stays) and it gets a new port on start",
     )
+    streams_per_user: int = Field(
+        default=5, ge=1, description="Server-Sent Event streams one user may hold open"
+    )
+    streams_total: int = Field(
+        default=200, ge=1, description="Server-Sent Event streams open at once in all"
+    )
+    stream_max_seconds: float = Field(
+        default=3600.0, gt=0, description="the longest a stream lives before it ends"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="connections `clawhq serve` takes at once (503 beyond)"
+    )
     webhook_dedup_hours: float = Field(
         default=24.0, gt=0, le=24 * 365, description="hours a usage eventId is remembered"
     )

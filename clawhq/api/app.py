@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from clawhq.api import deps, middleware, problems
 from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.routes import admin, agents, auth, health, metrics, rollouts, telemetry, webhooks
+from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
@@ -46,6 +47,9 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             register=RateLimiter(context.settings.rate_limit_register, window=3600.0),
         )
         app.state.webhook_events = DedupWindow(context.settings.webhook_dedup_hours)
+        app.state.streams = StreamSlots(
+            context.settings.streams_per_user, context.settings.streams_total
+        )
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)

@@ -97,7 +97,12 @@ def serve(
     log = logging.getLogger("clawhq")
     log.info("ClawHQ API on %s", ", ".join(f"http://{h}:{settings.port}" for h in hosts))
     server = uvicorn.Server(
-        uvicorn.Config(create_app(lambda: context), log_config=None, proxy_headers=False)
+        uvicorn.Config(
+            create_app(lambda: context),
+            log_config=None,
+            proxy_headers=False,
+            limit_concurrency=settings.max_connections,
+        )
     )
     server.run(sockets=sockets)
 

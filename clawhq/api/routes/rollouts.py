@@ -23,6 +23,7 @@ from clawhq.api.audit import Audit, AuditTrail
 from clawhq.api.deps import Admin, Context, DbSession, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas_rollouts import RolloutCreate, RolloutList, RolloutPublic
+from clawhq.api.streams import stream_response
 from clawhq.context import AppContext
 from clawhq.controller import rollouts
 from clawhq.controller.rollout_view import newest, summarize
@@ -105,7 +106,7 @@ def list_rollouts(
     response_model=RolloutPublic,
     responses={
         200: {"content": {SSE: {}}, "description": "JSON, or SSE with follow=true"},
-        **problem_responses(404),
+        **problem_responses(404, 429),
     },
 )
 def get_rollout(
@@ -124,7 +125,7 @@ def get_rollout(
         reply = public(session, rollouts.get(session, rollout_id))
     if not (follow or SSE in request.headers.get("accept", "")):
         return reply
-    return StreamingResponse(_follow(context, rollout_id), media_type=SSE)
+    return stream_response(request, admin.id, lambda end: _follow(context, rollout_id, end))
 
 
 def _sse(data: object, event: str) -> str:
@@ -139,9 +140,9 @@ def _read(context: AppContext, rollout_id: str) -> dict[str, Any] | None:
         return public(session, rollout).model_dump(mode="json", by_alias=True)
 
 
-async def _follow(context: AppContext, rollout_id: str) -> AsyncIterator[str]:
+async def _follow(context: AppContext, rollout_id: str, lifetime: float) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + STREAM_SECONDS
+    deadline = loop.time() + min(lifetime, STREAM_SECONDS)
     last: dict[str, Any] | None = None
     while True:
         try:

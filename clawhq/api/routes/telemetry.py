@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.api.deps import Context, CurrentUser, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, Before
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
+from clawhq.api.streams import stream_response
 from clawhq.context import AppContext
-from clawhq.db.models import Agent, AgentEvent
+from clawhq.db.models import Agent, AgentEvent, User
 from clawhq.errors import ClawHQError
 from clawhq.runtime import LogLine
 from clawhq.services import agents
@@ -53,30 +55,39 @@ def sse(data: object, event: str | None = None) -> str:
     response_model=AgentLogs,
     responses={
         200: {"content": {SSE: {}}, "description": "JSON, or SSE with follow=true"},
-        **problem_responses(409, 502),
+        **problem_responses(409, 429, 502),
     },
 )
-def agent_logs(
+async def agent_logs(
     agent_id: AgentId,
     user: CurrentUser,
     reads: Reads,
     context: Context,
+    request: Request,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
     follow: bool = False,
 ) -> AgentLogs | StreamingResponse:
     """The container's last ``tail`` log lines; ``follow=true`` streams new lines as SSE
-    (one ``data:`` per line) until the container stops."""
-    with reads() as session:
-        agent = agents.get_owned(session, user, agent_id)
-    lines, _ = context.views.log_lines(agent.id, agent.container_id, tail)
+    (one ``data:`` per line) until the container stops, for ``CLAWHQ_STREAM_MAX_SECONDS`` at
+    most, and at most ``CLAWHQ_STREAMS_PER_USER`` at once (429 ``too_many_streams``)."""
+    agent = await run_in_threadpool(_owned, reads, user, agent_id)
+    lines, _ = await run_in_threadpool(context.views.log_lines, agent.id, agent.container_id, tail)
     if not follow:
         return AgentLogs(lines=[line.text for line in lines])
-    return StreamingResponse(_follow(context, agent, lines), media_type=SSE)
+    return stream_response(request, user.id, lambda end: _follow(context, agent, lines, end))
 
 
-async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> AsyncIterator[str]:
+def _owned(reads: sessionmaker[Session], user: User, agent_id: str) -> Agent:
+    with reads() as session:
+        return agents.get_owned(session, user, agent_id)
+
+
+async def _follow(
+    context: AppContext, agent: Agent, first: list[LogLine], lifetime: float
+) -> AsyncIterator[str]:
     # Polling with `since` rather than holding the engine's follow stream open: a client that
     # goes away ends this generator at its next await, and leaves no thread blocked behind.
+    deadline = asyncio.get_running_loop().time() + lifetime
     since = first[-1].time if first else datetime.now(UTC)
     for line in first:
         yield sse(line.text)
@@ -94,6 +105,9 @@ async def _follow(context: AppContext, agent: Agent, first: list[LogLine]) -> As
             yield sse(line.text)
         if not running:
             yield sse("the container stopped", event="end")
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            yield sse("the stream reached CLAWHQ_STREAM_MAX_SECONDS; open it again", event="end")
             return
 
 
@@ -136,10 +150,13 @@ def agent_events(
 @router.get(
     "/{agent_id}/progress",
     response_class=StreamingResponse,
-    responses={200: {"content": {SSE: {}}, "description": "Server-Sent Events"}},
+    responses={
+        200: {"content": {SSE: {}}, "description": "Server-Sent Events"},
+        **problem_responses(429),
+    },
 )
 def agent_progress(
-    agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context
+    agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context, request: Request
 ) -> StreamingResponse:
     """The current deploy's progress as Server-Sent Events, ending once the agent settles.
 
@@ -148,12 +165,14 @@ def agent_progress(
     with reads() as session:
         agent = agents.get_owned(session, user, agent_id)
         after = agents.last_deploy_event_id(session, agent.id)
-    return StreamingResponse(_progress(context, agent.id, after), media_type=SSE)
+    return stream_response(request, user.id, lambda end: _progress(context, agent.id, after, end))
 
 
-async def _progress(context: AppContext, agent_id: str, after: int) -> AsyncIterator[str]:
+async def _progress(
+    context: AppContext, agent_id: str, after: int, lifetime: float
+) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + context.settings.start_timeout + 60
+    deadline = loop.time() + min(lifetime, context.settings.start_timeout + 60)
     while loop.time() < deadline:
         events, status = await run_in_threadpool(_poll, context, agent_id, after)
         for event in events:
