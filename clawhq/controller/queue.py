@@ -3,7 +3,8 @@
 - Adding a key that is already queued does nothing: duplicates coalesce.
 - A key is handed to one worker at a time; added again while being worked on, it is queued
   again once that worker is done, so no change is ever missed.
-- ``add(key, delay)`` queues it later (a backoff, a deadline); timers are kept in one heap.
+- ``add(key, delay)`` queues it later (a backoff, a deadline); timers are kept in one heap,
+  at most one per key (the earliest): a level-driven sync sets the next one itself.
 
 Workers block in :meth:`get` until a key is due; :meth:`get_nowait` serves tests that run
 the queue by hand with a :class:`~clawhq.controller.clock.ManualClock`.
@@ -33,6 +34,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._timers: list[tuple[float, int, K]] = []
+        self._due: dict[K, float] = {}  # each key's earliest timer: later ones are dropped
         self._order = itertools.count()
         self._closed = False
 
@@ -42,6 +44,10 @@ class WorkQueue(Generic[K]):
                 return
             if delay > 0:
                 due = self._clock.monotonic() + delay
+                earliest = self._due.get(key)
+                if earliest is not None and earliest <= due:
+                    return  # it is looked at sooner anyway; that sync decides what follows
+                self._due[key] = due
                 heapq.heappush(self._timers, (due, next(self._order), key))
             else:
                 self._add_now(key)
@@ -58,7 +64,10 @@ class WorkQueue(Generic[K]):
         """Move due timers to the queue; seconds until the next one (None without)."""
         now = self._clock.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            _, _, key = heapq.heappop(self._timers)
+            due, _, key = heapq.heappop(self._timers)
+            if self._due.get(key) != due:
+                continue  # replaced by an earlier timer, which has fired already
+            del self._due[key]
             self._add_now(key)
         return self._timers[0][0] - now if self._timers else None
 

@@ -97,12 +97,18 @@ def test_a_timer_for_a_queued_key_coalesces(queue: WorkQueue[str], clock: Manual
     assert drain(queue) == ["a"]
 
 
-def test_each_timer_fires(queue: WorkQueue[str], clock: ManualClock) -> None:
-    queue.add("a", 2.0)
+def test_a_key_keeps_only_its_earliest_timer(queue: WorkQueue[str], clock: ManualClock) -> None:
+    """A level-driven sync sets its own next timer, so later ones would only pile up (a
+    stopped agent resynced every minute would gather a day's worth of them)."""
     queue.add("a", 6.0)
+    queue.add("a", 2.0)  # earlier: it replaces the 6 s one
+    queue.add("a", 9.0)  # later: dropped
     clock.advance(2.0)
     assert drain(queue) == ["a"]
-    clock.advance(4.0)
+    clock.advance(10.0)
+    assert drain(queue) == []  # neither the 6 s nor the 9 s timer is left
+    queue.add("a", 1.0)  # once fired, a new one can be set
+    clock.advance(1.0)
     assert drain(queue) == ["a"]
 
 
