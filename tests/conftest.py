@@ -10,6 +10,7 @@ import contextlib
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -264,22 +265,31 @@ def remove_user_containers(runtime: Any, user_ids: list[str]) -> None:
     client = docker.from_env(version="1.41")
     from clawhq.errors import EngineError
 
+    left: list[str] = []
     for user_id in user_ids:
         for container in runtime.list_managed({labels.USER_ID: user_id}):
-            # Right after dockerd restarts, it may still hold a root filesystem ("device or
-            # resource busy"): stop it, and try again for up to half a minute.
-            for attempt in range(60):
+            # A container that dockerd started while it was shutting down (the engine-restart
+            # test) can keep a root filesystem mounted where the next dockerd cannot reach it
+            # ("device or resource busy" for good): say so and leave it, it is Docker's.
+            for attempt in range(3):
                 try:
                     runtime.remove(container.id)
                     break
-                except EngineError:
-                    if attempt == 59:
+                except EngineError as exc:
+                    if "device or resource busy" not in exc.message:
                         raise
-                    with contextlib.suppress(EngineError):
-                        runtime.stop(container.id, 1)
+                    if attempt == 2:
+                        left.append(container.id)
+                        warnings.warn(
+                            f"left container {container.id[:12]}: {exc.message}", stacklevel=2
+                        )
                     time.sleep(0.5)
         for volume in client.volumes.list(filters={"label": f"{labels.USER_ID}={user_id}"}):
-            runtime.remove_volume(volume.name)
+            try:
+                runtime.remove_volume(volume.name)
+            except EngineError:
+                if not left:  # in use by a container left above: that one's fault
+                    raise
 
 
 @pytest.fixture

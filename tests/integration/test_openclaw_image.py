@@ -404,3 +404,28 @@ def test_real_gateway_rolled_to_a_new_tag_and_back_from_a_broken_one(
         assert back["containerPort"] == first["containerPort"]
         assert exec_in(back["containerId"], "cat", "/home/openclaw/note.txt") == (0, "kept\n")
         delete_leaves_nothing(api, me, agent_id)
+
+
+def test_real_gateway_removed_behind_clawhqs_back_comes_back(
+    docker_app, openclaw_image: str
+) -> None:
+    """Killed outright, a gateway leaves its owner lease in the workspace; the new container
+    has the same hostname, so the next gateway sees the lease's owner is gone and starts."""
+    with docker_app(agent_image=openclaw_image, reconcile_interval=2, **REAL_GATEWAY) as api:
+        me = api.user()
+        agent_id = api.agent(me, apiKey=FAKE_KEY)["id"]
+        api.client.post(f"/api/agents/{agent_id}/deploy", headers=me)
+        first = wait_status(api, me, agent_id, "RUNNING", "ERROR", timeout=180)
+        assert first["status"] == "RUNNING", first.get("lastError")
+        sdk().containers.get(first["containerId"]).remove(force=True)  # SIGKILL, then gone
+        deadline = time.monotonic() + 300
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = api.client.get(f"/api/agents/{agent_id}", headers=me).json()
+            if body["status"] == "RUNNING" and body["containerId"] != first["containerId"]:
+                break
+            time.sleep(1)
+        assert body["status"] == "RUNNING", body.get("lastError")
+        assert body["containerId"] != first["containerId"]
+        assert ready(body["containerPort"])["ready"] is True
+        delete_leaves_nothing(api, me, agent_id)
