@@ -68,13 +68,14 @@ class Operations:
         out of date); a running or deploying agent is left as it is."""
         with self.parts.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
-            if agent.status in (S.RUNNING, S.DEPLOYING) and not agent.generation > (
-                agent.handled_generation
-            ):
-                return agent
-            states.require(agent.status, states.START_FROM, "start")
-            self._engine_ready()
-            self._admit(session, agent)
+            if agent.status in (S.RUNNING, S.DEPLOYING):
+                if agent.desired_state is DesiredState.RUNNING:
+                    return agent  # running, or about to: nothing to add
+                # A stop not carried out yet: the owner changed their mind; it still runs.
+            else:
+                states.require(agent.status, states.START_FROM, "start")
+                self._engine_ready()
+                self._admit(session, agent)
             desired.request_start(agent)
             generation = agent.generation
         return self._settle(agent_id, generation)
