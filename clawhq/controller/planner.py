@@ -85,6 +85,8 @@ class AgentView:
     intended_image_id: str = ""
     #: Whether this process made the start under way (False: a ClawHQ that died did).
     followed: bool = True
+    #: When the start under way began (None: not known; the status change is used).
+    start_began_at: datetime | None = None
 
     @property
     def op_pending(self) -> bool:
@@ -235,11 +237,17 @@ def _plan_starting(
     # A start nobody here follows was begun by a ClawHQ that died (or by another process that
     # may still be creating the container): once the grace is over, it is treated as a crash
     # and restarted, so a SIGKILL mid-deploy still ends with the agent running.
+    # Within the grace, a container that is missing or down may be that other process's
+    # restart between its stop and its start: wait, do not judge.
+    down = recorded is None or recorded.state not in (
+        ContainerState.CREATED,
+        ContainerState.RUNNING,
+    )
+    began = agent.start_began_at or agent.status_changed_at
+    if not agent.followed and down and began is not None and now - began < START_GRACE:
+        return [act(Do.WAIT, after=_seconds(began + START_GRACE - now))]
     if recorded is None:
         if not agent.followed:
-            changed = agent.status_changed_at
-            if agent.container_id is None and changed is not None and now - changed < START_GRACE:
-                return [act(Do.WAIT, after=_seconds(changed + START_GRACE - now))]
             return [act(Do.CRASHED)]
         return [act(Do.FAIL_START, reason="the agent's container disappeared")]
     if recorded.state is ContainerState.CREATED:

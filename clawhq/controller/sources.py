@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MAX_EVENT_BACKOFF = 30.0
 EVENT_SETTLE_DELAYS = (0.0, 0.3, 1.0)
+#: The events that change what an agent is doing. Not ``create``: a container is created, then
+#: started, and one made by hand (or by another process) must not be judged in between.
+WATCHED_EVENTS = frozenset({"start", "die", "oom", "kill", "stop", "destroy"})
 #: Seconds between looks for rollouts begun elsewhere (``clawhq rollout start``).
 ROLLOUT_POLL_TICKS = 2
 
@@ -165,7 +168,7 @@ class Sources:
                         return
                     since = event.time
                     agent_id = event.labels.get(labels.AGENT_ID)
-                    if agent_id:
+                    if agent_id and event.action in WATCHED_EVENTS:
                         self.on_event(agent_id)
                     delay = 1.0
                 if self._stop.is_set():

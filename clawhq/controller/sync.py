@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -83,6 +84,11 @@ class AgentSync:
             intended_hash=self.parts.intended_hash(agent, agent.container_port, image),
             intended_image_id=self.parts.observed.image_id(image),
             followed=self.steps.follows(agent.id, agent.start_generation),
+            start_began_at=(
+                agent.start_deadline_at - timedelta(seconds=self.parts.settings.start_timeout)
+                if agent.start_deadline_at is not None
+                else None
+            ),
         )
 
     def _snapshot(self, agent_id: str) -> AgentView | None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from clawhq.context import AppContext, build_context
 from clawhq.controller import probes
 from clawhq.controller.clock import ManualClock
+from clawhq.controller.planner import START_GRACE
 from clawhq.crypto import generate_key
 from clawhq.db.models import Agent, PortLease
 from clawhq.runtime import ContainerState
@@ -407,6 +408,8 @@ def test_a_start_left_by_a_process_that_died_is_finished_by_another(
     two.context.sources.resync()
     two.settle(0.5)
     if exited:  # an abandoned start is a crash: restarted after the backoff, not an ERROR
+        assert two.agent(agent_id).status is S.DEPLOYING  # not judged within the grace
+        two.settle(START_GRACE.total_seconds())
         row = two.agent(agent_id)
         assert (row.status, row.restart_count) == (S.RESTARTING, 0)
         assert "code 1" in (row.last_error or "")
