@@ -53,6 +53,11 @@ class Do(StrEnum):
     WAIT = "wait"  # nothing to do yet: look again in ``after`` seconds
 
 
+def is_starting(status: AgentStatus, next_restart_at: datetime | None) -> bool:
+    """A start is under way: one the owner asked for, or a restart not waiting any more."""
+    return status is S.DEPLOYING or (status is S.RESTARTING and next_restart_at is None)
+
+
 @dataclass(frozen=True)
 class Rules:
     """The settings the planner needs."""
@@ -96,9 +101,7 @@ class AgentView:
     @property
     def starting(self) -> bool:
         """A start is under way: someone should wait for its healthy answer."""
-        return self.status is S.DEPLOYING or (
-            self.status is S.RESTARTING and self.next_restart_at is None
-        )
+        return is_starting(self.status, self.next_restart_at)
 
 
 @dataclass(frozen=True)

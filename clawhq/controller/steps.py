@@ -369,33 +369,3 @@ class Steps:
             agent_id=agent_id,
             detail=detail,
         )
-
-    def track(self, agent_id: str) -> None:
-        """Point the prober at the agent's current start, or stop probing it."""
-        p = self.parts
-        if p.prober is None:
-            return
-        with p.read_sessions() as session:
-            row = session.execute(
-                select(
-                    Agent.status,
-                    Agent.desired_state,
-                    Agent.start_generation,
-                    Agent.container_port,
-                    Agent.next_restart_at,
-                ).where(Agent.id == agent_id)
-            ).one_or_none()
-        if row is None or row.desired_state is not DesiredState.RUNNING or not row.container_port:
-            p.prober.untrack(agent_id)
-            return
-        starting = row.status is S.DEPLOYING or (
-            row.status is S.RESTARTING and row.next_restart_at is None
-        )
-        if starting:
-            url = p.health_url(row.container_port)
-            p.prober.track(agent_id, url, row.start_generation, startup=True)
-        elif row.status in (S.RUNNING, S.UNHEALTHY) and p.supervise:
-            url = p.health_url(row.container_port)
-            p.prober.track(agent_id, url, row.start_generation, startup=False)
-        else:
-            p.prober.untrack(agent_id)

@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session
 
 from clawhq.controller import transitions
 from clawhq.controller.parts import Parts
-from clawhq.controller.planner import Action, AgentView, Do, plan
+from clawhq.controller.planner import Action, AgentView, Do, is_starting, plan
 from clawhq.controller.steps import Steps
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
 from clawhq.runtime import labels
-from clawhq.status import AgentStatus
+from clawhq.status import AgentStatus, DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -152,5 +152,31 @@ class AgentSync:
         again = 0.0 if changed else (min(waits) if waits else None)
         deleted = any(a.do is Do.FINISH_DELETE for a in actions) and error is None
         if not deleted:
-            self.steps.track(agent_id)
+            self._track(agent_id)
         return Outcome(handled, error, again, deleted)
+
+    def _track(self, agent_id: str) -> None:
+        """Point the prober at the agent's current start, or stop probing it."""
+        p = self.parts
+        if p.prober is None:
+            return
+        with p.read_sessions() as session:
+            row = session.execute(
+                select(
+                    Agent.status,
+                    Agent.desired_state,
+                    Agent.start_generation,
+                    Agent.container_port,
+                    Agent.next_restart_at,
+                ).where(Agent.id == agent_id)
+            ).one_or_none()
+        if row is None or row.desired_state is not DesiredState.RUNNING or not row.container_port:
+            p.prober.untrack(agent_id)
+            return
+        url = p.health_url(row.container_port)
+        if is_starting(row.status, row.next_restart_at):
+            p.prober.track(agent_id, url, row.start_generation, startup=True)
+        elif row.status in (S.RUNNING, S.UNHEALTHY) and p.supervise:
+            p.prober.track(agent_id, url, row.start_generation, startup=False)
+        else:
+            p.prober.untrack(agent_id)
