@@ -13,6 +13,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -158,6 +159,41 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     webhook_base_url: str | None = None
 
+    # Agent access: users reach their agent's gateway through ClawHQ (docs/agent-access.md).
+    public_url: str | None = Field(
+        default=None,
+        description="the origin browsers use to reach ClawHQ (default http://HOST:PORT); the "
+        "agents' Control UI accepts only this origin",
+    )
+    agent_publish_ports: bool = Field(
+        default=True,
+        description="also publish each agent's gateway on a host port from the pool; ClawHQ "
+        "itself reaches agents over the agent network either way",
+    )
+    agent_llm_base_url: str | None = Field(
+        default=None,
+        description="the base URL agents send their model calls to (default: the provider's own)",
+    )
+    session_ttl_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="hours a browser session cookie lasts"
+    )
+    proxy_connections_per_user: int = Field(
+        default=20, ge=1, description="proxied connections to agents one user may hold open"
+    )
+    proxy_connections_total: int = Field(
+        default=500, ge=1, description="proxied connections to agents open at once in all"
+    )
+    proxy_idle_seconds: float = Field(
+        default=300.0, gt=0, description="seconds a proxied connection may carry nothing"
+    )
+    proxy_max_message: int = Field(
+        default=parse_size("16m"),
+        description="the largest WebSocket message or request body the proxy passes on",
+    )
+    proxy_timeout: float = Field(
+        default=120.0, gt=0, description="seconds to wait for an agent's gateway to answer"
+    )
+
     @field_validator("agent_memory", mode="before")
     @classmethod
     def _memory(cls, value: str | int) -> int:
@@ -214,7 +250,12 @@ class Settings(BaseSettings):
             decode_encryption_key(key.get_secret_value() if isinstance(key, SecretStr) else key)
         return tuple(value)
 
-    @field_validator("webhook_base_url")
+    @field_validator("proxy_max_message", mode="before")
+    @classmethod
+    def _proxy_size(cls, value: str | int) -> int:
+        return parse_size(value)
+
+    @field_validator("webhook_base_url", "public_url", "agent_llm_base_url")
     @classmethod
     def _webhook(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -236,6 +277,15 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data dir."""
         return self.database_url or f"sqlite:///{self.data_dir / 'clawhq.db'}"
+
+    @property
+    def public_origin(self) -> str:
+        """``scheme://host[:port]`` browsers reach ClawHQ at (no path, no trailing slash)."""
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def port_count(self) -> int:
