@@ -231,6 +231,26 @@ def docker_runtime() -> Iterator[Any]:
     runtime.close()
 
 
+#: The real OpenClaw image's tag in tests; a second checkout building at the same time sets
+#: its own, so the two never replace each other's image.
+OPENCLAW_TEST_TAG = os.environ.get("CLAWHQ_TEST_OPENCLAW_TAG", "clawhq-openclaw:test")
+
+
+@pytest.fixture(scope="session")
+def openclaw_image(docker_runtime: Any) -> str:
+    """The production image, built through the registry-less path (cached between runs)."""
+    from clawhq.cli.images import build_openclaw
+    from clawhq.errors import ConfigError
+
+    try:
+        build_openclaw(docker_runtime, OPENCLAW_TEST_TAG)
+    except ConfigError as exc:
+        if "is not installed" in exc.message or "needs root" in exc.message:
+            unavailable("the OpenClaw image build", exc.message)
+        raise
+    return OPENCLAW_TEST_TAG
+
+
 @pytest.fixture(scope="session")
 def test_image(docker_runtime: Any) -> str:
     from clawhq.cli.images import build_test_agent

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unavailable
 from tests.integration.helpers import (
     delete_leaves_nothing,
     exec_in,
@@ -25,7 +24,6 @@ from tests.integration.helpers import (
     wait_status,
 )
 
-OPENCLAW_TEST_TAG = "clawhq-openclaw:test"
 PORTS = "19800-19899"
 FAKE_KEY = "sk-ant-fake-0123456789"
 #: ClawHQ's defaults for a real gateway (1g, a 2-minute start), on this module's ports.
@@ -58,21 +56,6 @@ GATEWAY_ENV = (
 
 # The first test also builds the image (about two minutes from a cold cache).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="session")
-def openclaw_image(docker_runtime: Any) -> str:
-    """The production image, built through the registry-less path (cached between runs)."""
-    from clawhq.cli.images import build_openclaw
-    from clawhq.errors import ConfigError
-
-    try:
-        build_openclaw(docker_runtime, OPENCLAW_TEST_TAG)
-    except ConfigError as exc:
-        if "is not installed" in exc.message or "needs root" in exc.message:
-            unavailable("the OpenClaw image build", exc.message)
-        raise
-    return OPENCLAW_TEST_TAG
 
 
 @pytest.fixture
