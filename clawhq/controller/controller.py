@@ -72,7 +72,9 @@ class Controller:
     def __init__(self, parts: Parts, probe: Probe, *, workers: int = 8) -> None:
         self.parts = parts
         self.queue: WorkQueue[str] = WorkQueue(parts.clock)
-        self.prober = Prober(parts.settings, probe, parts.clock, self.enqueue, parts.metrics)
+        self.prober = Prober(
+            parts.settings, probe, parts.clock, self.enqueue, parts.health_url, parts.metrics
+        )
         parts.prober = self.prober
         self.agents = AgentSync(parts)
         self.completions = Completions()

@@ -15,13 +15,21 @@ from clawhq.controller.clock import Clock
 from clawhq.controller.observed import ObservedState
 from clawhq.controller.planner import Rules
 from clawhq.controller.ports import PortPool
-from clawhq.controller.spec import NO_SECRETS, AgentFields, agent_image, build_spec, summary
+from clawhq.controller.spec import (
+    NO_SECRETS,
+    AgentFields,
+    AgentSecrets,
+    Placement,
+    agent_image,
+    build_spec,
+    summary,
+)
 from clawhq.controller.transitions import Timing
 from clawhq.crypto import Keyring
 from clawhq.db.models import Agent
 from clawhq.errors import Unavailable
 from clawhq.observability.metrics import Metrics
-from clawhq.runtime import Runtime
+from clawhq.runtime import ContainerSpec, Runtime
 from clawhq.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +48,8 @@ class Parts:
     instance_id: str
     observed: ObservedState = field(default_factory=ObservedState)
     webhook_base_url: str | None = None
+    #: The agent network's gateway: where ClawHQ's connections to agents come from.
+    proxy_address: str = ""
     prober: Prober | None = None
     #: Whether the agent network is known to exist (``Controller.prepare``).
     prepared: bool = False
@@ -75,6 +85,7 @@ class Parts:
         Agents post webhooks to that gateway unless ``CLAWHQ_WEBHOOK_BASE_URL`` says otherwise.
         """
         gateway = self.runtime.ensure_network(self.settings.agent_network)
+        self.proxy_address = gateway
         if self.webhook_base_url is None:
             self.webhook_base_url = f"http://{gateway}:{self.settings.port}"
         if self.firewall_installer is not None and self.firewall not in ("installed", "off"):
@@ -98,11 +109,32 @@ class Parts:
                 code="firewall_not_ready",
             )
 
-    def health_url(self, port: int | None) -> str:
-        """Where ClawHQ probes an agent: its published port, on the host."""
-        host = str(self.settings.agent_bind_ip)
-        host = "127.0.0.1" if host == "0.0.0.0" else host
-        return f"http://{host}:{port}{self.settings.agent_health_path}"
+    def gateway_url(self, agent_id: str, container_id: str | None) -> str | None:
+        """The agent's gateway, at its container's address on the agent network (``None``
+        while the container has no address: it is not running)."""
+        container = self.observed.container(agent_id, container_id)
+        if container is None or not container.address:
+            return None
+        return f"http://{container.address}:{self.settings.agent_internal_port}"
+
+    def health_url(self, agent_id: str, container_id: str) -> str | None:
+        """Where ClawHQ probes an agent: its gateway's health path."""
+        base = self.gateway_url(agent_id, container_id)
+        return None if base is None else f"{base}{self.settings.agent_health_path}"
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.webhook_base_url or "", self.instance_id, self.proxy_address)
+
+    def spec_for(
+        self,
+        agent: AgentFields,
+        port: int | None,
+        secrets: AgentSecrets = NO_SECRETS,
+        image: str | None = None,
+    ) -> ContainerSpec:
+        """The agent's container as this ClawHQ would create it now."""
+        return build_spec(self.settings, agent, port or 0, secrets, self.placement, image=image)
 
     def image_of(self, agent: Agent, session: Session) -> str:
         return agent_image(self.settings, agent.image, self.plan_image(session, agent.user_id))
@@ -119,31 +151,25 @@ class Parts:
     ) -> dict[str, Any]:
         """The agent's spec as plain data (no secrets), with ``image`` or its own."""
         image = image or self.image_of(agent, session)
-        spec = build_spec(
-            self.settings,
-            agent,
-            agent.container_port or 0,
-            NO_SECRETS,
-            self.webhook_base_url or "",
-            self.instance_id,
-            image=image,
-        )
+        spec = self.spec_for(agent, agent.container_port, image=image)
         return summary(spec, self.observed.image_id(image))
 
     def intended_hash(self, agent: AgentFields, port: int | None, image: str) -> str:
         """The config hash of the container the agent should have (cached: it is pure)."""
         channels = tuple(agent.channels or ())
         key = (agent.id, agent.user_id, agent.name, agent.model_provider, agent.model, channels)
-        return self._intended(key, port or 0, image, self.webhook_base_url or "")
+        return self._intended(key, port or 0, image, self.placement)
 
     def _intended_uncached(
-        self, key: tuple[str, str, str, str, str, tuple[str, ...]], port: int, image: str, base: str
+        self,
+        key: tuple[str, str, str, str, str, tuple[str, ...]],
+        port: int,
+        image: str,
+        placement: Placement,
     ) -> str:
         agent_id, user_id, name, provider, model, channels = key
         record = _Record(agent_id, user_id, name, provider, model, list(channels))
-        spec = build_spec(
-            self.settings, record, port, NO_SECRETS, base, self.instance_id, image=image
-        )
+        spec = build_spec(self.settings, record, port, NO_SECRETS, placement, image=image)
         return spec.config_hash()
 
 

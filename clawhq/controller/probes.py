@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 FIRST_POLL_SECONDS = 0.02
 
 
+#: Where one container's health answers, or ``None`` while it has no address (not running).
+Locate = Callable[[str, str], str | None]
+
+
 @dataclass(frozen=True)
 class Target:
-    url: str
+    container_id: str
     attempt: int
     startup: bool
 
@@ -51,8 +55,10 @@ class Prober:
         probe: Probe,
         clock: Clock,
         on_result: Callable[[str], None],
+        locate: Locate,
         metrics: Metrics | None = None,
     ) -> None:
+        self._locate = locate
         self._metrics = metrics
         self._settings = settings
         self._probe = probe
@@ -66,9 +72,9 @@ class Prober:
     def set_probe(self, probe: Probe) -> None:
         self._probe = probe
 
-    def track(self, agent_id: str, url: str, attempt: int, *, startup: bool) -> None:
+    def track(self, agent_id: str, container_id: str, attempt: int, *, startup: bool) -> None:
         """Probe this start of the agent (a no-op when already tracked the same way)."""
-        target = Target(url, attempt, startup)
+        target = Target(container_id, attempt, startup)
         with self._lock:
             if self._targets.get(agent_id) == target:
                 return
@@ -111,7 +117,8 @@ class Prober:
             target = self._targets.get(agent_id)
         if target is None:
             return
-        healthy = self._probe(target.url)
+        url = self._locate(agent_id, target.container_id)
+        healthy = url is not None and self._probe(url)
         with self._lock:
             if self._targets.get(agent_id) != target:
                 return  # re-targeted or dropped meanwhile: this result is about nothing

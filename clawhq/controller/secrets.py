@@ -54,6 +54,7 @@ def secrets_for(
     return AgentSecrets(
         api_key=api_key,
         webhook_token=new_token(WEBHOOK_TOKEN_PREFIX),
-        gateway_token=secrets.token_urlsafe(32),
+        gateway_password=secrets.token_urlsafe(32),
+        proxy_identity=secrets.token_urlsafe(32),
         channel_env=channel_env,
     )

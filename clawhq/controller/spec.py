@@ -25,7 +25,13 @@ CHANNEL_ENV_NAMES: Mapping[str, tuple[str, ...]] = {
 }
 CHANNEL_ENV = frozenset(name for names in CHANNEL_ENV_NAMES.values() for name in names)
 SECRET_ENV = frozenset(
-    {"CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN", "OPENCLAW_GATEWAY_TOKEN", *CHANNEL_ENV}
+    {
+        "CLAWHQ_API_KEY",
+        "CLAWHQ_WEBHOOK_TOKEN",
+        "CLAWHQ_PROXY_IDENTITY",
+        "OPENCLAW_GATEWAY_PASSWORD",
+        *CHANNEL_ENV,
+    }
 )
 #: Labels that say which start a container belongs to, not what it is.
 ATTEMPT_LABEL = labels.START
@@ -55,12 +61,25 @@ class AgentSecrets:
 
     api_key: str
     webhook_token: str
-    gateway_token: str
+    #: For the agent's own processes inside the container (its usage reporter); never leaves it.
+    gateway_password: str
+    #: What ClawHQ's proxy proves itself with to this container's gateway (docs/agent-access.md).
+    proxy_identity: str = PLACEHOLDER
     channel_env: Mapping[str, str] = field(default_factory=dict)
 
 
 #: Stand-ins for the secrets when only the spec's shape and hash are wanted.
 NO_SECRETS = AgentSecrets(PLACEHOLDER, PLACEHOLDER, PLACEHOLDER)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the agent's container is reached from: what every spec of one ClawHQ shares."""
+
+    webhook_base_url: str
+    instance_id: str
+    #: The address ClawHQ's proxy connects to agents from (the agent network's gateway).
+    proxy_address: str = ""
 
 
 def container_name(user_id: str, agent_id: str) -> str:
@@ -75,6 +94,11 @@ def webhook_url(base_url: str, agent_id: str) -> str:
     return f"{base_url}/api/agents/{agent_id}/webhook"
 
 
+def access_path(agent_id: str) -> str:
+    """The path prefix under which ClawHQ serves the agent's gateway to its owner."""
+    return f"/agents/{agent_id}"
+
+
 def agent_image(settings: Settings, pinned: str | None, plan_image: str | None) -> str:
     """The agent's own pin, else its plan's, else ``CLAWHQ_AGENT_IMAGE``."""
     return pinned or plan_image or settings.agent_image
@@ -85,8 +109,7 @@ def build_spec(
     agent: AgentFields,
     port: int,
     secrets: AgentSecrets,
-    webhook_base_url: str,
-    instance_id: str,
+    placement: Placement,
     *,
     image: str | None = None,
 ) -> ContainerSpec:
@@ -106,11 +129,18 @@ def build_spec(
         "CLAWHQ_MODEL": agent.model,
         "CLAWHQ_API_KEY": secrets.api_key,
         "CLAWHQ_CHANNELS": json.dumps(channels),
-        "CLAWHQ_WEBHOOK_URL": webhook_url(webhook_base_url, agent.id),
+        "CLAWHQ_WEBHOOK_URL": webhook_url(placement.webhook_base_url, agent.id),
         "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
-        "OPENCLAW_GATEWAY_TOKEN": secrets.gateway_token,
+        "OPENCLAW_GATEWAY_PASSWORD": secrets.gateway_password,
+        "CLAWHQ_PROXY_ADDRESSES": placement.proxy_address,
+        "CLAWHQ_PROXY_IDENTITY": secrets.proxy_identity,
+        "CLAWHQ_PUBLIC_ORIGIN": settings.public_origin,
+        "CLAWHQ_BASE_PATH": access_path(agent.id),
         **channel_env,
     }
+    if settings.agent_llm_base_url:
+        env["CLAWHQ_LLM_BASE_URL"] = settings.agent_llm_base_url
+    published = PortBinding(str(settings.agent_bind_ip), port, settings.agent_internal_port)
     return ContainerSpec(
         name=container_name(agent.user_id, agent.id),
         hostname=f"agent-{agent.id[:12]}",
@@ -121,7 +151,7 @@ def build_spec(
             labels.SERVICE: labels.SERVICE_AGENT,
             labels.USER_ID: agent.user_id,
             labels.AGENT_ID: agent.id,
-            labels.INSTANCE: instance_id,
+            labels.INSTANCE: placement.instance_id,
         },
         user=AGENT_UID_GID,
         limits=Limits(
@@ -130,7 +160,7 @@ def build_spec(
             cpu_period=settings.agent_cpu_period,
             pids_limit=settings.agent_pids_limit,
         ),
-        port=PortBinding(str(settings.agent_bind_ip), port, settings.agent_internal_port),
+        port=published if settings.agent_publish_ports else None,
         network=settings.agent_network,
         volume=volume_name(agent.id),
         volume_path=settings.agent_workspace_path,

@@ -20,7 +20,7 @@ from clawhq.controller import transitions as t
 from clawhq.controller.parts import Parts
 from clawhq.controller.planner import Action, Do
 from clawhq.controller.secrets import secrets_for
-from clawhq.controller.spec import build_spec, container_name, summary, volume_name, with_attempt
+from clawhq.controller.spec import container_name, summary, volume_name, with_attempt
 from clawhq.credentials import hash_token
 from clawhq.db import audit, history
 from clawhq.db.models import Agent, PortLease
@@ -122,17 +122,10 @@ class Steps:
                 raise raise_later
 
             return report
-        t.container_planned(agent, port, hash_token(secrets.webhook_token))
+        identity = p.keyring.seal(secrets.proxy_identity, agent.proxy_identity_context)
+        t.container_planned(agent, port, hash_token(secrets.webhook_token), identity)
         image = p.image_of(agent, session)
-        spec = build_spec(
-            p.settings,
-            agent,
-            port,
-            secrets,
-            str(p.webhook_base_url),
-            p.instance_id,
-            image=image,
-        )
+        spec = p.spec_for(agent, port, secrets, image)
         session.flush()  # the status change enters the history before the steps that follow
         history.record(session, agent.id, "port_leased", f"host port {port}")
         spec = with_attempt(spec, attempt)

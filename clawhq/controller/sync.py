@@ -166,17 +166,16 @@ class AgentSync:
                     Agent.status,
                     Agent.desired_state,
                     Agent.start_generation,
-                    Agent.container_port,
+                    Agent.container_id,
                     Agent.next_restart_at,
                 ).where(Agent.id == agent_id)
             ).one_or_none()
-        if row is None or row.desired_state is not DesiredState.RUNNING or not row.container_port:
+        if row is None or row.desired_state is not DesiredState.RUNNING or not row.container_id:
             p.prober.untrack(agent_id)
             return
-        url = p.health_url(row.container_port)
         if is_starting(row.status, row.next_restart_at):
-            p.prober.track(agent_id, url, row.start_generation, startup=True)
+            p.prober.track(agent_id, row.container_id, row.start_generation, startup=True)
         elif row.status in (S.RUNNING, S.UNHEALTHY) and p.supervise:
-            p.prober.track(agent_id, url, row.start_generation, startup=False)
+            p.prober.track(agent_id, row.container_id, row.start_generation, startup=False)
         else:
             p.prober.untrack(agent_id)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from clawhq.controller.planner import backoff_delay
+from clawhq.crypto import Sealed
 from clawhq.db.models import Agent
 from clawhq.status import AgentStatus
 
@@ -66,9 +67,14 @@ def begin_start(agent: Agent, kind: str, now: datetime, timing: Timing) -> int:
     return agent.start_generation
 
 
-def container_planned(agent: Agent, port: int, webhook_token_hash: str) -> None:
-    """A new container is about to be made on ``port``; its webhook token rotates."""
+def container_planned(
+    agent: Agent, port: int, webhook_token_hash: str, proxy_identity: Sealed
+) -> None:
+    """A new container is about to be made on ``port``; its webhook token and the proxy's
+    identity rotate."""
     agent.webhook_token_hash = webhook_token_hash
+    agent.proxy_identity_ciphertext = proxy_identity.ciphertext
+    agent.proxy_identity_key_id = proxy_identity.key_id
     agent.container_id = None
     agent.container_port = port
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from clawhq.controller.parts import Parts
 from clawhq.controller.planner import AgentView, up_to_date
-from clawhq.controller.spec import NO_SECRETS, agent_image, build_spec, differences, summary
+from clawhq.controller.spec import agent_image, differences, summary
 from clawhq.errors import Conflict
 from clawhq.runtime import Container, ContainerStats, LogLine
 from clawhq.status import AgentStatus, DesiredState
@@ -45,15 +45,7 @@ class AgentViews:
         )
         if up_to_date(view, container):
             return True, []
-        spec = build_spec(
-            parts.settings,
-            fields,
-            row.get("container_port") or 0,
-            NO_SECRETS,
-            parts.webhook_base_url or "",
-            parts.instance_id,
-            image=image,
-        )
+        spec = parts.spec_for(fields, row.get("container_port"), image=image)
         intended = summary(spec, parts.observed.image_id(image))
         found = differences(intended, row.get("applied_config"))
         if not found and view.intended_image_id != getattr(container, "image_id", ""):

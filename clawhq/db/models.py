@@ -164,6 +164,9 @@ class Agent(Base):
     api_key_key_id: Mapped[str | None] = mapped_column(String(16))
     channel_secrets_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     channel_secrets_key_id: Mapped[str | None] = mapped_column(String(16))
+    #: What ClawHQ's proxy sends the current container's gateway to be trusted (sealed).
+    proxy_identity_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    proxy_identity_key_id: Mapped[str | None] = mapped_column(String(16))
     uses_bundled_api: Mapped[bool] = mapped_column(Boolean, default=False)
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
     webhook_token_hash: Mapped[str | None] = mapped_column(String(64))
@@ -187,6 +190,10 @@ class Agent(Base):
     @property
     def channel_secrets_context(self) -> str:
         return f"agent:{self.id}:channel_secrets"
+
+    @property
+    def proxy_identity_context(self) -> str:
+        return f"agent:{self.id}:proxy_identity"
 
 
 class PortLease(Base):

@@ -65,7 +65,9 @@ class ContainerSpec:
     labels: Mapping[str, str]
     user: str
     limits: Limits
-    port: PortBinding
+    #: The host port the gateway is published on; ``None`` publishes nothing (ClawHQ reaches
+    #: agents at their address on the agent network either way).
+    port: PortBinding | None
     network: str
     volume: str
     volume_path: str
@@ -120,6 +122,8 @@ class Container:
     health: str | None = None
     ports: tuple[PortBinding, ...] = ()
     image_id: str = ""  # the engine's id (sha256:…) of the image it was created from
+    #: Its IPv4 address on the agent network ("" while it is not running).
+    address: str = ""
 
     @property
     def is_running(self) -> bool:

@@ -132,6 +132,10 @@ class DockerRuntime:
                 spec.volume,
                 labels=spec.volume_labels(),
             )
+            port = spec.port
+            published = (
+                {f"{port.container_port}/tcp": (port.host_ip, port.host_port)} if port else {}
+            )
             created: SdkContainer = self._client.containers.create(
                 spec.image,
                 name=spec.name,
@@ -150,7 +154,7 @@ class DockerRuntime:
                 security_opt=["no-new-privileges:true"],
                 init=True,
                 network=spec.network,
-                ports={f"{spec.port.container_port}/tcp": (spec.port.host_ip, spec.port.host_port)},
+                ports=published,
                 volumes={spec.volume: {"bind": spec.volume_path, "mode": "rw"}},
                 log_config=LogConfig(
                     type="json-file",

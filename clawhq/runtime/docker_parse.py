@@ -27,6 +27,14 @@ def _bindings(port_map: Mapping[str, Any] | None) -> tuple[PortBinding, ...]:
     return tuple(found)
 
 
+def _address(settings: Mapping[str, Any] | None) -> str:
+    """The container's address on its (one) network; "" when it has none yet."""
+    for network in ((settings or {}).get("Networks") or {}).values():
+        if network and network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return ""
+
+
 def container_from_inspect(attrs: Mapping[str, Any]) -> Container:
     """A :class:`Container` from ``docker inspect`` data."""
     state = attrs.get("State") or {}
@@ -46,6 +54,7 @@ def container_from_inspect(attrs: Mapping[str, Any]) -> Container:
         health=health.get("Status"),
         ports=_bindings((attrs.get("HostConfig") or {}).get("PortBindings")),
         image_id=str(attrs.get("Image") or ""),
+        address=_address(attrs.get("NetworkSettings")),
     )
 
 
@@ -65,4 +74,5 @@ def container_from_summary(item: Mapping[str, Any]) -> Container:
         labels=item.get("Labels") or {},
         ports=ports,
         image_id=str(item.get("ImageID") or ""),
+        address=_address(item.get("NetworkSettings")),
     )

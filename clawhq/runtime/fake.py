@@ -179,7 +179,7 @@ class FakeRuntime:
                 image=spec.image,
                 state=ContainerState.CREATED,
                 labels={**spec.labels, labels.CONFIG_HASH: spec.config_hash()},
-                ports=(spec.port,),
+                ports=(spec.port,) if spec.port else (),
                 image_id=self._image_id(spec.image),
             )
             self.containers[container.id] = container
@@ -201,22 +201,32 @@ class FakeRuntime:
 
     def start(self, container_id: str) -> None:
         self._check("start")
+        n = int(container_id[4:]) if container_id.startswith("fake") else 0
         _, started = self._set(
-            container_id, state=ContainerState.RUNNING, started_at=datetime.now(UTC)
+            container_id,
+            state=ContainerState.RUNNING,
+            started_at=datetime.now(UTC),
+            address=f"10.99.{n // 250 % 250}.{n % 250 + 2}",
         )
         self._emit_for(started, "start")
 
     def stop(self, container_id: str, timeout: int) -> None:
         self._check("stop")
         if self._find(container_id):
-            before, stopped = self._set(container_id, state=ContainerState.EXITED, exit_code=0)
+            before, stopped = self._set(
+                container_id, state=ContainerState.EXITED, exit_code=0, address=""
+            )
             if before.is_running:
                 self._emit_for(stopped, "die", exitCode="0")
 
     def crash(self, container_id: str, exit_code: int = 137, oom: bool = False) -> None:
         """Test helper: the container dies on its own (``oom``, then ``die``, events)."""
         _, died = self._set(
-            container_id, state=ContainerState.EXITED, exit_code=exit_code, oom_killed=oom
+            container_id,
+            state=ContainerState.EXITED,
+            exit_code=exit_code,
+            oom_killed=oom,
+            address="",
         )
         if oom:
             self._emit_for(died, "oom")

@@ -14,6 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from clawhq.crypto import Keyring, Sealed
 from clawhq.db.models import Agent
 
+#: Each sealed secret of an agent: its column prefix and the property naming its context.
+SEALED_COLUMNS = (
+    ("api_key", "api_key_context"),
+    ("channel_secrets", "channel_secrets_context"),
+    ("proxy_identity", "proxy_identity_context"),
+)
+
 
 @dataclass(frozen=True)
 class Rotation:
@@ -31,6 +38,7 @@ def rotate(sessions: sessionmaker[Session], keyring: Keyring) -> Rotation:
                 or_(
                     Agent.api_key_key_id != current,
                     Agent.channel_secrets_key_id != current,
+                    Agent.proxy_identity_key_id != current,
                 )
             )
         ).all()
@@ -42,17 +50,12 @@ def rotate(sessions: sessionmaker[Session], keyring: Keyring) -> Rotation:
             ).one_or_none()
             if agent is None:
                 continue
-            if agent.api_key_ciphertext is not None and agent.api_key_key_id is not None:
-                sealed = keyring.reseal(
-                    Sealed(agent.api_key_ciphertext, agent.api_key_key_id), agent.api_key_context
-                )
-                agent.api_key_ciphertext, agent.api_key_key_id = sealed.ciphertext, sealed.key_id
-            if agent.channel_secrets_ciphertext is not None and agent.channel_secrets_key_id:
-                sealed = keyring.reseal(
-                    Sealed(agent.channel_secrets_ciphertext, agent.channel_secrets_key_id),
-                    agent.channel_secrets_context,
-                )
-                agent.channel_secrets_ciphertext = sealed.ciphertext
-                agent.channel_secrets_key_id = sealed.key_id
+            for column, context in SEALED_COLUMNS:
+                ciphertext = getattr(agent, f"{column}_ciphertext")
+                key_id = getattr(agent, f"{column}_key_id")
+                if ciphertext is not None and key_id:
+                    sealed = keyring.reseal(Sealed(ciphertext, key_id), getattr(agent, context))
+                    setattr(agent, f"{column}_ciphertext", sealed.ciphertext)
+                    setattr(agent, f"{column}_key_id", sealed.key_id)
             rotated += 1
     return Rotation(current, rotated, total - rotated)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import text
 
-from clawhq.controller.spec import AgentSecrets, build_spec
+from clawhq.controller.spec import AgentSecrets, Placement, build_spec
 from clawhq.runtime import labels
 from tests.conftest import Api
 from tests.integration.helpers import (
@@ -167,8 +167,7 @@ def test_crash_between_create_and_commit_converges(docker_app, docker_runtime) -
                 row,
                 19450,
                 AgentSecrets("k", "t", "g"),
-                "http://x:1",
-                api.context.parts.instance_id,
+                Placement("http://x:1", api.context.parts.instance_id),
             )
         docker_runtime.ensure_network(settings.agent_network)
         created = docker_runtime.create(spec)

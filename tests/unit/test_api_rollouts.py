@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -95,8 +96,8 @@ def probing_app(make_settings: Callable[..., Settings], fake_runtime: FakeRuntim
     """The API where containers of the image ``BAD`` never answer healthy (1 s to do so)."""
 
     def probe(url: str) -> bool:
-        port = int(url.split(":")[2].split("/")[0])
-        images = [s.image for s in fake_runtime.specs.values() if s.port.host_port == port]
+        address = urlsplit(url).hostname
+        images = [c.image for c in fake_runtime.containers.values() if c.address == address]
         return bool(images) and images[-1] != BAD
 
     settings = make_settings(supervise=False, start_timeout=1, startup_poll_interval=0.05)

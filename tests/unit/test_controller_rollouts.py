@@ -38,9 +38,9 @@ def answer_by_image(world: World, fake: FakeRuntime) -> None:  # noqa: F811
     """Containers of the BAD image never answer healthy; every other one does."""
 
     def probe(url: str) -> bool:
-        port = urlsplit(url).port
+        address = urlsplit(url).hostname
         for container in fake.containers.values():
-            if container.ports and container.ports[0].host_port == port:
+            if container.address == address:
                 return container.image != BAD
         return False
 

@@ -333,9 +333,15 @@ def test_up_to_date(container: Container, view: AgentView, expected: bool) -> No
 def test_a_probe_of_an_older_start_is_not_handed_to_the_planner() -> None:
     """The caller asks the prober for the current start's result: an older one is None."""
     settings = SimpleNamespace(startup_poll_interval=0.1, health_interval=30.0)
-    prober = Prober(settings, lambda url: True, clock=None, on_result=lambda key: None)  # type: ignore[arg-type]
+    prober = Prober(
+        settings,
+        lambda url: True,
+        clock=None,
+        on_result=lambda key: None,
+        locate=lambda a, c: "http://127.0.0.1:1/healthz",
+    )  # type: ignore[arg-type]
     prober.queue = SimpleNamespace(add=lambda key, delay=0.0: None)  # type: ignore[assignment]
-    prober.track(AGENT, "http://127.0.0.1:1/healthz", 1, startup=True)
+    prober.track(AGENT, "c1", 1, startup=True)
     prober.run(AGENT)
     assert prober.result(AGENT, 1) == healthy(1)
     assert prober.result(AGENT, 2) is None
@@ -343,7 +349,7 @@ def test_a_probe_of_an_older_start_is_not_handed_to_the_planner() -> None:
     view = starting(start_generation=2)
     assert plan(view, [box(start=2)], prober.result(AGENT, 2), NOW) == [A(Do.WAIT, after=RECHECK)]
     # Re-targeted at start 2, the old result is dropped.
-    prober.track(AGENT, "http://127.0.0.1:1/healthz", 2, startup=True)
+    prober.track(AGENT, "c1", 2, startup=True)
     assert prober.result(AGENT, 1) is None
 
 

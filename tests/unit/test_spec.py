@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from clawhq.controller.spec import AgentSecrets, build_spec, container_name
+from clawhq.controller.spec import AgentSecrets, Placement, build_spec, container_name
 from clawhq.db.models import Agent
 from clawhq.runtime import labels
 from clawhq.settings import load_settings
@@ -21,8 +21,9 @@ def make_agent() -> Agent:
 
 def test_spec_carries_identity_env_limits_and_labels() -> None:
     settings = load_settings(agent_memory="1g", agent_pids_limit=128, port_range="19000-19010")
-    secrets = AgentSecrets("sk-user", "whk_token", "gw-token")
-    spec = build_spec(settings, make_agent(), 19003, secrets, "http://172.18.0.1:8000", "inst1")
+    secrets = AgentSecrets("sk-user", "whk_token", "gw-password", "proxy-identity")
+    where = Placement("http://172.18.0.1:8000", "inst1", "172.18.0.1")
+    spec = build_spec(settings, make_agent(), 19003, secrets, where)
 
     assert spec.name == container_name("u" * 32, "a" * 32) == f"clawhq-{'u' * 32}-{'a' * 32}"
     assert spec.labels == {
@@ -34,6 +35,7 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
     assert spec.user == "1001:1001"
     assert spec.limits.memory_bytes == 1024**3
     assert spec.limits.pids_limit == 128
+    assert spec.port is not None
     assert (spec.port.host_ip, spec.port.host_port, spec.port.container_port) == (
         "127.0.0.1",
         19003,
@@ -41,7 +43,13 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
     )
     assert spec.env["CLAWHQ_API_KEY"] == "sk-user"
     assert spec.env["CLAWHQ_WEBHOOK_TOKEN"] == "whk_token"
-    assert spec.env["OPENCLAW_GATEWAY_TOKEN"] == "gw-token"
+    assert spec.env["OPENCLAW_GATEWAY_PASSWORD"] == "gw-password"
+    assert spec.env["CLAWHQ_PROXY_IDENTITY"] == "proxy-identity"
+    assert spec.env["CLAWHQ_PROXY_ADDRESSES"] == "172.18.0.1"
+    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "http://127.0.0.1:8000"
+    assert spec.env["CLAWHQ_BASE_PATH"] == f"/agents/{'a' * 32}"
+    assert "CLAWHQ_LLM_BASE_URL" not in spec.env
+    assert {"OPENCLAW_GATEWAY_PASSWORD", "CLAWHQ_PROXY_IDENTITY"} <= spec.secret_env
     assert spec.env["CLAWHQ_WEBHOOK_URL"] == f"http://172.18.0.1:8000/api/agents/{'a' * 32}/webhook"
     assert json.loads(spec.env["CLAWHQ_CHANNELS"]) == ["telegram"]
     for name in (
@@ -57,9 +65,29 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
 def test_config_hash_ignores_secrets_but_not_configuration() -> None:
     settings = load_settings()
     agent = make_agent()
-    one = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1", "i")
-    two = build_spec(settings, agent, 19000, AgentSecrets("k2", "t2", "g2"), "http://h:1", "i")
+    one = build_spec(
+        settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), Placement("http://h:1", "i")
+    )
+    two = build_spec(
+        settings, agent, 19000, AgentSecrets("k2", "t2", "g2"), Placement("http://h:1", "i")
+    )
     assert one.config_hash() == two.config_hash()
     agent.model = "claude-opus-4"
-    three = build_spec(settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), "http://h:1", "i")
+    three = build_spec(
+        settings, agent, 19000, AgentSecrets("k1", "t1", "g1"), Placement("http://h:1", "i")
+    )
     assert three.config_hash() != one.config_hash()
+
+
+def test_host_ports_are_optional_and_the_llm_base_url_reaches_the_agent() -> None:
+    settings = load_settings(
+        agent_publish_ports=False,
+        agent_llm_base_url="http://172.18.0.1:9100/v1",
+        public_url="https://hq.example.com/",
+    )
+    spec = build_spec(
+        settings, make_agent(), 19003, AgentSecrets("k", "t", "g"), Placement("", "i")
+    )
+    assert spec.port is None
+    assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://172.18.0.1:9100/v1"
+    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "https://hq.example.com"
