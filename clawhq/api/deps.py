@@ -10,20 +10,20 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.api.tokencache import TokenCache
+from clawhq.api import sessions
 from clawhq.context import AppContext
 from clawhq.controller.operations import Operations
-from clawhq.credentials import hash_token
 from clawhq.db.models import User
-from clawhq.errors import Forbidden, InvalidRequest, Unauthorized
-from clawhq.observability import logs
-from clawhq.services import users
+from clawhq.errors import Forbidden, InvalidRequest
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from /api/auth/login")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token from /api/auth/login. Browsers may use the session cookie of "
+    "a login with cookie=true instead (with X-CSRF-Token on requests that change something).",
+)
 
 
 async def get_context(request: Request) -> AppContext:
@@ -60,35 +60,13 @@ Ops = Annotated[Operations, Depends(get_operations)]
 BearerToken = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def get_current_user(request: Request, context: Context, credentials: BearerToken) -> User:
-    """The caller, from their bearer token; their budget is charged and their id logged."""
-    if credentials is None:
-        raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
-    cache: TokenCache = request.app.state.tokens
-    token = credentials.credentials
-    digest = hash_token(token)
-    user = cache.get(digest)
-    if user is None:  # only a token not seen for a few seconds costs a database read
-        user = await run_in_threadpool(_authenticate, context, cache, digest, token)
-    request.app.state.limits.user.check(user.id, "requests")
-    # Bound here, in the request's own context, the ids reach every log line of the endpoint
-    # (a sync dependency would run in a copy of that context).
-    logs.user_id.set(user.id)
-    agent_id = request.path_params.get("agent_id")
-    if agent_id:
-        logs.agent_id.set(agent_id)
-    request.state.user_id = user.id
-    request.state.is_admin = user.is_admin
-    return user
-
-
-def _authenticate(context: AppContext, cache: TokenCache, digest: str, token: str) -> User:
-    # A read session: under SQLite's WAL it holds no lock that the controller's own
-    # write sessions would wait for.
-    with context.read_sessions() as session:
-        row = users.authenticate(session, token)
-        cache.put(digest, row.user, row.expires_at)
-        return row.user
+async def get_current_user(request: Request, credentials: BearerToken) -> User:
+    """The caller, from their bearer token or else their session cookie (a cookie request that
+    changes something needs its ``X-CSRF-Token``); their budget is charged and their id logged.
+    See :func:`clawhq.api.sessions.user_from_request`."""
+    return await sessions.authenticate(
+        request, credentials.credentials if credentials else None, csrf="header"
+    )
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
