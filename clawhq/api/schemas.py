@@ -225,6 +225,15 @@ class Credentials(Body):
     password: Password
 
 
+class Login(Credentials):
+    cookie: bool = Field(
+        default=False,
+        description="Start a browser session instead: the token goes in the HttpOnly "
+        "clawhq_session cookie (never in the body), and requests that change something send "
+        "csrfToken (also in the clawhq_csrf cookie) as X-CSRF-Token.",
+    )
+
+
 class UserPublic(Schema):
     id: str
     email: str
@@ -237,6 +246,13 @@ class Session(Schema):
     user: UserPublic
     token: str
     token_type: Literal["bearer"] = "bearer"
+
+
+class BrowserSession(Schema):
+    """A login with ``cookie: true``: the session token is in the cookie only."""
+
+    user: UserPublic
+    csrf_token: str = Field(description="Send as X-CSRF-Token on POST, PATCH, PUT and DELETE.")
 
 
 class TokenPublic(Schema):

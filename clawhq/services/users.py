@@ -77,14 +77,17 @@ def register(session: Session, email: str, password: str, ttl: timedelta) -> tup
     return user, token
 
 
-def login(session: Session, email: str, password: str, ttl: timedelta) -> tuple[User, str]:
+def login(
+    session: Session, email: str, password: str, ttl: timedelta, name: str = "login"
+) -> tuple[User, str]:
+    """Check the password and issue a token called ``name``; a wrong one is a 401."""
     user = session.scalars(select(User).where(User.email == normalize_email(email))).first()
     if user is None or user.password_hash is None:
         verify_password(_DUMMY_HASH, password)
         raise Unauthorized("wrong email or password", code="invalid_credentials")
     if not verify_password(user.password_hash, password):
         raise Unauthorized("wrong email or password", code="invalid_credentials")
-    token = issue_token(session, user, "login", ttl)
+    token = issue_token(session, user, name, ttl)
     session.commit()
     return user, token
 

@@ -8,19 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import (
-    AuthAttempt,
-    BearerToken,
-    Context,
-    CurrentUser,
-    DbSession,
-    Reads,
-    Registration,
-)
+from clawhq.api.deps import AuthAttempt, Context, CurrentUser, DbSession, Reads, Registration
 from clawhq.api.problems import problem_responses
-from clawhq.api.schemas import Credentials, Session, TokenList, TokenPublic, UserPublic
+from clawhq.api.schemas import (
+    BrowserSession,
+    Credentials,
+    Login,
+    Session,
+    TokenList,
+    TokenPublic,
+    UserPublic,
+)
+from clawhq.api.sessions import SESSION_TOKEN_NAME, clear_session_cookies, set_session_cookies
 from clawhq.api.tokencache import TokenCache
-from clawhq.credentials import hash_token
 from clawhq.errors import ClawHQError
 from clawhq.services import users
 
@@ -49,20 +49,36 @@ def register(body: Credentials, session: DbSession, context: Context, audit: Aud
 
 @router.post(
     "/login",
-    response_model=Session,
+    response_model=Session | BrowserSession,
     responses=problem_responses(401, 429),
     dependencies=[AuthAttempt],
 )
-def login(body: Credentials, session: DbSession, context: Context, audit: Audit) -> Session:
-    ttl = timedelta(days=context.settings.token_ttl_days)
+def login(
+    body: Login, response: Response, session: DbSession, context: Context, audit: Audit
+) -> Session | BrowserSession:
+    """A new API token for the account; with ``cookie: true`` a browser session instead.
+
+    A browser session lasts ``CLAWHQ_SESSION_TTL_HOURS`` and lives in the ``clawhq_session``
+    cookie (HttpOnly, SameSite=Lax, Secure outside development); the answer holds the user and
+    ``csrfToken`` (also the ``clawhq_csrf`` cookie), never the session token."""
+    settings = context.settings
+    if body.cookie:
+        ttl, name = timedelta(hours=settings.session_ttl_hours), SESSION_TOKEN_NAME
+    else:
+        ttl, name = timedelta(days=settings.token_ttl_days), "login"
     try:
-        user, token = users.login(session, body.email, body.password, ttl)
+        user, token = users.login(session, body.email, body.password, ttl, name)
     except ClawHQError as exc:
         # The address tried is kept (not the password): it is what an admin needs to see.
         audit.record("auth.login", f"error:{exc.code}", detail=f"email {body.email}")
         raise
-    audit.record("auth.login", user_id=user.id)
-    return Session(user=UserPublic.model_validate(user), token=token)
+    public = UserPublic.model_validate(user)
+    if not body.cookie:
+        audit.record("auth.login", user_id=user.id)
+        return Session(user=public, token=token)
+    csrf = set_session_cookies(response, token, settings)
+    audit.record("auth.login", user_id=user.id, detail=SESSION_TOKEN_NAME)
+    return BrowserSession(user=public, csrf_token=csrf)
 
 
 @router.get("/me", response_model=UserPublic, responses=problem_responses(401))
@@ -70,34 +86,38 @@ def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-def _caller_digest(credentials: BearerToken) -> str:
-    # CurrentUser has checked the credentials already: they are there.
-    return hash_token(credentials.credentials) if credentials else ""
+def _caller_digest(request: Request) -> str:
+    """The digest of the token this request is made with (CurrentUser has found it)."""
+    return str(getattr(request.state, "token_digest", ""))
 
 
 @router.post(
-    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 429)
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403, 429)
 )
 def logout(
-    user: CurrentUser,
-    credentials: BearerToken,
-    request: Request,
-    session: DbSession,
-    audit: Audit,
+    user: CurrentUser, request: Request, session: DbSession, context: Context, audit: Audit
 ) -> Response:
-    """Revoke the token this request is made with (the caller's other tokens stay valid)."""
-    digest = _caller_digest(credentials)
+    """Revoke the token this request is made with (the caller's other tokens stay valid); a
+    browser session's cookies are cleared too (its ``X-CSRF-Token`` is needed, 403
+    ``csrf_failed`` without)."""
+    digest = _caller_digest(request)
     users.revoke_token_hash(session, digest)
     cache: TokenCache = request.app.state.tokens
     cache.evict([digest])
-    audit.record("auth.logout")
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if getattr(request.state, "auth_via", None) == "cookie":
+        clear_session_cookies(response, context.settings)
+        audit.record("auth.logout", detail=SESSION_TOKEN_NAME)
+    else:
+        audit.record("auth.logout")
+    return response
 
 
 @router.get("/tokens", response_model=TokenList, responses=problem_responses(401, 429))
-def list_tokens(user: CurrentUser, credentials: BearerToken, reads: Reads) -> TokenList:
-    """The caller's API tokens, newest first; ``current`` marks the one of this request."""
-    digest = _caller_digest(credentials)
+def list_tokens(user: CurrentUser, request: Request, reads: Reads) -> TokenList:
+    """The caller's API tokens, newest first; ``current`` marks the one of this request (browser
+    sessions are named ``browser session``)."""
+    digest = _caller_digest(request)
     with reads() as session:
         rows = users.tokens(session, user.id)
         return TokenList(
