@@ -30,12 +30,16 @@ class ClawHQError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    #: Seconds after which trying again makes sense (a ``Retry-After`` header), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        #: Extra members of the problem document (``status`` of an agent, say).
+        self.details: dict[str, str] = {}
 
 
 class ConfigError(ClawHQError):
@@ -82,6 +86,19 @@ class TooManyRequests(ClawHQError):
     def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class AgentNotRunning(ClawHQError):
+    """The agent's gateway cannot take traffic now: 503 while it is on its way up (or down),
+    409 when it is not meant to run (stopped, failed)."""
+
+    code = "agent_not_running"
+
+    def __init__(self, message: str, *, agent_status: str, transient: bool) -> None:
+        super().__init__(message)
+        self.status = 503 if transient else 409
+        self.retry_after = 5 if transient else None
+        self.details = {"agentStatus": agent_status}
 
 
 class PayloadTooLarge(ClawHQError):

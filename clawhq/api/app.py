@@ -11,11 +11,25 @@ from fastapi import Depends, FastAPI
 
 from clawhq.api import deps, middleware, problems
 from clawhq.api.ratelimit import RateLimiter
-from clawhq.api.routes import admin, agents, auth, health, metrics, rollouts, telemetry, webhooks
+from clawhq.api.routes import (
+    admin,
+    agent_access,
+    agents,
+    auth,
+    health,
+    login_page,
+    metrics,
+    rollouts,
+    telemetry,
+    webhooks,
+)
 from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
+from clawhq.proxy import http as proxy_http
+from clawhq.proxy.activity import Activity
+from clawhq.proxy.upstreams import Upstreams
 from clawhq.services.webhooks import DedupWindow
 
 log = logging.getLogger(__name__)
@@ -50,6 +64,16 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         app.state.streams = StreamSlots(
             context.settings.streams_per_user, context.settings.streams_total
         )
+        app.state.proxy_slots = StreamSlots(
+            context.settings.proxy_connections_per_user,
+            context.settings.proxy_connections_total,
+            noun="connections to agents",
+            setting="CLAWHQ_PROXY_CONNECTIONS_PER_USER",
+            code="too_many_connections",
+        )
+        app.state.upstreams = Upstreams(context.parts)
+        app.state.activity = Activity(context.sessions)
+        app.state.proxy_client = proxy_http.make_client(context.settings)
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
@@ -59,6 +83,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.proxy_client.aclose()
             await context.aclose()
 
     app = FastAPI(
@@ -69,8 +94,12 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         dependencies=[Depends(deps.reject_unknown_query)],
     )
     problems.install(app)
-    app.add_middleware(middleware.BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # Proxied requests (an agent's pages, its chat API) have their own, larger limit.
+    app.add_middleware(
+        middleware.BodyLimit, max_bytes=MAX_BODY_BYTES, exempt=agent_access.is_proxied
+    )
     app.add_middleware(middleware.RequestObserver)
-    for module in (auth, agents, telemetry, webhooks, admin, rollouts, health, metrics):
+    modules = (auth, agents, telemetry, webhooks, admin, rollouts, health, metrics)
+    for module in (*modules, agent_access, login_page):
         app.include_router(module.router)
     return app

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
 
 from clawhq.api import sessions
 from clawhq.context import AppContext
@@ -103,12 +104,12 @@ Admin = Annotated[User, Depends(get_admin)]
 _query_names: dict[int, frozenset[str]] = {}
 
 
-async def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: HTTPConnection) -> None:
     """A query parameter the route does not take is a mistake worth saying (400), not ignoring."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None or not request.query_params:
-        return
+    if dependant is None or not request.query_params or request.url.path.startswith("/agents/"):
+        return  # an agent's own pages take whatever queries they take
     names = _query_names.get(id(route))
     if names is None:
         names = _query_names[id(route)] = frozenset(_query_aliases(dependant))

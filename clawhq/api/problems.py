@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from clawhq.api.schemas import Problem
-from clawhq.errors import ClawHQError, TooManyRequests
+from clawhq.errors import ClawHQError
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ async def _clawhq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClawHQError)
     if exc.status >= 500:
         log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
-    return problem(request, exc.status, exc.code, exc.message, headers)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return problem(request, exc.status, exc.code, exc.message, headers, **exc.details)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -99,19 +99,6 @@ def clear_session_cookies(response: Response, settings: Settings) -> None:
         response.delete_cookie(name, path="/", secure=secure, httponly=httponly, samesite="lax")
 
 
-def forwardable_cookies(cookie_header: str) -> str:
-    """A ``Cookie`` header without ClawHQ's own cookies: what may be passed on to an agent.
-
-    The session cookie is a credential for the whole account; no agent may ever see it.
-    """
-    kept = []
-    for part in cookie_header.split(";"):
-        name = part.split("=", 1)[0].strip()
-        if name and name not in (SESSION_COOKIE, CSRF_COOKIE):
-            kept.append(part.strip())
-    return "; ".join(kept)
-
-
 def _bearer(conn: HTTPConnection) -> str | None:
     # As FastAPI's HTTPBearer reads it: another scheme (Basic, say) is no bearer token.
     scheme, param = get_authorization_scheme_param(conn.headers.get("authorization"))

@@ -20,29 +20,40 @@ SSE = "text/event-stream"
 
 
 class StreamSlots:
-    def __init__(self, per_user: int, total: int) -> None:
+    """Counted slots for long-lived connections, per user and in total."""
+
+    def __init__(
+        self,
+        per_user: int,
+        total: int,
+        *,
+        noun: str = "streams",
+        setting: str = "CLAWHQ_STREAMS_PER_USER",
+        code: str = "too_many_streams",
+    ) -> None:
         self.per_user = per_user
         self.total = total
+        self._noun, self._setting, self._code = noun, setting, code
         self._lock = threading.Lock()
         self._by_user: dict[str, int] = {}
         self._open = 0
 
     def acquire(self, user_id: str) -> Callable[[], None]:
-        """Take a slot for ``user_id`` (429 ``too_many_streams`` when none is left); returns
+        """Take a slot for ``user_id`` (429 with the slots' code when none is left); returns
         the function that gives it back (idempotent)."""
         with self._lock:
             mine = self._by_user.get(user_id, 0)
             if mine >= self.per_user:
                 raise TooManyRequests(
-                    f"you already have {mine} open streams (CLAWHQ_STREAMS_PER_USER="
+                    f"you already have {mine} open {self._noun} ({self._setting}="
                     f"{self.per_user}); close one first",
-                    code="too_many_streams",
+                    code=self._code,
                     retry_after=5,
                 )
             if self._open >= self.total:
                 raise TooManyRequests(
-                    "the server has as many open streams as it takes; retry soon",
-                    code="too_many_streams",
+                    f"the server has as many open {self._noun} as it takes; retry soon",
+                    code=self._code,
                     retry_after=5,
                 )
             self._by_user[user_id] = mine + 1

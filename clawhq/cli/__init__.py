@@ -102,6 +102,7 @@ def serve(
             log_config=None,
             proxy_headers=False,
             limit_concurrency=settings.max_connections,
+            ws_max_size=settings.proxy_max_message,
         )
     )
     server.run(sockets=sockets)

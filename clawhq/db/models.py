@@ -193,7 +193,12 @@ class Agent(Base):
 
     @property
     def proxy_identity_context(self) -> str:
-        return f"agent:{self.id}:proxy_identity"
+        return proxy_identity_context(self.id)
+
+
+def proxy_identity_context(agent_id: str) -> str:
+    """The associated data binding an agent's sealed proxy identity to that agent."""
+    return f"agent:{agent_id}:proxy_identity"
 
 
 class PortLease(Base):

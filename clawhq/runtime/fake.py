@@ -206,7 +206,7 @@ class FakeRuntime:
             container_id,
             state=ContainerState.RUNNING,
             started_at=datetime.now(UTC),
-            address=f"10.99.{n // 250 % 250}.{n % 250 + 2}",
+            address=f"127.77.{n // 250 % 250}.{n % 250 + 2}",  # loopback: nothing leaves
         )
         self._emit_for(started, "start")
 

@@ -469,13 +469,6 @@ def test_websockets_charge_the_users_request_budget(make_api: Callable[..., Api]
 # -- helpers for the proxy ---------------------------------------------------------------------
 
 
-def test_forwardable_cookies_drop_clawhqs_own() -> None:
-    header = "a=1; clawhq_session=chq_secret; b=2;clawhq_csrf=x; clawhq_sessionx=3"
-    assert sessions.forwardable_cookies(header) == "a=1; b=2; clawhq_sessionx=3"
-    assert sessions.forwardable_cookies("clawhq_session=chq_secret") == ""
-    assert sessions.forwardable_cookies("") == ""
-
-
 def test_the_csrf_value_is_fixed_by_the_token_and_reveals_nothing_of_it() -> None:
     first, second = sessions.csrf_token("chq_a"), sessions.csrf_token("chq_b")
     assert first == sessions.csrf_token("chq_a") and first != second

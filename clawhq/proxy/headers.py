@@ -1,0 +1,118 @@
+"""What crosses the proxy, in each direction. Pure.
+
+Towards the agent: the browser's own headers, minus ClawHQ's credentials (the agent must never
+see its owner's session or API token), minus anything a client could use to pass for the
+proxy (identity and forwarding headers are ClawHQ's to write, never the client's). Back to
+the browser: the gateway's headers, minus hop-by-hop ones and minus ``Set-Cookie`` — the
+agent's pages are served from ClawHQ's origin, and a cookie set there could shadow ClawHQ's
+own session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: The header carrying the secret the gateway trusts (its ``trustedProxy.userHeader``).
+IDENTITY_HEADER = "x-clawhq-identity"
+#: ClawHQ's own cookies (``clawhq.api.sessions``): never forwarded to an agent.
+CLAWHQ_COOKIE_PREFIX = "clawhq_"
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Request headers the proxy writes itself, or that only a proxy may send.
+PROXY_WRITTEN = frozenset(
+    {
+        "host",
+        "authorization",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-user",
+        "content-length",
+    }
+)
+#: WebSocket handshake headers the client library makes for the upstream connection itself.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        "origin",
+    }
+)
+RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie"}
+
+
+def _listed_in_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named |= {token.strip().lower() for token in value.split(",") if token.strip()}
+    return named
+
+
+def without_clawhq_cookies(value: str) -> str:
+    """A ``Cookie`` header with ClawHQ's own cookies taken out."""
+    kept = [
+        part.strip()
+        for part in value.split(";")
+        if part.strip() and not part.strip().lower().startswith(CLAWHQ_COOKIE_PREFIX)
+    ]
+    return "; ".join(kept)
+
+
+def upstream_request_headers(
+    incoming: Iterable[tuple[str, str]],
+    *,
+    identity: str,
+    client_address: str,
+    proto: str,
+    host: str,
+    websocket: bool = False,
+) -> list[tuple[str, str]]:
+    """The headers to send the gateway for a request that arrived with ``incoming``."""
+    incoming = list(incoming)
+    dropped = HOP_BY_HOP | PROXY_WRITTEN | _listed_in_connection(incoming)
+    if websocket:
+        dropped |= WEBSOCKET_HANDSHAKE
+    out: list[tuple[str, str]] = []
+    for name, value in incoming:
+        lower = name.lower()
+        if lower in dropped or lower.startswith("x-clawhq-"):
+            continue
+        if lower == "cookie":
+            value = without_clawhq_cookies(value)
+            if not value:
+                continue
+        out.append((lower, value))
+    out += [
+        (IDENTITY_HEADER, identity),
+        ("x-forwarded-for", client_address),
+        ("x-forwarded-proto", proto),
+        ("x-forwarded-host", host),
+    ]
+    return out
+
+
+def downstream_response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The gateway's response headers that may reach the browser."""
+    upstream = list(upstream)
+    dropped = RESPONSE_DROPPED | _listed_in_connection(upstream)
+    return [(name, value) for name, value in upstream if name.lower() not in dropped]

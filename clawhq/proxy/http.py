@@ -1,0 +1,128 @@
+"""HTTP through the proxy: the request goes to the gateway, the answer streams back as it comes.
+
+Nothing is buffered on the way back (Server-Sent Events and large assets pass chunk by chunk);
+the request body is read first, up to ``CLAWHQ_PROXY_MAX_MESSAGE``. A client that stops
+reading is dropped once a chunk has waited ``CLAWHQ_PROXY_IDLE_SECONDS`` to be taken, and so
+is a gateway that goes quiet that long: neither holds a connection slot for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import httpx
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from clawhq.errors import AgentNotRunning, PayloadTooLarge
+from clawhq.proxy.headers import downstream_response_headers, upstream_request_headers
+from clawhq.proxy.upstreams import Upstream
+from clawhq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client for every gateway (a client per request would cost a TLS context)."""
+    timeout = httpx.Timeout(settings.proxy_idle_seconds, connect=5.0)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 beyond ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""
+    return b"".join(chunks)
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+async def open_upstream(
+    client: httpx.AsyncClient,
+    request: Request,
+    upstream: Upstream,
+    path: str,
+    body: bytes,
+    settings: Settings,
+) -> httpx.Response:
+    """Send the request to the gateway; its response is open for streaming (close it)."""
+    query = request.url.query
+    url = f"{upstream.base_url}{path}" + (f"?{query}" if query else "")
+    headers = upstream_request_headers(
+        request.headers.items(),
+        identity=upstream.identity,
+        client_address=client_address(request.scope),
+        proto=request.url.scheme,
+        host=request.headers.get("host", ""),
+    )
+    outgoing = client.build_request(request.method, url, headers=headers, content=body)
+    try:
+        return await client.send(outgoing, stream=True)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+        log.info("agent %s unreachable: %s", upstream.agent_id, type(exc).__name__)
+        raise AgentNotRunning(
+            "the agent's gateway does not answer yet; try again in a moment",
+            agent_status="RUNNING",
+            transient=True,
+        ) from exc
+
+
+class StreamedResponse(Response):
+    """A response that relays an open upstream response chunk by chunk.
+
+    ``release`` runs however it ends (done, client gone, timed out, upstream failed).
+    """
+
+    def __init__(
+        self, response: httpx.Response, idle_seconds: float, release: Callable[[], None]
+    ) -> None:
+        super().__init__(status_code=response.status_code)
+        self._response = response
+        self._idle = idle_seconds
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = self._response
+        try:
+            headers = downstream_response_headers(response.headers.multi_items())
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                # A client that does not read blocks this send (flow control): shed it.
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                    self._idle,
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (TimeoutError, httpx.ReadTimeout):
+            log.info("proxied response dropped after %.0f s without progress", self._idle)
+        except (httpx.HTTPError, OSError) as exc:
+            log.info("proxied response ended early: %s", type(exc).__name__)
+        finally:
+            await response.aclose()
+            self._release()

@@ -1,0 +1,89 @@
+"""Which gateway a proxied request goes to, and whether it may go there at all.
+
+Only the agent's owner gets through (anyone else is told the agent does not exist, as
+everywhere in the API); only a running agent with an address on the agent network; and the
+request carries the container's proxy identity, the secret its gateway trusts
+(docs/agent-access.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from clawhq.controller.parts import Parts
+from clawhq.crypto import Sealed
+from clawhq.db.models import Agent, proxy_identity_context
+from clawhq.errors import AgentNotRunning, NotFound
+from clawhq.status import AgentStatus as S
+
+#: States in which traffic goes through (an unhealthy gateway may still answer).
+SERVING = frozenset({S.RUNNING, S.UNHEALTHY})
+#: States an agent passes through on its own: worth retrying in a moment.
+TRANSIENT = frozenset({S.DEPLOYING, S.RESTARTING, S.STOPPING})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One agent's gateway, as the proxy talks to it."""
+
+    agent_id: str
+    user_id: str
+    base_url: str  # http://<container address>:18789
+    identity: str
+
+
+class Upstreams:
+    """Finds the gateway for ``(user, agent)``; the opened identities are cached per container."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._lock = threading.Lock()
+        self._identities: dict[tuple[str, str, str], str] = {}
+
+    def resolve(self, user_id: str, agent_id: str) -> Upstream:
+        """The owner's running agent, or a problem saying why not (blocking: a database read)."""
+        with self._parts.read_sessions() as session:
+            row = session.execute(
+                select(
+                    Agent.user_id,
+                    Agent.status,
+                    Agent.container_id,
+                    Agent.proxy_identity_ciphertext,
+                    Agent.proxy_identity_key_id,
+                ).where(Agent.id == agent_id)
+            ).one_or_none()
+        if row is None or row.user_id != user_id:
+            raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
+        status = S(row.status)
+        if status not in SERVING:
+            raise AgentNotRunning(
+                f"the agent is {status.value}, not running: "
+                + ("try again in a moment" if status in TRANSIENT else "start it first"),
+                agent_status=status.value,
+                transient=status in TRANSIENT,
+            )
+        base = self._parts.gateway_url(agent_id, row.container_id)
+        if base is None or row.proxy_identity_ciphertext is None or not row.proxy_identity_key_id:
+            raise AgentNotRunning(
+                "the agent's container is not running right now; try again in a moment",
+                agent_status=status.value,
+                transient=True,
+            )
+        sealed = Sealed(row.proxy_identity_ciphertext, row.proxy_identity_key_id)
+        identity = self._identity(agent_id, row.container_id or "", sealed)
+        return Upstream(agent_id, user_id, base, identity)
+
+    def _identity(self, agent_id: str, container_id: str, sealed: Sealed) -> str:
+        key = (agent_id, container_id, sealed.key_id)
+        with self._lock:
+            found = self._identities.get(key)
+        if found is None:
+            found = self._parts.keyring.open(sealed, proxy_identity_context(agent_id))
+            with self._lock:
+                if len(self._identities) > 10_000:
+                    self._identities.clear()
+                self._identities[key] = found
+        return found

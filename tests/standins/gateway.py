@@ -1,0 +1,99 @@
+"""A stand-in for an agent's gateway: it answers on the address ClawHQ proxies to and says
+what it received, so tests can see exactly what crossed the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": dict(request.headers.items()),
+            "bodyLength": len(body),
+        }
+    )
+
+
+async def _events(request: Request) -> Response:
+    async def events() -> AsyncIterator[bytes]:
+        for n in range(3):
+            yield f"data: {n}\n\n".encode()
+            await asyncio.sleep(0.05)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def _cookie(request: Request) -> Response:
+    response = JSONResponse({"ok": True})
+    response.set_cookie("clawhq_session", "planted-by-the-agent", path="/")
+    response.headers["x-gateway"] = "stand-in"
+    return response
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"ok": True, "status": "live"})
+
+
+async def _socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json({"headers": dict(websocket.headers.items())})
+    with contextlib.suppress(Exception):
+        while True:
+            message = await websocket.receive_text()
+            await websocket.send_text(f"echo:{message}")
+
+
+def app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/healthz", _health),
+            Route("/v1/chat/completions", _echo, methods=["POST"]),
+            Route("/v1/models", _echo),
+            Route("/agents/{agent}/events", _events),
+            Route("/agents/{agent}/cookie", _cookie),
+            WebSocketRoute("/agents/{agent}/ws", _socket),
+            Route("/agents/{agent}/{rest:path}", _echo, methods=["GET", "POST", "PUT", "DELETE"]),
+        ]
+    )
+
+
+@contextlib.contextmanager
+def serving(host: str, port: int) -> Iterator[Any]:
+    """Serve the stand-in on ``host:port`` in a thread for the ``with`` block."""
+    server = uvicorn.Server(uvicorn.Config(app(), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"stand-in gateway did not start on {host}:{port}")
+        time.sleep(0.01)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
