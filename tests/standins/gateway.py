@@ -47,6 +47,17 @@ async def _events(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def _big(request: Request) -> Response:
+    """Far more than any socket buffer holds: a client that does not read stalls it."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        block = b"x" * 65536
+        for _ in range(2000):
+            yield block
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+
 async def _cookie(request: Request) -> Response:
     response = JSONResponse({"ok": True})
     response.set_cookie("clawhq_session", "planted-by-the-agent", path="/")
@@ -64,7 +75,10 @@ async def _socket(websocket: WebSocket) -> None:
     with contextlib.suppress(Exception):
         while True:
             message = await websocket.receive_text()
-            await websocket.send_text(f"echo:{message}")
+            if message.startswith("big:"):
+                await websocket.send_text("y" * int(message[4:]))
+            else:
+                await websocket.send_text(f"echo:{message}")
 
 
 def app() -> Starlette:
@@ -75,6 +89,7 @@ def app() -> Starlette:
             Route("/v1/models", _echo),
             Route("/agents/{agent}/events", _events),
             Route("/agents/{agent}/cookie", _cookie),
+            Route("/agents/{agent}/big", _big),
             WebSocketRoute("/agents/{agent}/ws", _socket),
             Route("/agents/{agent}/{rest:path}", _echo, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -82,9 +97,11 @@ def app() -> Starlette:
 
 
 @contextlib.contextmanager
-def serving(host: str, port: int) -> Iterator[Any]:
-    """Serve the stand-in on ``host:port`` in a thread for the ``with`` block."""
-    server = uvicorn.Server(uvicorn.Config(app(), host=host, port=port, log_level="warning"))
+def serving(host: str, port: int, asgi: Any = None, **config: Any) -> Iterator[Any]:
+    """Serve the stand-in (or ``asgi``) on ``host:port`` in a thread for the ``with`` block."""
+    server = uvicorn.Server(
+        uvicorn.Config(asgi or app(), host=host, port=port, log_level="warning", **config)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
