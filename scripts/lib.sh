@@ -103,6 +103,12 @@ ensure_busybox_static() {
   apt_install busybox-static
 }
 
+# A real browser for the Control UI test: Debian's chromium, driven by Playwright (which then
+# downloads no browser of its own).
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 # The OpenClaw image is built without an image registry: a Debian root filesystem from
 # debootstrap, Node.js and openclaw from the npm registry (clawhq image build openclaw).
 ensure_image_build_tools() {
