@@ -39,6 +39,7 @@ from bench.harness import (
     wait_until,
     workdir,
 )
+from bench.proxy import chat_completion, concurrent_streams, websocket_round_trip
 from clawhq.controller.health import http_probe
 
 RESULTS = Path(__file__).with_name("results")
@@ -291,6 +292,9 @@ BENCHMARKS: dict[int, Callable[[bool], list[Row]]] = {
     3: api_throughput,
     4: crash_detection,
     5: supervision_cost,
+    6: chat_completion,
+    7: websocket_round_trip,
+    8: concurrent_streams,
 }
 
 

@@ -142,7 +142,13 @@ def deploy_running(
 class Server:
     """ClawHQ's API in its own process (bench/server.py), over a real engine."""
 
-    def __init__(self, database: Database, workdir: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWHQ_")}
@@ -163,6 +169,7 @@ class Server:
             }
         )
         self.env.update({f"CLAWHQ_{k.upper()}": v for k, v in settings.items()})
+        self.env.update(env or {})
         self.log = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.base, timeout=30)

@@ -3,11 +3,17 @@
 ``GET /bench/bare`` (a ``def``, run on the thread pool like FastAPI's hello world) and
 ``GET /bench/bare-async`` answer from the same process and event loop with no database, auth or
 engine work: the ceilings against which the API's own overhead is measured.
+
+With ``BENCH_FAKE_ENGINE=1`` agents run on the in-memory engine, whose containers have loopback
+addresses, and ``GET /bench/address/{agent_id}`` says which: the proxy benchmarks put a
+stand-in gateway there, so what they measure is the proxy alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 import uvicorn
 
@@ -21,9 +27,20 @@ from clawhq.settings import load_settings
 def main() -> None:
     settings = load_settings()
     logs.configure(settings.log_format, logging.INFO)
-    context = build_context(settings)
+    fake = os.environ.get("BENCH_FAKE_ENGINE") == "1"
+    extra: dict[str, Any] = {}
+    if fake:
+        from clawhq.runtime.fake import FakeRuntime
+
+        extra = {"runtime": FakeRuntime(images={settings.agent_image}), "probe": lambda u: True}
+    context = build_context(settings, **extra)
     migrate.upgrade(context.engine)
     app = create_app(lambda: context)
+
+    @app.get("/bench/address/{agent_id}", include_in_schema=False)
+    def address(agent_id: str) -> dict[str, str]:
+        found = context.parts.observed.containers(agent_id)
+        return {"address": next((c.address for c in found if c.address), "")}
 
     @app.get("/bench/bare", include_in_schema=False)
     def bare() -> dict[str, bool]:

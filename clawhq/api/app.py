@@ -71,7 +71,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             setting="CLAWHQ_PROXY_CONNECTIONS_PER_USER",
             code="too_many_connections",
         )
-        app.state.upstreams = Upstreams(context.parts)
+        app.state.upstreams = Upstreams(context.parts, context.loop_reads)
         app.state.activity = Activity(context.sessions)
         app.state.proxy_client = proxy_http.make_client(context.settings)
         try:

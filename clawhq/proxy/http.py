@@ -112,12 +112,14 @@ class StreamedResponse(Response):
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
                 }
             )
-            async for chunk in response.aiter_raw():
-                # A client that does not read blocks this send (flow control): shed it.
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
-                    self._idle,
-                )
+            loop = asyncio.get_running_loop()
+            # One deadline, moved on with every chunk (a task per chunk would cost more than
+            # the relay): a client that does not read blocks the send (flow control) past it.
+            async with asyncio.timeout(None) as deadline:
+                async for chunk in response.aiter_raw():
+                    deadline.reschedule(loop.time() + self._idle)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    deadline.reschedule(None)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (TimeoutError, httpx.ReadTimeout):
             log.info("proxied response dropped after %.0f s without progress", self._idle)

@@ -11,18 +11,29 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from clawhq.controller.parts import Parts
 from clawhq.crypto import Sealed
+from clawhq.db.loop_reads import LoopReads
 from clawhq.db.models import Agent, proxy_identity_context
 from clawhq.errors import AgentNotRunning, NotFound
 from clawhq.status import AgentStatus as S
+from clawhq.status import DesiredState
 
 #: States in which traffic goes through (an unhealthy gateway may still answer).
 SERVING = frozenset({S.RUNNING, S.UNHEALTHY})
 #: States an agent passes through on its own: worth retrying in a moment.
 TRANSIENT = frozenset({S.DEPLOYING, S.RESTARTING, S.STOPPING})
+_agents = Agent.__table__.c
+_ROUTE = select(
+    _agents.user_id,
+    _agents.status,
+    _agents.desired_state,
+    _agents.container_id,
+    _agents.proxy_identity_ciphertext,
+    _agents.proxy_identity_key_id,
+).where(_agents.id == bindparam("agent_id"))
 
 
 @dataclass(frozen=True)
@@ -38,26 +49,20 @@ class Upstream:
 class Upstreams:
     """Finds the gateway for ``(user, agent)``; the opened identities are cached per container."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, reads: LoopReads) -> None:
         self._parts = parts
+        self._reads = reads
         self._lock = threading.Lock()
         self._identities: dict[tuple[str, str, str], str] = {}
 
-    def resolve(self, user_id: str, agent_id: str) -> Upstream:
-        """The owner's running agent, or a problem saying why not (blocking: a database read)."""
-        with self._parts.read_sessions() as session:
-            row = session.execute(
-                select(
-                    Agent.user_id,
-                    Agent.status,
-                    Agent.container_id,
-                    Agent.proxy_identity_ciphertext,
-                    Agent.proxy_identity_key_id,
-                ).where(Agent.id == agent_id)
-            ).one_or_none()
-        if row is None or row.user_id != user_id:
+    async def resolve(self, user_id: str, agent_id: str) -> Upstream:
+        """The owner's running agent, or a problem saying why not (read on the event loop:
+        every proxied request makes this read)."""
+        row = await self._reads.first(_ROUTE, agent_id=agent_id)
+        deleted = row is not None and row["desired_state"] == DesiredState.DELETED.value
+        if row is None or row["user_id"] != user_id or deleted:
             raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
-        status = S(row.status)
+        status = S(row["status"])
         if status not in SERVING:
             raise AgentNotRunning(
                 f"the agent is {status.value}, not running: "
@@ -65,15 +70,16 @@ class Upstreams:
                 agent_status=status.value,
                 transient=status in TRANSIENT,
             )
-        base = self._parts.gateway_url(agent_id, row.container_id)
-        if base is None or row.proxy_identity_ciphertext is None or not row.proxy_identity_key_id:
+        base = self._parts.gateway_url(agent_id, row["container_id"])
+        ciphertext, key_id = row["proxy_identity_ciphertext"], row["proxy_identity_key_id"]
+        if base is None or ciphertext is None or not key_id:
             raise AgentNotRunning(
                 "the agent's container is not running right now; try again in a moment",
                 agent_status=status.value,
                 transient=True,
             )
-        sealed = Sealed(row.proxy_identity_ciphertext, row.proxy_identity_key_id)
-        identity = self._identity(agent_id, row.container_id or "", sealed)
+        sealed = Sealed(bytes(ciphertext), key_id)
+        identity = self._identity(agent_id, row["container_id"] or "", sealed)
         return Upstream(agent_id, user_id, base, identity)
 
     def _identity(self, agent_id: str, container_id: str, sealed: Sealed) -> str:

@@ -130,27 +130,35 @@ class Relay:
                 return
 
     async def _to_browser(self) -> None:
-        while True:
-            try:
-                data = await self.gateway.recv()
-            except ConnectionClosed as exc:
-                self._from_gateway_close(exc)
-                return
-            self.last = time.monotonic()
-            sending = (
-                self.browser.send_text(data)
-                if isinstance(data, str)
-                else self.browser.send_bytes(data)
-            )
-            try:
-                await asyncio.wait_for(sending, self.idle)
-            except TimeoutError:
-                log.info("browser socket dropped: a frame waited %.0f s to be read", self.idle)
-                self._ended(GOING_AWAY, "not reading")
-                return
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self._ended(1000)
-                return
+        try:
+            await self._relay_to_browser()
+        except TimeoutError:
+            log.info("browser socket dropped: a frame waited %.0f s to be read", self.idle)
+            self._ended(GOING_AWAY, "not reading")
+
+    async def _relay_to_browser(self) -> None:
+        loop = asyncio.get_running_loop()
+        send = self.browser.send
+        async with asyncio.timeout(None) as deadline:  # one deadline, moved per frame
+            while True:
+                try:
+                    data = await self.gateway.recv()
+                except ConnectionClosed as exc:
+                    self._from_gateway_close(exc)
+                    return
+                self.last = time.monotonic()
+                message = (
+                    {"type": "websocket.send", "text": data}
+                    if isinstance(data, str)
+                    else {"type": "websocket.send", "bytes": data}
+                )
+                deadline.reschedule(loop.time() + self.idle)
+                try:
+                    await send(message)
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    self._ended(1000)
+                    return
+                deadline.reschedule(None)
 
     def _from_gateway_close(self, exc: ConnectionClosed) -> None:
         if exc.rcvd is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -36,6 +37,34 @@ async def _echo(request: Request) -> Response:
             "bodyLength": len(body),
         }
     )
+
+
+async def _chat(request: Request) -> Response:
+    """An OpenAI-style chat endpoint: streamed (five chunks at once) or the echo."""
+    body = await request.body()
+    if b'"stream":true' not in body.replace(b" ", b""):
+        return await _echo(request)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for word in ("Hello", " from", " the", " stand", "-in"):
+            delta = json.dumps({"choices": [{"index": 0, "delta": {"content": word}}]})
+            yield f"data: {delta}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+async def _ticks(request: Request) -> Response:
+    """``n`` events ``every`` seconds apart, each with the time it was sent."""
+    n = int(request.query_params.get("n", "10"))
+    every = float(request.query_params.get("every", "0.1"))
+
+    async def events() -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield f"data: {time.time()!r}\n\n".encode()
+            await asyncio.sleep(every)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 async def _events(request: Request) -> Response:
@@ -85,11 +114,12 @@ def app() -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", _health),
-            Route("/v1/chat/completions", _echo, methods=["POST"]),
+            Route("/v1/chat/completions", _chat, methods=["POST"]),
             Route("/v1/models", _echo),
             Route("/agents/{agent}/events", _events),
             Route("/agents/{agent}/cookie", _cookie),
             Route("/agents/{agent}/big", _big),
+            Route("/agents/{agent}/ticks", _ticks),
             WebSocketRoute("/agents/{agent}/ws", _socket),
             Route("/agents/{agent}/{rest:path}", _echo, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -114,3 +144,10 @@ def serving(host: str, port: int, asgi: Any = None, **config: Any) -> Iterator[A
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+if __name__ == "__main__":  # python -m tests.standins.gateway HOST PORT (the proxy benchmarks)
+    import sys
+
+    host, port = sys.argv[1], int(sys.argv[2])
+    uvicorn.run(app(), host=host, port=port, log_level="warning", access_log=False)

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request, WebSocket
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from clawhq.api.deps import CurrentUser
@@ -54,7 +53,7 @@ def _context(request: Request | WebSocket) -> AppContext:
 
 async def _upstream(request: Request | WebSocket, user_id: str, agent_id: str) -> Upstream:
     logs.agent_id.set(agent_id)
-    return await run_in_threadpool(request.app.state.upstreams.resolve, user_id, agent_id)
+    return await request.app.state.upstreams.resolve(user_id, agent_id)  # type: ignore[no-any-return]
 
 
 def _note_activity(request: Request | WebSocket, agent_id: str) -> None:
