@@ -11,13 +11,21 @@ export const GATEWAY_PORT = 18789;
 export const EX_CONFIG = 78;
 
 /** ClawHQ's provider names -> OpenClaw's provider id and the env variable holding its key. */
+/**
+ * ClawHQ's provider names -> OpenClaw's provider id, the env variable holding its key, and the
+ * path of the provider's own API base URL, kept when CLAWHQ_LLM_BASE_URL replaces its origin
+ * (OpenClaw's openai adapter appends /chat/completions, its anthropic one /v1/messages).
+ */
 export const PROVIDERS = Object.freeze({
-  claude: { id: "anthropic", keyEnv: "ANTHROPIC_API_KEY" },
-  openai: { id: "openai", keyEnv: "OPENAI_API_KEY" },
-  gemini: { id: "google", keyEnv: "GEMINI_API_KEY" },
-  deepseek: { id: "deepseek", keyEnv: "DEEPSEEK_API_KEY" },
-  grok: { id: "xai", keyEnv: "XAI_API_KEY" },
+  claude: { id: "anthropic", keyEnv: "ANTHROPIC_API_KEY", basePath: "" },
+  openai: { id: "openai", keyEnv: "OPENAI_API_KEY", basePath: "/v1" },
+  gemini: { id: "google", keyEnv: "GEMINI_API_KEY", basePath: "/v1beta" },
+  deepseek: { id: "deepseek", keyEnv: "DEEPSEEK_API_KEY", basePath: "" },
+  grok: { id: "xai", keyEnv: "XAI_API_KEY", basePath: "/v1" },
 });
+
+/** The header ClawHQ's proxy puts its per-container identity secret in. */
+export const IDENTITY_HEADER = "x-clawhq-identity";
 
 /** Where the image installs the Slack plugin (an npm package beside openclaw). */
 export const SLACK_PLUGIN_PATH = "/opt/openclaw/node_modules/@openclaw/slack";
@@ -101,6 +109,109 @@ function channelBlock(id, env) {
   };
 }
 
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** CLAWHQ_PROXY_ADDRESSES: the IPv4 addresses or CIDRs ClawHQ's proxy connects from. */
+export function proxyAddresses(env) {
+  const raw = required(env, "CLAWHQ_PROXY_ADDRESSES", "trusted-proxy auth needs the proxy's address");
+  const addresses = raw.split(",").map((a) => a.trim()).filter(Boolean);
+  for (const address of addresses) {
+    const [ip, bits, extra] = address.split("/");
+    const prefixOk = bits === undefined || (/^\d{1,2}$/.test(bits) && Number(bits) <= 32);
+    if (!IPV4.test(ip) || !prefixOk || extra !== undefined) {
+      throw new ConfigError(`CLAWHQ_PROXY_ADDRESSES: ${JSON.stringify(address)} is not an IPv4 address or CIDR`);
+    }
+    // The gateway never trusts a loopback proxy without allowLoopback, which this image does
+    // not set: a loopback address would only make every proxied request fail.
+    if (ip.startsWith("127.")) {
+      throw new ConfigError(`CLAWHQ_PROXY_ADDRESSES: ${address} is loopback, which the gateway never trusts here`);
+    }
+  }
+  return [...new Set(addresses)];
+}
+
+/** CLAWHQ_PROXY_IDENTITY: the secret the proxy sends in X-ClawHQ-Identity. */
+export function proxyIdentity(env) {
+  const identity = required(env, "CLAWHQ_PROXY_IDENTITY", "trusted-proxy auth needs the proxy's identity");
+  if (!/^[A-Za-z0-9_-]{32,}$/.test(identity)) {
+    throw new ConfigError("CLAWHQ_PROXY_IDENTITY must be at least 32 URL-safe characters (A-Z a-z 0-9 _ -)");
+  }
+  return identity;
+}
+
+/** CLAWHQ_PUBLIC_ORIGIN: the browser origin of ClawHQ (scheme://host[:port], nothing more). */
+export function publicOrigin(env) {
+  const raw = required(env, "CLAWHQ_PUBLIC_ORIGIN", "the Control UI only accepts listed origins");
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`CLAWHQ_PUBLIC_ORIGIN is not a URL: ${JSON.stringify(raw)}`);
+  }
+  const bare = url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
+  if (!["http:", "https:"].includes(url.protocol) || !bare || raw.replace(/\/$/, "") !== url.origin) {
+    throw new ConfigError(`CLAWHQ_PUBLIC_ORIGIN must be an origin like http://host:port, not ${JSON.stringify(raw)}`);
+  }
+  return url.origin;
+}
+
+/** CLAWHQ_BASE_PATH: the path prefix the Control UI is served under, e.g. /agents/<id>. */
+export function basePath(env) {
+  const raw = required(env, "CLAWHQ_BASE_PATH", "the Control UI is served under ClawHQ's path for the agent");
+  const path = raw.replace(/\/+$/, "");
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(path) || path.split("/").some((s) => s === "." || s === "..")) {
+    throw new ConfigError(`CLAWHQ_BASE_PATH must be a path like /agents/<id>, not ${JSON.stringify(raw)}`);
+  }
+  return path;
+}
+
+/** CLAWHQ_LLM_BASE_URL (optional): the provider's base URL, its API path kept (PROVIDERS). */
+export function llmBaseUrl(env, provider) {
+  const raw = (env.CLAWHQ_LLM_BASE_URL ?? "").trim();
+  if (!raw) return undefined;
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`CLAWHQ_LLM_BASE_URL is not a URL: ${JSON.stringify(raw)}`);
+  }
+  if (!["http:", "https:"].includes(url.protocol) || url.search || url.hash) {
+    throw new ConfigError(`CLAWHQ_LLM_BASE_URL must be an http(s) URL without query, not ${JSON.stringify(raw)}`);
+  }
+  return `${url.origin}${url.pathname.replace(/\/+$/, "")}${provider.basePath}`;
+}
+
+/**
+ * gateway.* for ClawHQ's authenticated reverse proxy: trusted-proxy auth keyed on a
+ * per-container secret header, the Control UI under ClawHQ's path and origin, and the
+ * OpenAI-compatible HTTP endpoints. The local password is for callers inside the container
+ * (the reporter), which the gateway only accepts over loopback without forwarded headers.
+ */
+function gatewayBlock(env) {
+  required(env, "OPENCLAW_GATEWAY_PASSWORD", "callers inside the container authenticate with it");
+  const identity = proxyIdentity(env);
+  return {
+    mode: "local",
+    bind: "lan",
+    port: GATEWAY_PORT,
+    trustedProxies: proxyAddresses(env),
+    auth: {
+      mode: "trusted-proxy",
+      trustedProxy: {
+        userHeader: IDENTITY_HEADER,
+        allowUsers: [identity],
+        // The browser's device is enrolled without a pairing step (non-admin scopes) ...
+        deviceAutoApprove: { enabled: true },
+      },
+      // ... and the owner's session gets admin (config, channel login) on top, for this
+      // identity only and without writing an admin device grant.
+      identityScopes: { [identity]: ["operator.admin"] },
+    },
+    controlUi: { basePath: basePath(env), allowedOrigins: [publicOrigin(env)] },
+    http: { endpoints: { chatCompletions: { enabled: true } } },
+  };
+}
+
 /**
  * The whole config and the environment changes for the gateway process.
  * Throws ConfigError (one line, for the container log) when ClawHQ's env cannot be run.
@@ -109,25 +220,20 @@ export function buildConfig(env) {
   const primary = modelRef(env);
   const provider = PROVIDERS[env.CLAWHQ_MODEL_PROVIDER.trim()];
   const apiKey = required(env, "CLAWHQ_API_KEY", "the agent has no model provider key");
-  required(
-    env,
-    "OPENCLAW_GATEWAY_TOKEN",
-    "the gateway refuses to listen beyond loopback without auth",
-  );
+  const gateway = gatewayBlock(env);
+  const baseUrl = llmBaseUrl(env, provider);
   const channels = {};
   for (const id of channelList(env)) channels[id] = channelBlock(id, env);
 
   const config = {
-    gateway: {
-      mode: "local",
-      bind: "lan",
-      port: GATEWAY_PORT,
-      auth: { mode: "token", token: envRef("OPENCLAW_GATEWAY_TOKEN") },
-    },
+    gateway,
     agents: { defaults: { model: { primary } } },
     // The image pins OpenClaw: no self-update checks, no hosted catalog downloads, no mDNS.
     update: { checkOnStart: false },
-    models: { catalogRefresh: { enabled: false } },
+    models: {
+      catalogRefresh: { enabled: false },
+      ...(baseUrl && { providers: { [provider.id]: { baseUrl } } }),
+    },
     discovery: { mdns: { mode: "off" } },
   };
   if (Object.keys(channels).length) config.channels = channels;
@@ -137,8 +243,16 @@ export function buildConfig(env) {
   return {
     config,
     // The provider key goes to the gateway under the provider's own name; ClawHQ's copies of
-    // the key and of the webhook token stay out of the gateway (and of the agent's tools).
+    // the key, the webhook token and the proxy identity (the gateway reads it from the config)
+    // stay out of the gateway (and of the agent's tools). OPENCLAW_GATEWAY_PASSWORD stays: the
+    // gateway reads it from its env (see docs/openclaw-image.md). A shared token would make
+    // the gateway refuse trusted-proxy mode.
     setEnv: { [provider.keyEnv]: apiKey, DO_NOT_TRACK: "1", OPENCLAW_DISABLE_BONJOUR: "1" },
-    unsetEnv: ["CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN"],
+    unsetEnv: [
+      "CLAWHQ_API_KEY",
+      "CLAWHQ_WEBHOOK_TOKEN",
+      "CLAWHQ_PROXY_IDENTITY",
+      "OPENCLAW_GATEWAY_TOKEN",
+    ],
   };
 }

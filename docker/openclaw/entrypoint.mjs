@@ -78,7 +78,7 @@ async function main(argv) {
     : (await import("./reporter.mjs")).startReporter({
         url: process.env.CLAWHQ_WEBHOOK_URL,
         token: process.env.CLAWHQ_WEBHOOK_TOKEN,
-        gatewayToken: process.env.OPENCLAW_GATEWAY_TOKEN,
+        gatewayPassword: process.env.OPENCLAW_GATEWAY_PASSWORD,
         port: GATEWAY_PORT,
         heartbeatSeconds: seconds("CLAWHQ_HEARTBEAT_INTERVAL", 30),
         usageSeconds: seconds("CLAWHQ_USAGE_INTERVAL", 60),

@@ -37,8 +37,11 @@ export async function gatewayHealthy(port) {
   }
 }
 
-/** One RPC over the gateway's WebSocket, as a trusted local backend client. */
-export function gatewayRpc(port, token, method, params) {
+/**
+ * One RPC over the gateway's WebSocket, as a trusted local backend client. Under trusted-proxy
+ * auth the gateway accepts its local password only over loopback, without forwarded headers.
+ */
+export function gatewayRpc(port, password, method, params) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
     const timer = setTimeout(() => finish(new Error(`${method}: timed out`)), 30_000);
@@ -72,7 +75,7 @@ export function gatewayRpc(port, token, method, params) {
               caps: [],
               commands: [],
               permissions: {},
-              auth: { token },
+              auth: { password },
             },
           }),
         );
@@ -141,10 +144,10 @@ function saveState(path, state) {
 
 /**
  * Starts the reporter; returns a function that stops it. Does nothing without a webhook URL.
- * options: {url, token, gatewayToken, port, heartbeatSeconds, usageSeconds, statePath}
+ * options: {url, token, gatewayPassword, port, heartbeatSeconds, usageSeconds, statePath}
  */
 export function startReporter(options) {
-  const { url, token, gatewayToken, port, statePath } = options;
+  const { url, token, gatewayPassword, port, statePath } = options;
   if (!url || !token) {
     log("CLAWHQ_WEBHOOK_URL or CLAWHQ_WEBHOOK_TOKEN is not set: not reporting to ClawHQ");
     return () => {};
@@ -171,7 +174,7 @@ export function startReporter(options) {
       if (!(await gatewayHealthy(port))) return;
       const state = loadState(statePath);
       if (!state.pending) {
-        const payload = await gatewayRpc(port, gatewayToken, "sessions.usage", {
+        const payload = await gatewayRpc(port, gatewayPassword, "sessions.usage", {
           agentScope: "all",
         });
         const increment = usageIncrement(dailyUsage(payload), state.reported);

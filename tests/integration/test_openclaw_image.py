@@ -1,4 +1,4 @@
-"""The real OpenClaw image: built without a registry, deployed through ClawHQ's API.
+"""The real OpenClaw image: built without a registry, run with docker and through ClawHQ's API.
 
 Slow (the first build makes a Debian root filesystem and installs openclaw from npm; later runs
 reuse the cache), and never talks to anything off this machine: no channel is configured where
@@ -8,14 +8,22 @@ the config checks run with no network at all.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+import websockets
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.integration.helpers import (
     delete_leaves_nothing,
@@ -26,6 +34,9 @@ from tests.integration.helpers import (
 
 PORTS = "19800-19899"
 FAKE_KEY = "sk-ant-fake-0123456789"
+IDENTITY = "proxy-identity-0123456789abcdefghijklmnopqrs"
+ORIGIN = "http://127.0.0.1:8000"
+BASE_PATH = "/agents/a1"
 #: ClawHQ's defaults for a real gateway (1g, a 2-minute start), on this module's ports.
 REAL_GATEWAY = {
     "agent_memory": "1g",
@@ -91,7 +102,11 @@ def agent_env(**extra: str) -> dict[str, str]:
         "CLAWHQ_MODEL": "claude-sonnet-4-20250514",
         "CLAWHQ_API_KEY": FAKE_KEY,
         "CLAWHQ_CHANNELS": "[]",
-        "OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789",
+        "OPENCLAW_GATEWAY_PASSWORD": "gateway-password-0123456789",
+        "CLAWHQ_PROXY_ADDRESSES": "172.18.0.1",
+        "CLAWHQ_PROXY_IDENTITY": IDENTITY,
+        "CLAWHQ_PUBLIC_ORIGIN": ORIGIN,
+        "CLAWHQ_BASE_PATH": BASE_PATH,
         **extra,
     }
 
@@ -172,8 +187,23 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
             "SLACK_BOT_TOKEN": "xoxb-fake",
             "SLACK_APP_TOKEN": "xapp-fake",
         },
+        {"CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:9000"},
+        {
+            "CLAWHQ_MODEL_PROVIDER": "openai",
+            "CLAWHQ_MODEL": "gpt-5",
+            "CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:9000",
+        },
     ],
-    ids=["claude", "openai", "gemini", "deepseek", "grok", "telegram+slack"],
+    ids=[
+        "claude",
+        "openai",
+        "gemini",
+        "deepseek",
+        "grok",
+        "telegram+slack",
+        "llm-claude",
+        "llm-openai",
+    ],
 )
 def test_generated_config_passes_the_real_gateways_strict_schema(
     openclaw_image: str, scratch_volume: str, env: dict[str, str]
@@ -254,7 +284,7 @@ openclaw agent --agent main --message 'Say hello' > /tmp/turn.log 2>&1
 node --input-type=module -e '
   import { startReporter } from "/opt/clawhq/reporter.mjs";
   const stop = startReporter({ url: "http://127.0.0.1:9999/hook", token: "whk-test",
-    gatewayToken: process.env.OPENCLAW_GATEWAY_TOKEN, port: 18789, heartbeatSeconds: 2,
+    gatewayPassword: process.env.OPENCLAW_GATEWAY_PASSWORD, port: 18789, heartbeatSeconds: 2,
     usageSeconds: 2, statePath: "/tmp/usage.json" });
   setTimeout(() => { stop(); }, 12000);
 '
@@ -283,7 +313,7 @@ def test_reporter_posts_heartbeats_and_usage_from_a_real_agent_turn(
         ["/t/run.sh"],
         entrypoint=["bash"],
         detach=True,
-        environment={"OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789"},
+        environment={"OPENCLAW_GATEWAY_PASSWORD": "gateway-password-0123456789"},
         volumes={str(tmp_path): {"bind": "/t", "mode": "ro"}},
         # The agent turn runs a second OpenClaw process (the CLI) beside the gateway.
         **{
@@ -412,3 +442,278 @@ def test_real_gateway_removed_behind_clawhqs_back_comes_back(
         assert body["containerId"] != first["containerId"]
         assert ready(body["containerPort"])["ready"] is True
         delete_leaves_nothing(api, me, agent_id)
+
+
+# -- behind ClawHQ's proxy: trusted-proxy auth, Control UI, /v1 endpoints ------------------------
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """An OpenAI-compatible model (a canned answer with usage) and the reporter's webhook."""
+
+    answer = "Hello from the stand-in."
+    requests: list[dict[str, Any]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        self.requests.append({"path": self.path, "auth": self.headers.get("authorization"), **body})
+        if self.path == "/hook":
+            return self.reply(202, {})
+        if not self.path.endswith("/chat/completions"):
+            return self.reply(404, {"error": {"message": "not served here"}})
+        usage = {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}
+        base = {"id": "c1", "created": 1, "model": body.get("model")}
+        message = {"role": "assistant", "content": self.answer}
+        if not body.get("stream"):
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return self.reply(
+                200, {**base, "object": "chat.completion", "usage": usage, "choices": [choice]}
+            )
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        chunk = {**base, "object": "chat.completion.chunk"}
+        for extra in (
+            {"choices": [{"index": 0, "delta": message, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+        ):
+            self.wfile.write(f"data: {json.dumps({**chunk, **extra})}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def bridge() -> Iterator[tuple[str, str]]:
+    """A bridge network like ClawHQ's (no traffic between containers): its name and gateway IP,
+    the address the host's processes reach its containers from."""
+    network = sdk().networks.create(
+        f"clawhq-test-proxy-{uuid.uuid4().hex[:8]}",
+        driver="bridge",
+        options={"com.docker.network.bridge.enable_icc": "false"},
+        labels={"clawhq.test": "openclaw-image"},
+    )
+    try:
+        network.reload()
+        yield network.name, network.attrs["IPAM"]["Config"][0]["Gateway"]
+    finally:
+        network.remove()
+
+
+@pytest.fixture
+def stand_in(bridge: tuple[str, str]) -> Iterator[str]:
+    """The stand-in model and webhook on the bridge's gateway address; yields its base URL."""
+    StandIn.requests = []
+    server = ThreadingHTTPServer((bridge[1], 0), StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{bridge[1]}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def proxy_headers(**extra: str) -> dict[str, str]:
+    """What ClawHQ's proxy sends: its identity, and a forwarded client address that is neither
+    loopback nor the proxy's own (the gateway refuses requests it cannot attribute)."""
+    return {"X-ClawHQ-Identity": IDENTITY, "X-Forwarded-For": "192.0.2.10", **extra}
+
+
+async def control_ui_connect(
+    url: str, headers: dict[str, str], calls: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Control UI's own handshake (client openclaw-control-ui, mode webchat, a fresh
+    Ed25519 device signing the gateway's challenge), then ``calls``; the connect answer and
+    the calls' answers."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    device_id = hashlib.sha256(public).hexdigest()
+    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    client = {
+        "id": "openclaw-control-ui",
+        "version": "control-ui",
+        "platform": "web",
+        "mode": "webchat",
+    }
+    scopes = ["operator.admin", "operator.read", "operator.write", "operator.approvals"]
+    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+
+        async def answer(frame_id: str) -> dict[str, Any]:
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") == "res" and frame.get("id") == frame_id:
+                    return frame  # type: ignore[no-any-return]
+
+        challenge = json.loads(await asyncio.wait_for(ws.recv(), 10))["payload"]
+        signed = "|".join(
+            ["v2", device_id, client["id"], client["mode"], "operator", ",".join(scopes),
+             str(challenge["ts"]), "", challenge["nonce"]]
+        )  # fmt: skip
+        device = {
+            "id": device_id,
+            "publicKey": b64(public),
+            "signature": b64(key.sign(signed.encode())),
+            "signedAt": challenge["ts"],
+            "nonce": challenge["nonce"],
+        }
+        params = {"minProtocol": 4, "maxProtocol": 4, "client": client, "role": "operator",
+                  "scopes": scopes, "device": device}  # fmt: skip
+        await ws.send(
+            json.dumps({"type": "req", "id": "connect", "method": "connect", "params": params})
+        )
+        hello = await answer("connect")
+        results = []
+        for n, method in enumerate(calls if hello["ok"] else ()):
+            call_params = {"sessionKey": "main"} if method == "chat.history" else {}
+            await ws.send(
+                json.dumps({"type": "req", "id": f"{n}", "method": method, "params": call_params})
+            )
+            results.append(await answer(f"{n}"))
+        return hello, results
+
+
+def test_real_gateway_behind_clawhqs_proxy(
+    openclaw_image: str, scratch_volume: str, bridge: tuple[str, str], stand_in: str
+) -> None:
+    """Hardened on a bridge network, as ClawHQ runs it, reached from the host like ClawHQ's
+    proxy: the Control UI, its WebSocket as the owner, /v1 against a stand-in model on the host,
+    usage reported; refused without the proxy's identity."""
+    network, proxy_address = bridge
+    env = agent_env(
+        CLAWHQ_MODEL_PROVIDER="openai",
+        CLAWHQ_MODEL="gpt-5",
+        CLAWHQ_API_KEY="sk-fake-0123456789",
+        CLAWHQ_PROXY_ADDRESSES=proxy_address,
+        CLAWHQ_LLM_BASE_URL=stand_in,
+        CLAWHQ_WEBHOOK_URL=f"{stand_in}/hook",
+        CLAWHQ_WEBHOOK_TOKEN="whk-test",
+        CLAWHQ_HEARTBEAT_INTERVAL="2",
+        CLAWHQ_USAGE_INTERVAL="2",
+    )
+    container = sdk().containers.run(
+        openclaw_image,
+        detach=True,
+        environment=env,
+        hostname="agent-proxy-test",
+        volumes={scratch_volume: {"bind": "/home/openclaw", "mode": "rw"}},
+        labels={"clawhq.test": "openclaw-image"},
+        # An agent turn needs more than ClawHQ's 1 GiB default: it was OOM-killed there.
+        **{**HARDENING, "network_mode": network, "mem_limit": "2g"},
+    )
+    try:
+        container.reload()
+        ip = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        gateway = f"http://{ip}:18789"
+        started = time.monotonic()
+        deadline = started + 180
+        while time.monotonic() < deadline:
+            try:  # /readyz, like ClawHQ's probe: no identity, but an attributable client address
+                reply = httpx.get(
+                    f"{gateway}/readyz", headers={"X-Forwarded-For": "192.0.2.10"}, timeout=5
+                )
+                if reply.status_code == 200 and reply.json().get("ready") is True:
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(1)
+        else:
+            raise AssertionError(container.logs().decode(errors="replace")[-3000:])
+        print(f"container start -> /readyz ready: {time.monotonic() - started:.1f} s")
+        assert httpx.get(f"{gateway}/healthz").json() == {"ok": True, "status": "live"}
+        # From the proxy's address, a request with no forwarded client is not attributable.
+        unattributed = httpx.get(f"{gateway}/readyz")
+        assert unattributed.status_code == 403 and "proxy_attribution_required" in unattributed.text
+
+        # 1. The Control UI under the base path; its bootstrap config needs the identity.
+        page = httpx.get(f"{gateway}{BASE_PATH}/", headers=proxy_headers())
+        assert page.status_code == 200 and f'base-path="{BASE_PATH}"' in page.text
+        asset = page.text.split('src="', 1)[1].split('"', 1)[0]
+        assert asset.startswith(f"{BASE_PATH}/assets/")
+        assert httpx.get(f"{gateway}{asset}", headers=proxy_headers()).status_code == 200
+        config_url = f"{gateway}{BASE_PATH}/__openclaw/control-ui-config.json"
+        assert httpx.get(config_url, headers=proxy_headers()).json()["basePath"] == BASE_PATH
+        for headers in (
+            {"X-Forwarded-For": "192.0.2.10"},
+            proxy_headers(**{"X-ClawHQ-Identity": "x" * 43}),
+        ):
+            assert httpx.get(config_url, headers=headers).status_code == 401
+
+        # 2. The WebSocket as the Control UI: owner scopes at once, no pairing step.
+        ws_url = f"ws://{ip}:18789{BASE_PATH}"
+        hello, results = asyncio.run(
+            control_ui_connect(
+                ws_url,
+                proxy_headers(Origin=ORIGIN),
+                ("channels.status", "chat.history", "config.get"),
+            )
+        )
+        assert hello["ok"], hello
+        assert hello["payload"]["auth"]["method"] == "trusted-proxy"
+        assert {"operator.admin", "operator.read", "operator.write"} <= set(
+            hello["payload"]["auth"]["scopes"]
+        )
+        assert [r["ok"] for r in results] == [True, True, True], results
+        for headers, reason in (
+            (
+                proxy_headers(Origin=ORIGIN, **{"X-ClawHQ-Identity": "x" * 43}),
+                "trusted_proxy_user_not_allowed",
+            ),
+            ({"X-Forwarded-For": "192.0.2.10", "Origin": ORIGIN}, "trusted_proxy_user_missing"),
+            (proxy_headers(Origin="http://evil.example"), "CONTROL_UI_ORIGIN_NOT_ALLOWED"),
+        ):
+            refused, _ = asyncio.run(control_ui_connect(ws_url, headers))
+            assert not refused["ok"] and reason in json.dumps(refused["error"]), refused
+
+        # 3. /v1: the identity headers authenticate it; the agent is `model: openclaw`.
+        models = httpx.get(f"{gateway}/v1/models", headers=proxy_headers())
+        assert models.status_code == 200 and "openclaw" in [m["id"] for m in models.json()["data"]]
+        assert (
+            httpx.get(f"{gateway}/v1/models", headers={"X-Forwarded-For": "192.0.2.10"}).status_code
+            == 401
+        )
+        body = {
+            "model": "openclaw",
+            "user": "thread-1",
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+        reply = httpx.post(
+            f"{gateway}/v1/chat/completions", headers=proxy_headers(), json=body, timeout=120
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"] == StandIn.answer
+        streamed = ""
+        with httpx.stream(
+            "POST",
+            f"{gateway}/v1/chat/completions",
+            headers=proxy_headers(),
+            json={**body, "stream": True},
+            timeout=120,
+        ) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("data: {"):
+                    streamed += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        assert streamed == StandIn.answer
+        model_calls = [r for r in StandIn.requests if r["path"] == "/v1/chat/completions"]
+        assert model_calls and all(r["auth"] == "Bearer sk-fake-0123456789" for r in model_calls)
+
+        # 4. The reporter, on the local password, still reports the turns' usage.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            usage = [
+                r for r in StandIn.requests if r["path"] == "/hook" and r.get("type") == "usage"
+            ]
+            if sum(u["tokens"] for u in usage) >= 2 * 105:
+                break
+            time.sleep(1)
+        assert sum(u["messages"] for u in usage) >= 4, StandIn.requests
+        assert all(r["auth"] == "Bearer whk-test" for r in StandIn.requests if r["path"] == "/hook")
+    finally:
+        container.stop(timeout=10)
+        container.remove(force=True)

@@ -22,9 +22,14 @@ BASE_ENV = {
     "CLAWHQ_MODEL_PROVIDER": "claude",
     "CLAWHQ_MODEL": "claude-sonnet-4-20250514",
     "CLAWHQ_API_KEY": "sk-test-0123456789",
-    "OPENCLAW_GATEWAY_TOKEN": "gateway-token-0123456789",
+    "OPENCLAW_GATEWAY_PASSWORD": "gateway-password-0123456789",
+    "CLAWHQ_PROXY_ADDRESSES": "172.18.0.1",
+    "CLAWHQ_PROXY_IDENTITY": "proxy-identity-0123456789abcdefghijklmnopqrs",
+    "CLAWHQ_PUBLIC_ORIGIN": "http://127.0.0.1:8000",
+    "CLAWHQ_BASE_PATH": "/agents/a1",
     "CLAWHQ_CHANNELS": "[]",
 }
+IDENTITY = BASE_ENV["CLAWHQ_PROXY_IDENTITY"]
 ENV_REF = {"source": "env", "provider": "default"}
 
 
@@ -70,13 +75,24 @@ def test_defaults_gateway_and_offline_settings(node: str) -> None:
         "mode": "local",
         "bind": "lan",
         "port": 18789,
-        "auth": {"mode": "token", "token": {**ENV_REF, "id": "OPENCLAW_GATEWAY_TOKEN"}},
+        "trustedProxies": ["172.18.0.1"],
+        "auth": {
+            "mode": "trusted-proxy",
+            "trustedProxy": {
+                "userHeader": "x-clawhq-identity",
+                "allowUsers": [IDENTITY],
+                "deviceAutoApprove": {"enabled": True},
+            },
+            "identityScopes": {IDENTITY: ["operator.admin"]},
+        },
+        "controlUi": {"basePath": "/agents/a1", "allowedOrigins": ["http://127.0.0.1:8000"]},
+        "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
     }
     assert cfg["agents"] == {
         "defaults": {"model": {"primary": "anthropic/claude-sonnet-4-20250514"}}
     }
     assert cfg["update"] == {"checkOnStart": False}
-    assert cfg["models"] == {"catalogRefresh": {"enabled": False}}
+    assert cfg["models"] == {"catalogRefresh": {"enabled": False}}  # the provider's own URL
     assert cfg["discovery"] == {"mdns": {"mode": "off"}}
     assert "channels" not in cfg and "plugins" not in cfg
 
@@ -106,8 +122,11 @@ def test_secrets_stay_out_of_the_config(node: str) -> None:
         SLACK_APP_TOKEN="xapp-slack-secret",
     )
     assert done.returncode == 0, done.stderr
-    for secret in ("sk-test", "gateway-token", "telegram-secret", "slack-secret"):
+    for secret in ("sk-test", "gateway-password", "telegram-secret", "slack-secret"):
         assert secret not in done.stdout
+    # The proxy identity is the one secret in the file: allowUsers and identityScopes take
+    # no SecretRef, and identityScopes' keys are not env-substituted.
+    assert IDENTITY in done.stdout
 
 
 def test_channels_become_blocks_with_env_references(node: str) -> None:
@@ -140,6 +159,41 @@ def test_telegram_alone_needs_no_plugin(node: str) -> None:
     assert "plugins" not in cfg
 
 
+def test_proxy_addresses_and_normalised_origin_and_path(node: str) -> None:
+    cfg = config(
+        node,
+        CLAWHQ_PROXY_ADDRESSES=" 172.18.0.1, 10.0.0.0/8 ,172.18.0.1",
+        CLAWHQ_PUBLIC_ORIGIN="https://clawhq.example.com/",
+        CLAWHQ_BASE_PATH="/agents/0b5e-77/",
+    )
+    assert cfg["gateway"]["trustedProxies"] == ["172.18.0.1", "10.0.0.0/8"]
+    assert cfg["gateway"]["controlUi"] == {
+        "basePath": "/agents/0b5e-77",
+        "allowedOrigins": ["https://clawhq.example.com"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "base_url", "expected"),
+    [
+        # OpenClaw appends /v1/messages to anthropic's base URL, /chat/completions to openai's.
+        ("claude", "claude-sonnet-4-6", "http://172.18.0.1:9000", "http://172.18.0.1:9000"),
+        ("openai", "gpt-5", "http://172.18.0.1:9000/", "http://172.18.0.1:9000/v1"),
+        ("gemini", "gemini-2.5-pro", "http://h:1/llm", "http://h:1/llm/v1beta"),
+        ("deepseek", "deepseek-chat", "https://h/llm/", "https://h/llm"),
+        ("grok", "grok-4", "http://h:1", "http://h:1/v1"),
+    ],
+)
+def test_llm_base_url_replaces_the_providers_origin(
+    node: str, provider: str, model: str, base_url: str, expected: str
+) -> None:
+    cfg = config(
+        node, CLAWHQ_MODEL_PROVIDER=provider, CLAWHQ_MODEL=model, CLAWHQ_LLM_BASE_URL=base_url
+    )
+    provider_id = cfg["agents"]["defaults"]["model"]["primary"].split("/")[0]
+    assert cfg["models"]["providers"] == {provider_id: {"baseUrl": expected}}
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -147,7 +201,26 @@ def test_telegram_alone_needs_no_plugin(node: str) -> None:
         ({"CLAWHQ_MODEL_PROVIDER": "<unset>"}, "CLAWHQ_MODEL_PROVIDER is not set"),
         ({"CLAWHQ_MODEL": ""}, "CLAWHQ_MODEL is not set"),
         ({"CLAWHQ_API_KEY": "<unset>"}, "CLAWHQ_API_KEY is not set"),
-        ({"OPENCLAW_GATEWAY_TOKEN": "<unset>"}, "OPENCLAW_GATEWAY_TOKEN is not set"),
+        ({"OPENCLAW_GATEWAY_PASSWORD": "<unset>"}, "OPENCLAW_GATEWAY_PASSWORD is not set"),
+        ({"CLAWHQ_PROXY_ADDRESSES": ""}, "CLAWHQ_PROXY_ADDRESSES is not set"),
+        ({"CLAWHQ_PROXY_ADDRESSES": "gateway"}, '"gateway" is not an IPv4 address or CIDR'),
+        ({"CLAWHQ_PROXY_ADDRESSES": "172.18.0.1/33"}, "is not an IPv4 address or CIDR"),
+        ({"CLAWHQ_PROXY_ADDRESSES": "fd00::1"}, "is not an IPv4 address or CIDR"),
+        ({"CLAWHQ_PROXY_ADDRESSES": "127.0.0.1"}, "127.0.0.1 is loopback"),
+        ({"CLAWHQ_PROXY_IDENTITY": "<unset>"}, "CLAWHQ_PROXY_IDENTITY is not set"),
+        ({"CLAWHQ_PROXY_IDENTITY": "short"}, "at least 32 URL-safe characters"),
+        ({"CLAWHQ_PROXY_IDENTITY": "a b" * 20}, "at least 32 URL-safe characters"),
+        ({"CLAWHQ_PUBLIC_ORIGIN": "<unset>"}, "CLAWHQ_PUBLIC_ORIGIN is not set"),
+        ({"CLAWHQ_PUBLIC_ORIGIN": "127.0.0.1:8000"}, "CLAWHQ_PUBLIC_ORIGIN is not a URL"),
+        ({"CLAWHQ_PUBLIC_ORIGIN": "ftp://h"}, "must be an origin"),
+        ({"CLAWHQ_PUBLIC_ORIGIN": "http://h:8000/app"}, "must be an origin"),
+        ({"CLAWHQ_PUBLIC_ORIGIN": "not a url"}, "CLAWHQ_PUBLIC_ORIGIN is not a URL"),
+        ({"CLAWHQ_BASE_PATH": "<unset>"}, "CLAWHQ_BASE_PATH is not set"),
+        ({"CLAWHQ_BASE_PATH": "agents/a1"}, "must be a path like /agents/<id>"),
+        ({"CLAWHQ_BASE_PATH": "/agents/../x"}, "must be a path like /agents/<id>"),
+        ({"CLAWHQ_BASE_PATH": "/"}, "must be a path like /agents/<id>"),
+        ({"CLAWHQ_LLM_BASE_URL": "nope"}, "CLAWHQ_LLM_BASE_URL is not a URL"),
+        ({"CLAWHQ_LLM_BASE_URL": "ftp://h/"}, "must be an http(s) URL"),
         ({"CLAWHQ_CHANNELS": '["icq"]'}, 'unknown channel "icq"'),
         ({"CLAWHQ_CHANNELS": "telegram"}, "CLAWHQ_CHANNELS is not JSON"),
         ({"CLAWHQ_CHANNELS": '{"telegram": 1}'}, "must be a JSON list"),
