@@ -155,9 +155,14 @@ def websocket_round_trip(quick: bool) -> list[Row]:
     ]
 
 
-async def _streams(url: str, headers: dict[str, str], count: int, events: int) -> list[float]:
-    """Open ``count`` streams at once; each event's delay from the gateway's send to here."""
+async def _streams(
+    url: str, headers: dict[str, str], count: int, events: int
+) -> tuple[float, list[float]]:
+    """Open ``count`` streams at once: the time until every one has its first event, and the
+    delay of each later event from the gateway's send to here (the steady state)."""
     delays: list[float] = []
+    started = time.perf_counter()
+    first_seen: list[float] = []
     limits = httpx.Limits(max_connections=count + 10)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
@@ -167,29 +172,43 @@ async def _streams(url: str, headers: dict[str, str], count: int, events: int) -
             async with client.stream("GET", url, params=query, headers=headers) as reply:
                 reply.raise_for_status()
                 async for line in reply.aiter_lines():
-                    if line.startswith("data: "):
+                    if not line.startswith("data: "):
+                        continue
+                    if seen == 0:
+                        first_seen.append(time.perf_counter() - started)
+                    else:
                         delays.append(time.time() - float(line[6:]))
-                        seen += 1
+                    seen += 1
             return seen
 
         seen = await asyncio.gather(*(one() for _ in range(count)))
     assert all(n == events for n in seen), f"streams ended early: {sorted(seen)[:5]}"
-    return delays
+    return max(first_seen), delays
 
 
 def concurrent_streams(quick: bool) -> list[Row]:
     """8. 200 concurrent proxied streams (Server-Sent Events), event delay vs direct."""
     count, events = (200, 10) if quick else (200, 30)
     with proxied_agent(quick) as setup:
-        direct = asyncio.run(_streams(f"{setup.direct}/agents/x/ticks", {}, count, events))
-        proxied = asyncio.run(_streams(f"{setup.pages}/ticks", setup.headers, count, events))
+        d_open, direct = asyncio.run(_streams(f"{setup.direct}/agents/x/ticks", {}, count, events))
+        p_open, proxied = asyncio.run(
+            _streams(f"{setup.pages}/ticks", setup.headers, count, events)
+        )
     return [
         {
-            "benchmark": f"{count} concurrent streams, event delay p50 / p99",
+            "benchmark": f"{count} concurrent streams: all open",
+            "clawhq": f"{p_open * 1000:.0f} ms",
+            "raw docker": f"{d_open * 1000:.0f} ms direct",
+            "ratio": round(p_open / d_open, 2),
+            "target": "all complete",
+            "n": count,
+        },
+        {
+            "benchmark": f"{count} concurrent streams: event delay p50 / p99",
             "clawhq": f"{median(proxied) * 1000:.1f} / {percentile(proxied, 99) * 1000:.1f} ms",
             "raw docker": f"{median(direct) * 1000:.1f} / {percentile(direct, 99) * 1000:.1f} ms",
             "ratio": round(percentile(proxied, 99) / max(percentile(direct, 99), 1e-4), 2),
-            "target": "all complete; p99 delay < 100 ms",
-            "n": count * events,
-        }
+            "target": "p99 < 100 ms",
+            "n": len(proxied),
+        },
     ]

@@ -101,6 +101,13 @@ class AgentNotRunning(ClawHQError):
         self.details = {"agentStatus": agent_status}
 
 
+class AgentTimeout(ClawHQError):
+    """The agent's gateway took longer than ``CLAWHQ_PROXY_TIMEOUT`` to start answering."""
+
+    status = 504
+    code = "agent_timeout"
+
+
 class PayloadTooLarge(ClawHQError):
     status = 413
     code = "payload_too_large"

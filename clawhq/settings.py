@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     token_ttl_days: int = Field(default=30, ge=1)
 
     agent_image: str = "clawhq-openclaw:latest"
-    agent_memory: int = Field(default=parse_size("1g"))
+    # An idle gateway holds ~850 MiB; its first agent turn is OOM-killed under 1 GiB
+    # (docs/openclaw-image.md).
+    agent_memory: int = Field(default=parse_size("2g"))
     agent_cpu_quota: int = Field(default=50_000, ge=1_000)
     agent_cpu_period: int = Field(default=100_000, ge=1_000, le=1_000_000)
     agent_pids_limit: int = Field(default=256, ge=16)
@@ -191,7 +193,10 @@ class Settings(BaseSettings):
         description="the largest WebSocket message or request body the proxy passes on",
     )
     proxy_timeout: float = Field(
-        default=120.0, gt=0, description="seconds to wait for an agent's gateway to answer"
+        default=300.0,
+        gt=0,
+        description="seconds to wait for an agent's gateway to start answering (504 beyond); "
+        "a chat turn that is not streamed answers only when it is done",
     )
 
     @field_validator("agent_memory", mode="before")

@@ -10,12 +10,17 @@ own session.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 #: The header carrying the secret the gateway trusts (its ``trustedProxy.userHeader``).
 IDENTITY_HEADER = "x-clawhq-identity"
 #: ClawHQ's own cookies (``clawhq.api.sessions``): never forwarded to an agent.
 CLAWHQ_COOKIE_PREFIX = "clawhq_"
+#: Forwarded for a client the gateway could not attribute (loopback, or ClawHQ's own address):
+#: it refuses such requests (``proxy_attribution_required``), and uses the address only as a
+#: rate-limit key and in its logs. TEST-NET-1, so it never names a real host.
+UNATTRIBUTED_CLIENT = "192.0.2.1"
 
 HOP_BY_HOP = frozenset(
     {
@@ -78,6 +83,17 @@ def without_clawhq_cookies(value: str) -> str:
     return "; ".join(kept)
 
 
+def forwarded_for(client: str, proxy_address: str = "") -> str:
+    """The client address to forward: the real one where the gateway can attribute it."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return UNATTRIBUTED_CLIENT
+    if address.is_loopback or address.is_unspecified or str(address) == proxy_address:
+        return UNATTRIBUTED_CLIENT
+    return str(address)
+
+
 def upstream_request_headers(
     incoming: Iterable[tuple[str, str]],
     *,
@@ -86,6 +102,7 @@ def upstream_request_headers(
     proto: str,
     host: str,
     websocket: bool = False,
+    proxy_address: str = "",
 ) -> list[tuple[str, str]]:
     """The headers to send the gateway for a request that arrived with ``incoming``."""
     incoming = list(incoming)
@@ -104,7 +121,7 @@ def upstream_request_headers(
         out.append((lower, value))
     out += [
         (IDENTITY_HEADER, identity),
-        ("x-forwarded-for", client_address),
+        ("x-forwarded-for", forwarded_for(client_address, proxy_address)),
         ("x-forwarded-proto", proto),
         ("x-forwarded-host", host),
     ]

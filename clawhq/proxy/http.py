@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from clawhq.errors import AgentNotRunning, PayloadTooLarge
+from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
 from clawhq.proxy.headers import downstream_response_headers, upstream_request_headers
 from clawhq.proxy.upstreams import Upstream
 from clawhq.settings import Settings
@@ -74,10 +74,17 @@ async def open_upstream(
         client_address=client_address(request.scope),
         proto=request.url.scheme,
         host=request.headers.get("host", ""),
+        proxy_address=upstream.proxy_address,
     )
     outgoing = client.build_request(request.method, url, headers=headers, content=body)
     try:
-        return await client.send(outgoing, stream=True)
+        async with asyncio.timeout(settings.proxy_timeout):
+            return await client.send(outgoing, stream=True)
+    except TimeoutError as exc:
+        raise AgentTimeout(
+            f"the agent did not start answering within {settings.proxy_timeout:.0f} s "
+            "(CLAWHQ_PROXY_TIMEOUT)"
+        ) from exc
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
         log.info("agent %s unreachable: %s", upstream.agent_id, type(exc).__name__)
         raise AgentNotRunning(

@@ -44,6 +44,7 @@ class Upstream:
     user_id: str
     base_url: str  # http://<container address>:18789
     identity: str
+    proxy_address: str = ""  # where ClawHQ's connections to it come from
 
 
 class Upstreams:
@@ -80,7 +81,7 @@ class Upstreams:
             )
         sealed = Sealed(bytes(ciphertext), key_id)
         identity = self._identity(agent_id, row["container_id"] or "", sealed)
-        return Upstream(agent_id, user_id, base, identity)
+        return Upstream(agent_id, user_id, base, identity, self._parts.proxy_address)
 
     def _identity(self, agent_id: str, container_id: str, sealed: Sealed) -> str:
         key = (agent_id, container_id, sealed.key_id)

@@ -49,6 +49,7 @@ async def open_upstream(
         proto="https" if websocket.url.scheme == "wss" else "http",
         host=websocket.headers.get("host", ""),
         websocket=True,
+        proxy_address=upstream.proxy_address,
     )
     origin = websocket.headers.get("origin")
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols") or ()]

@@ -9,28 +9,23 @@ the config checks run with no network at all.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-import websockets
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.integration.control_ui import control_ui_connect
 from tests.integration.helpers import (
     delete_leaves_nothing,
     exec_in,
     sdk,
     wait_status,
 )
+from tests.standins.model import StandIn, serving_model
 
 PORTS = "19800-19899"
 FAKE_KEY = "sk-ant-fake-0123456789"
@@ -39,7 +34,7 @@ ORIGIN = "http://127.0.0.1:8000"
 BASE_PATH = "/agents/a1"
 #: ClawHQ's defaults for a real gateway (1g, a 2-minute start), on this module's ports.
 REAL_GATEWAY = {
-    "agent_memory": "1g",
+    "agent_memory": "2g",
     "port_range": PORTS,
     "start_timeout": 120,
     "startup_poll_interval": 0.5,
@@ -118,7 +113,12 @@ def ready(port: int, timeout: float = 180) -> dict[str, Any]:
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            reply = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            # From the host the gateway sees its trusted proxy's address: it wants a client.
+            reply = httpx.get(
+                f"http://127.0.0.1:{port}/readyz",
+                headers={"X-Forwarded-For": "192.0.2.10"},
+                timeout=5,
+            )
             body = reply.json()
             if reply.status_code == 200 and body.get("ready") is True:
                 return body
@@ -447,50 +447,6 @@ def test_real_gateway_removed_behind_clawhqs_back_comes_back(
 # -- behind ClawHQ's proxy: trusted-proxy auth, Control UI, /v1 endpoints ------------------------
 
 
-class StandIn(BaseHTTPRequestHandler):
-    """An OpenAI-compatible model (a canned answer with usage) and the reporter's webhook."""
-
-    answer = "Hello from the stand-in."
-    requests: list[dict[str, Any]] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-        self.requests.append({"path": self.path, "auth": self.headers.get("authorization"), **body})
-        if self.path == "/hook":
-            return self.reply(202, {})
-        if not self.path.endswith("/chat/completions"):
-            return self.reply(404, {"error": {"message": "not served here"}})
-        usage = {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}
-        base = {"id": "c1", "created": 1, "model": body.get("model")}
-        message = {"role": "assistant", "content": self.answer}
-        if not body.get("stream"):
-            choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            return self.reply(
-                200, {**base, "object": "chat.completion", "usage": usage, "choices": [choice]}
-            )
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
-        chunk = {**base, "object": "chat.completion.chunk"}
-        for extra in (
-            {"choices": [{"index": 0, "delta": message, "finish_reason": None}]},
-            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
-        ):
-            self.wfile.write(f"data: {json.dumps({**chunk, **extra})}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def bridge() -> Iterator[tuple[str, str]]:
     """A bridge network like ClawHQ's (no traffic between containers): its name and gateway IP,
@@ -511,71 +467,14 @@ def bridge() -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def stand_in(bridge: tuple[str, str]) -> Iterator[str]:
     """The stand-in model and webhook on the bridge's gateway address; yields its base URL."""
-    StandIn.requests = []
-    server = ThreadingHTTPServer((bridge[1], 0), StandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{bridge[1]}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_model(bridge[1]) as base:
+        yield base
 
 
 def proxy_headers(**extra: str) -> dict[str, str]:
     """What ClawHQ's proxy sends: its identity, and a forwarded client address that is neither
     loopback nor the proxy's own (the gateway refuses requests it cannot attribute)."""
     return {"X-ClawHQ-Identity": IDENTITY, "X-Forwarded-For": "192.0.2.10", **extra}
-
-
-async def control_ui_connect(
-    url: str, headers: dict[str, str], calls: tuple[str, ...] = ()
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The Control UI's own handshake (client openclaw-control-ui, mode webchat, a fresh
-    Ed25519 device signing the gateway's challenge), then ``calls``; the connect answer and
-    the calls' answers."""
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    device_id = hashlib.sha256(public).hexdigest()
-    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
-    client = {
-        "id": "openclaw-control-ui",
-        "version": "control-ui",
-        "platform": "web",
-        "mode": "webchat",
-    }
-    scopes = ["operator.admin", "operator.read", "operator.write", "operator.approvals"]
-    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
-
-        async def answer(frame_id: str) -> dict[str, Any]:
-            while True:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if frame.get("type") == "res" and frame.get("id") == frame_id:
-                    return frame  # type: ignore[no-any-return]
-
-        challenge = json.loads(await asyncio.wait_for(ws.recv(), 10))["payload"]
-        signed = "|".join(
-            ["v2", device_id, client["id"], client["mode"], "operator", ",".join(scopes),
-             str(challenge["ts"]), "", challenge["nonce"]]
-        )  # fmt: skip
-        device = {
-            "id": device_id,
-            "publicKey": b64(public),
-            "signature": b64(key.sign(signed.encode())),
-            "signedAt": challenge["ts"],
-            "nonce": challenge["nonce"],
-        }
-        params = {"minProtocol": 4, "maxProtocol": 4, "client": client, "role": "operator",
-                  "scopes": scopes, "device": device}  # fmt: skip
-        await ws.send(
-            json.dumps({"type": "req", "id": "connect", "method": "connect", "params": params})
-        )
-        hello = await answer("connect")
-        results = []
-        for n, method in enumerate(calls if hello["ok"] else ()):
-            call_params = {"sessionKey": "main"} if method == "chat.history" else {}
-            await ws.send(
-                json.dumps({"type": "req", "id": f"{n}", "method": method, "params": call_params})
-            )
-            results.append(await answer(f"{n}"))
-        return hello, results
 
 
 def test_real_gateway_behind_clawhqs_proxy(

@@ -87,6 +87,11 @@ async def _big(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="application/octet-stream")
 
 
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(3)
+    return JSONResponse({"ok": True})
+
+
 async def _cookie(request: Request) -> Response:
     response = JSONResponse({"ok": True})
     response.set_cookie("clawhq_session", "planted-by-the-agent", path="/")
@@ -119,8 +124,10 @@ def app() -> Starlette:
             Route("/agents/{agent}/events", _events),
             Route("/agents/{agent}/cookie", _cookie),
             Route("/agents/{agent}/big", _big),
+            Route("/agents/{agent}/slow", _slow),
             Route("/agents/{agent}/ticks", _ticks),
             WebSocketRoute("/agents/{agent}/ws", _socket),
+            WebSocketRoute("/agents/{agent}", _socket),
             Route("/agents/{agent}/{rest:path}", _echo, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
     )

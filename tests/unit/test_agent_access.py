@@ -94,7 +94,7 @@ def test_the_owner_reaches_the_gateway_with_the_identity_and_without_clawhqs_cre
     assert seen["query"] == "session=main"
     headers = seen["headers"]
     assert headers["x-clawhq-identity"] == identity_of(api, agent["id"])
-    assert headers["x-forwarded-for"] == "testclient"
+    assert headers["x-forwarded-for"] == "192.0.2.1"  # the test client is no address
     assert "x-forwarded-user" not in headers
     assert "authorization" not in headers
     assert headers["cookie"] == "theme=dark"
@@ -222,6 +222,9 @@ def test_the_websocket_relays_both_ways_for_the_owner_only(
         assert "authorization" not in first["headers"]
         ws.send_text("hello")
         assert ws.receive_text() == "echo:hello"
+    # Where the Control UI opens it: the base path itself, no trailing slash.
+    with api.client.websocket_connect(f"/agents/{agent['id']}", headers=owner.bearer) as ws:
+        assert ws.receive_json()["headers"]["x-clawhq-identity"]
     with (
         pytest.raises(WebSocketDenialResponse) as denied,
         api.client.websocket_connect(path, headers=other.bearer),
@@ -278,3 +281,21 @@ def test_connections_per_user_are_limited_and_activity_is_recorded(
                 break
             time.sleep(0.05)
         assert shown["lastActiveAt"]
+
+
+def test_a_gateway_that_does_not_answer_in_time_is_a_504(
+    make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
+) -> None:
+    port = free_port()
+    settings = make_settings(supervise=False, agent_internal_port=port, proxy_timeout=0.3)
+    with running_app(settings, fake_runtime, probe=lambda url: True) as api:
+        owner = Owner(api)
+        agent = api.agent(owner.bearer)
+        api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner.bearer)
+        wait_status(api, owner.bearer, agent["id"], "RUNNING")
+        container = next(c for c in fake_runtime.containers.values() if c.agent_id == agent["id"])
+        with serving(container.address, port):
+            slow = api.client.get(f"/agents/{agent['id']}/slow", headers=owner.bearer)
+            assert slow.status_code == 504 and slow.json()["code"] == "agent_timeout"
+            fine = api.client.get(f"/agents/{agent['id']}/page", headers=owner.bearer)
+            assert fine.status_code == 200  # and its slot came back

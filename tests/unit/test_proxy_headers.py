@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from clawhq.proxy.headers import (
+    UNATTRIBUTED_CLIENT,
     downstream_response_headers,
+    forwarded_for,
     upstream_request_headers,
     without_clawhq_cookies,
 )
@@ -29,12 +31,12 @@ def test_the_proxy_writes_identity_and_forwarding_headers_itself() -> None:
         ("Accept", "text/html"),
     ]
     out = upstream_request_headers(
-        incoming, identity="id-1", client_address="192.0.2.7", proto="https", host="hq"
+        incoming, identity="id-1", client_address="198.51.100.7", proto="https", host="hq"
     )
     assert out == [
         ("accept", "text/html"),
         ("x-clawhq-identity", "id-1"),
-        ("x-forwarded-for", "192.0.2.7"),
+        ("x-forwarded-for", "198.51.100.7"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "hq"),
     ]
@@ -75,3 +77,11 @@ def test_the_agent_cannot_set_cookies_and_hop_by_hop_headers_stop_here() -> None
         ("Content-Type", "text/html"),
         ("Content-Length", "12"),
     ]
+
+
+def test_clients_the_gateway_cannot_attribute_are_forwarded_as_a_documentation_address() -> None:
+    assert forwarded_for("203.0.113.5") == "203.0.113.5"
+    assert forwarded_for("2001:db8::1") == "2001:db8::1"
+    for unattributable in ("127.0.0.1", "::1", "testclient", "", "0.0.0.0"):
+        assert forwarded_for(unattributable) == UNATTRIBUTED_CLIENT
+    assert forwarded_for("172.18.0.1", proxy_address="172.18.0.1") == UNATTRIBUTED_CLIENT

@@ -13,7 +13,7 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     settings = load_settings()
     assert settings.env == "development"
     assert settings.agent_image == "clawhq-openclaw:latest"
-    assert settings.agent_memory == 1024**3
+    assert settings.agent_memory == 2 * 1024**3
     assert (settings.agent_cpu_quota, settings.agent_cpu_period) == (50_000, 100_000)
     assert settings.port_range == (19000, 19999)
     assert str(settings.agent_bind_ip) == "127.0.0.1"

@@ -97,9 +97,19 @@ async def control_ui(agent_id: AgentId, path: str, request: Request) -> Response
     return await _forward(request, user.id, agent_id, f"{access_path(agent_id)}/{path}")
 
 
+@router.websocket("/agents/{agent_id}")
+async def control_ui_root_socket(websocket_: WebSocket, agent_id: str) -> None:
+    """The gateway's WebSocket where the Control UI opens it: the base path itself."""
+    await _socket(websocket_, agent_id, access_path(agent_id))
+
+
 @router.websocket("/agents/{agent_id}/{path:path}")
 async def control_ui_socket(websocket_: WebSocket, agent_id: str, path: str) -> None:
     """The gateway's WebSocket (the Control UI's and WebChat's), for the agent's owner."""
+    await _socket(websocket_, agent_id, f"{access_path(agent_id)}/{path}")
+
+
+async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> None:
     state = websocket_.app.state
     settings = _context(websocket_).settings
     try:
@@ -111,9 +121,7 @@ async def control_ui_socket(websocket_: WebSocket, agent_id: str, path: str) -> 
         return
     try:
         try:
-            gateway = await websocket.open_upstream(
-                websocket_, upstream, f"{access_path(agent_id)}/{path}", settings
-            )
+            gateway = await websocket.open_upstream(websocket_, upstream, upstream_path, settings)
         except ClawHQError as exc:
             await _refuse(websocket_, exc)
             return
@@ -127,7 +135,7 @@ async def control_ui_socket(websocket_: WebSocket, agent_id: str, path: str) -> 
 
 @router.post(
     "/api/agents/{agent_id}/v1/chat/completions",
-    responses=problem_responses(401, 403, 404, 409, 413, 429, 503),
+    responses=problem_responses(401, 403, 404, 409, 413, 429, 503, 504),
     openapi_extra=CHAT_BODY,
 )
 async def chat_completions(agent_id: AgentId, request: Request, user: CurrentUser) -> Response:

@@ -1,0 +1,273 @@
+"""A user reaches their real OpenClaw agent through ClawHQ, as the README says: `clawhq serve`,
+log in, deploy, open the Control UI (a real browser), chat — with no host port and no gateway
+token in sight. The model is a stand-in on this machine; nothing leaves it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import TEST_NETWORK, clean_database
+from tests.integration.control_ui import control_ui_connect
+from tests.integration.helpers import sdk
+from tests.integration.served import Served, cli, serve_env
+from tests.standins.model import StandIn, serving_model
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+PASSWORD = "correct horse battery"
+#: Where screenshots go (CI keeps the folder when a run fails).
+ARTIFACTS = Path(os.environ.get("CLAWHQ_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@dataclass
+class Access:
+    served: Served
+    http: httpx.Client
+    owner: dict[str, str]
+    owner_email: str
+    agent_id: str
+
+    @property
+    def origin(self) -> str:
+        return self.served.base
+
+    def user(self) -> tuple[str, dict[str, str]]:
+        email = f"a{uuid.uuid4().hex[:12]}@example.com"
+        reply = self.http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+        assert reply.status_code == 201, reply.text
+        return email, {"Authorization": f"Bearer {reply.json()['token']}"}
+
+    def browser_cookies(self, email: str) -> dict[str, str]:
+        """Log in as a browser does; the ``Cookie`` header it then sends."""
+        login = {"email": email, "password": PASSWORD, "cookie": True}
+        reply = self.http.post("/api/auth/login", json=login)
+        assert reply.status_code == 200, reply.text
+        assert "token" not in reply.json()
+        self.http.cookies.clear()
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in reply.cookies.items())}
+
+
+def wait_running(http: httpx.Client, headers: dict[str, str], agent_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 240
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = http.get(f"/api/agents/{agent_id}", headers=headers).json()
+        if body["status"] in ("RUNNING", "ERROR"):
+            break
+        time.sleep(1)
+    assert body["status"] == "RUNNING", body
+    return body
+
+
+@pytest.fixture(scope="module")
+def access(
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_url: str,
+    docker_runtime: Any,
+    openclaw_image: str,
+) -> Iterator[Access]:
+    """`clawhq serve` with the real image, no host ports, agents' model calls to a stand-in on
+    the agent network's gateway; one user with one RUNNING agent."""
+    gateway_ip = docker_runtime.ensure_network(TEST_NETWORK)
+    tmp = tmp_path_factory.mktemp("access")
+    with clean_database(sqlite_url) as url, serving_model(gateway_ip) as model:
+        env = serve_env(
+            tmp / "data",
+            url,
+            agent_image=openclaw_image,
+            agent_memory="2g",
+            start_timeout="240",
+            startup_poll_interval="1",
+            port_range="19870-19879",
+            agent_publish_ports="false",
+            agent_llm_base_url=model,
+        )
+        served = Served(env, tmp / "serve.log").start()
+        http = httpx.Client(base_url=served.base, timeout=60)
+        try:
+            email = f"owner{uuid.uuid4().hex[:8]}@example.com"
+            reply = http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+            owner = {"Authorization": f"Bearer {reply.json()['token']}"}
+            body = {
+                "name": "reachable",
+                "modelProvider": "openai",
+                "model": "gpt-5",
+                "apiKey": "sk-fake-0123456789",
+            }
+            agent_id = http.post("/api/agents", json=body, headers=owner).json()["id"]
+            assert http.post(f"/api/agents/{agent_id}/deploy", headers=owner).status_code == 202
+            wait_running(http, owner, agent_id)
+            yield Access(served, http, owner, email, agent_id)
+            http.delete(f"/api/agents/{agent_id}?keepWorkspace=false", headers=owner)
+        finally:
+            http.close()
+            served.stop()
+
+
+def the_container(agent_id: str) -> Any:
+    found = sdk().containers.list(filters={"label": f"clawhq.agent-id={agent_id}"})
+    assert len(found) == 1
+    return found[0]
+
+
+def test_the_agent_has_no_host_port_and_no_gateway_token(access: Access) -> None:
+    container = the_container(access.agent_id)
+    assert container.attrs["HostConfig"]["PortBindings"] in ({}, None)
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert "OPENCLAW_GATEWAY_TOKEN" not in env
+    shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).text
+    for secret in ("CLAWHQ_PROXY_IDENTITY", "OPENCLAW_GATEWAY_PASSWORD"):
+        assert len(env[secret]) >= 32 and env[secret] not in shown
+
+
+def test_the_control_ui_loads_and_its_websocket_connects_as_the_owner(access: Access) -> None:
+    cookies = access.browser_cookies(access.owner_email)
+    base = f"/agents/{access.agent_id}"
+    page = access.http.get(f"{base}/", headers={**cookies, "Accept": "text/html"})
+    assert page.status_code == 200, page.text
+    assert f'base-path="{base}"' in page.text
+    config = access.http.get(f"{base}/__openclaw/control-ui-config.json", headers=cookies)
+    assert config.status_code == 200 and config.json()["basePath"] == base
+    ws_url = access.served.base.replace("http", "ws") + base
+    headers = {**cookies, "Origin": access.origin}
+    deadline = time.monotonic() + 90
+    while True:  # live (RUNNING) comes a little before the gateway takes connections
+        hello, results = asyncio.run(
+            control_ui_connect(ws_url, headers, ("channels.status", "config.get"))
+        )
+        retry = not hello["ok"] and hello["error"].get("retryable")
+        if not retry or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert hello["ok"], hello
+    assert hello["payload"]["auth"]["method"] == "trusted-proxy"
+    assert "operator.admin" in hello["payload"]["auth"]["scopes"]  # no pairing step
+    assert [r["ok"] for r in results] == [True, True], results
+    admin = cli(access.served.env, "users", "create", f"adm{uuid.uuid4().hex[:8]}@x.org", "--admin")
+    token = admin.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        audit = access.http.get(
+            "/api/admin/audit",
+            params={"action": "agent.session_open", "agentId": access.agent_id},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert audit.status_code == 200, audit.text
+        if audit.json()["events"]:
+            break
+        time.sleep(0.2)
+    assert audit.json()["events"], "opening a session to the agent is audited"
+
+
+def test_nobody_else_reaches_the_gateway(access: Access) -> None:
+    base = f"/agents/{access.agent_id}"
+    other_email, other = access.user()
+    assert access.http.get(f"{base}/", headers=other).status_code == 404
+    assert access.http.get(f"{base}/", headers=access.browser_cookies(other_email)).status_code == (
+        404
+    )
+    assert access.http.get(f"{base}/__openclaw/control-ui-config.json").status_code == 401
+    ws_url = access.served.base.replace("http", "ws") + base
+    for headers in ({**other, "Origin": access.origin}, {"Origin": access.origin}):
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(control_ui_connect(ws_url, headers))
+        assert refused.value.response.status_code in (401, 404)
+    # Another agent's container, on the same network, cannot reach the gateway at all.
+    address = the_container(access.agent_id).attrs["NetworkSettings"]["Networks"][TEST_NETWORK][
+        "IPAddress"
+    ]
+    neighbour = sdk().containers.run(
+        "clawhq-test-agent:latest",
+        ["/bin/busybox", "wget", "-q", "-T", "5", "-O", "-", f"http://{address}:18789/healthz"],
+        entrypoint=[],
+        network=TEST_NETWORK,
+        user="1001:1001",
+        cap_drop=["ALL"],
+        detach=True,
+    )
+    try:
+        code = neighbour.wait(timeout=60)["StatusCode"]
+        output = neighbour.logs().decode(errors="replace")
+    finally:
+        neighbour.remove(force=True)
+    assert code != 0 and '"ok":true' not in output, output
+
+
+def test_a_chat_turn_through_clawhq_reaches_the_model_and_comes_back(access: Access) -> None:
+    url = f"/api/agents/{access.agent_id}/v1/chat/completions"
+    body = {"model": "openclaw", "user": "readme", "messages": [{"role": "user", "content": "Hi"}]}
+    reply = access.http.post(url, json=body, headers=access.owner, timeout=180)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == StandIn.answer
+    streamed = ""
+    with access.http.stream(
+        "POST", url, json={**body, "stream": True}, headers=access.owner, timeout=180
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: {"):
+                streamed += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+    assert streamed == StandIn.answer
+    calls = [r for r in StandIn.requests if r["path"].endswith("/chat/completions")]
+    assert calls and all(r["auth"] == "Bearer sk-fake-0123456789" for r in calls)
+    models = access.http.get(f"/api/agents/{access.agent_id}/v1/models", headers=access.owner)
+    assert "openclaw" in [m["id"] for m in models.json()["data"]]
+    shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()
+    assert shown["lastActiveAt"]
+
+
+def chromium() -> str:
+    import shutil
+
+    found = shutil.which("chromium")
+    if found is None:
+        from tests.conftest import unavailable
+
+        unavailable("Chromium", "Debian's chromium is not installed")
+    return str(found)
+
+
+def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
+    """Headless Chromium: the agent's URL, ClawHQ's login, then the Control UI, connected."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = f"{access.origin}/agents/{access.agent_id}/"
+    frames: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on(
+                "websocket",
+                lambda ws: ws.on("framereceived", lambda frame: frames.append(str(frame))),
+            )
+            page.goto(base)
+            page.wait_for_url(lambda url: "/login?next=" in url)
+            page.fill("input[name=email]", access.owner_email)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: url.startswith(base))
+            # The DOM check: the Control UI's own connection state (inside its shadow DOM).
+            status = page.get_by_text("Connected", exact=True).first
+            try:
+                status.wait_for(state="attached", timeout=90_000)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "control-ui.png"), full_page=True)
+                (ARTIFACTS / "control-ui.txt").write_text(page.inner_text("body"))
+            assert page.get_by_text("Message Assistant").count() >= 1  # the chat is there
+        finally:
+            browser.close()
+    assert any("hello-ok" in f for f in frames), frames[:5]  # connected as the owner
