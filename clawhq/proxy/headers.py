@@ -22,6 +22,8 @@ CLAWHQ_COOKIE_PREFIX = "clawhq_"
 #: rate-limit key and in its logs. TEST-NET-1, so it never names a real host.
 UNATTRIBUTED_CLIENT = "192.0.2.1"
 
+Header = tuple[str, str]
+
 HOP_BY_HOP = frozenset(
     {
         "connection",

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable
 
 import httpx
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
-from clawhq.proxy.headers import downstream_response_headers, upstream_request_headers
+from clawhq.proxy.headers import Header, downstream_response_headers, upstream_request_headers
 from clawhq.proxy.upstreams import Upstream
 from clawhq.settings import Settings
 
@@ -57,6 +57,23 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else ""
 
 
+def target(conn: HTTPConnection, upstream: Upstream, path: str) -> tuple[str, list[Header]]:
+    """The gateway URL for ``path`` (the query kept) and the headers to send it."""
+    websocket = conn.scope["type"] == "websocket"
+    base = upstream.base_url.replace("http://", "ws://", 1) if websocket else upstream.base_url
+    query = conn.url.query
+    headers = upstream_request_headers(
+        conn.headers.items(),
+        identity=upstream.identity,
+        client_address=client_address(conn.scope),
+        proto="https" if conn.url.scheme in ("https", "wss") else "http",
+        host=conn.headers.get("host", ""),
+        websocket=websocket,
+        proxy_address=upstream.proxy_address,
+    )
+    return f"{base}{path}" + (f"?{query}" if query else ""), headers
+
+
 async def open_upstream(
     client: httpx.AsyncClient,
     request: Request,
@@ -66,16 +83,7 @@ async def open_upstream(
     settings: Settings,
 ) -> httpx.Response:
     """Send the request to the gateway; its response is open for streaming (close it)."""
-    query = request.url.query
-    url = f"{upstream.base_url}{path}" + (f"?{query}" if query else "")
-    headers = upstream_request_headers(
-        request.headers.items(),
-        identity=upstream.identity,
-        client_address=client_address(request.scope),
-        proto=request.url.scheme,
-        host=request.headers.get("host", ""),
-        proxy_address=upstream.proxy_address,
-    )
+    url, headers = target(request, upstream, path)
     outgoing = client.build_request(request.method, url, headers=headers, content=body)
     try:
         async with asyncio.timeout(settings.proxy_timeout):

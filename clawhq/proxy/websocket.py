@@ -22,8 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from clawhq.errors import AgentNotRunning
-from clawhq.proxy.headers import upstream_request_headers
-from clawhq.proxy.http import client_address
+from clawhq.proxy.http import target
 from clawhq.proxy.upstreams import Upstream
 from clawhq.settings import Settings
 
@@ -39,18 +38,7 @@ async def open_upstream(
     websocket: WebSocket, upstream: Upstream, path: str, settings: Settings
 ) -> ClientConnection:
     """The gateway's side of the pair, opened with the browser's subprotocols and Origin."""
-    base = upstream.base_url.replace("http://", "ws://", 1)
-    query = websocket.url.query
-    url = f"{base}{path}" + (f"?{query}" if query else "")
-    headers = upstream_request_headers(
-        websocket.headers.items(),
-        identity=upstream.identity,
-        client_address=client_address(websocket.scope),
-        proto="https" if websocket.url.scheme == "wss" else "http",
-        host=websocket.headers.get("host", ""),
-        websocket=True,
-        proxy_address=upstream.proxy_address,
-    )
+    url, headers = target(websocket, upstream, path)
     origin = websocket.headers.get("origin")
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols") or ()]
     try:

@@ -4,6 +4,7 @@ never does, and the limits."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,12 +42,15 @@ class Owner:
         return str(reply.json()["csrfToken"])
 
 
-@pytest.fixture
-def proxy_api(
-    make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
+@contextlib.contextmanager
+def proxied_app(
+    make_settings: Callable[..., Settings], fake_runtime: FakeRuntime, **overrides: Any
 ) -> Iterator[tuple[Api, Callable[..., Any]]]:
+    """The API over the in-memory runtime, and a way to get a RUNNING agent whose stand-in
+    gateway answers on its container's address (``gateway=False``: nothing answers there)."""
     port = free_port()
-    settings = make_settings(supervise=False, agent_internal_port=port, proxy_idle_seconds=5)
+    values = {"supervise": False, "agent_internal_port": port, "proxy_idle_seconds": 5}
+    settings = make_settings(**{**values, **overrides})
     with ExitStack() as stack:
         api = stack.enter_context(running_app(settings, fake_runtime, probe=lambda url: True))
 
@@ -63,6 +67,14 @@ def proxy_api(
             return agent
 
         yield api, running_agent
+
+
+@pytest.fixture
+def proxy_api(
+    make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
+) -> Iterator[tuple[Api, Callable[..., Any]]]:
+    with proxied_app(make_settings, fake_runtime) as found:
+        yield found
 
 
 def identity_of(api: Api, agent_id: str) -> str:
@@ -194,12 +206,9 @@ def test_the_chat_api_goes_to_the_gateways_own_endpoint(
 def test_request_bodies_over_the_proxy_limit_are_refused(
     make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
 ) -> None:
-    settings = make_settings(supervise=False, proxy_max_message="1k")
-    with running_app(settings, fake_runtime, probe=lambda url: True) as api:
+    with proxied_app(make_settings, fake_runtime, proxy_max_message="1k") as (api, running):
         owner = Owner(api)
-        agent = api.agent(owner.bearer)
-        api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner.bearer)
-        wait_status(api, owner.bearer, agent["id"], "RUNNING")
+        agent = running(owner, gateway=False)
         reply = api.client.post(
             f"/api/agents/{agent['id']}/v1/chat/completions",
             content=b"x" * 2048,
@@ -254,26 +263,16 @@ def test_the_websocket_relays_both_ways_for_the_owner_only(
 def test_connections_per_user_are_limited_and_activity_is_recorded(
     make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
 ) -> None:
-    port = free_port()
-    settings = make_settings(
-        supervise=False, agent_internal_port=port, proxy_connections_per_user=1
-    )
-    with running_app(settings, fake_runtime, probe=lambda url: True) as api:
+    with proxied_app(make_settings, fake_runtime, proxy_connections_per_user=1) as (api, running):
         owner = Owner(api)
-        agent = api.agent(owner.bearer)
-        api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner.bearer)
-        wait_status(api, owner.bearer, agent["id"], "RUNNING")
-        container = next(c for c in fake_runtime.containers.values() if c.agent_id == agent["id"])
-        with serving(container.address, port):
-            path = f"/agents/{agent['id']}/ws"
-            with api.client.websocket_connect(path, headers=owner.bearer) as ws:
-                ws.receive_json()
-                busy = api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer)
-                assert busy.status_code == 429
-                assert busy.json()["code"] == "too_many_connections"
-            assert (
-                api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer).status_code == 200
-            )
+        agent = running(owner)
+        with api.client.websocket_connect(f"/agents/{agent['id']}/ws", headers=owner.bearer) as ws:
+            ws.receive_json()
+            busy = api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer)
+            assert busy.status_code == 429
+            assert busy.json()["code"] == "too_many_connections"
+        again = api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer)
+        assert again.status_code == 200
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             shown = api.client.get(f"/api/agents/{agent['id']}", headers=owner.bearer).json()
@@ -286,16 +285,10 @@ def test_connections_per_user_are_limited_and_activity_is_recorded(
 def test_a_gateway_that_does_not_answer_in_time_is_a_504(
     make_settings: Callable[..., Settings], fake_runtime: FakeRuntime
 ) -> None:
-    port = free_port()
-    settings = make_settings(supervise=False, agent_internal_port=port, proxy_timeout=0.3)
-    with running_app(settings, fake_runtime, probe=lambda url: True) as api:
+    with proxied_app(make_settings, fake_runtime, proxy_timeout=0.3) as (api, running):
         owner = Owner(api)
-        agent = api.agent(owner.bearer)
-        api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner.bearer)
-        wait_status(api, owner.bearer, agent["id"], "RUNNING")
-        container = next(c for c in fake_runtime.containers.values() if c.agent_id == agent["id"])
-        with serving(container.address, port):
-            slow = api.client.get(f"/agents/{agent['id']}/slow", headers=owner.bearer)
-            assert slow.status_code == 504 and slow.json()["code"] == "agent_timeout"
-            fine = api.client.get(f"/agents/{agent['id']}/page", headers=owner.bearer)
-            assert fine.status_code == 200  # and its slot came back
+        agent = running(owner)
+        slow = api.client.get(f"/agents/{agent['id']}/slow", headers=owner.bearer)
+        assert slow.status_code == 504 and slow.json()["code"] == "agent_timeout"
+        fine = api.client.get(f"/agents/{agent['id']}/page", headers=owner.bearer)
+        assert fine.status_code == 200  # and its slot came back
