@@ -148,6 +148,17 @@ export function installRecord(id, installed, openclawDir = OPENCLAW_DIR) {
   };
 }
 
+/**
+ * The credentials of the channels not listed, kept from the gateway: OpenClaw takes a token in
+ * its env (DISCORD_BOT_TOKEN, SLACK_*) for a configured channel and then tries to install the
+ * channel's plugin with npm at start, which fails here and stops the gateway.
+ */
+function unlistedChannelEnv(channels) {
+  return Object.entries(CHANNELS)
+    .filter(([id]) => !Object.hasOwn(channels, id))
+    .flatMap(([, spec]) => spec.env);
+}
+
 /** The config as the gateway keeps it once it has imported the install records at start. */
 export function withoutInstallRecords(config) {
   if (!config.plugins?.installs) return config;
@@ -205,6 +216,6 @@ export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } 
     // The provider key goes to the gateway under the provider's own name; ClawHQ's copies of
     // the key and of the webhook token stay out of the gateway (and of the agent's tools).
     setEnv: { [provider.keyEnv]: apiKey, DO_NOT_TRACK: "1", OPENCLAW_DISABLE_BONJOUR: "1" },
-    unsetEnv: ["CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN"],
+    unsetEnv: ["CLAWHQ_API_KEY", "CLAWHQ_WEBHOOK_TOKEN", ...unlistedChannelEnv(channels)],
   };
 }

@@ -254,6 +254,19 @@ def node_eval(node: str, script: str) -> Any:
     return json.loads(done.stdout)
 
 
+def test_credentials_of_unlisted_channels_stay_out_of_the_gateways_env(node: str) -> None:
+    """A token in the gateway's env makes OpenClaw treat its channel as configured."""
+    env = {**BASE_ENV, "CLAWHQ_CHANNELS": '["telegram"]', "TELEGRAM_BOT_TOKEN": "1:x"}
+    script = f"""
+        import {{ buildConfig }} from "./config.mjs";
+        console.log(JSON.stringify(buildConfig({json.dumps(env)}).unsetEnv));
+    """
+    unset = node_eval(node, script)
+    assert "TELEGRAM_BOT_TOKEN" not in unset
+    for name in ("DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "CLAWHQ_API_KEY"):
+        assert name in unset
+
+
 def test_usage_is_reported_as_increments_per_day(node: str) -> None:
     payload = {
         "aggregates": {
