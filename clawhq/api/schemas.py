@@ -20,7 +20,7 @@ from clawhq.settings import PROVIDERS
 from clawhq.status import AgentStatus, DesiredState
 
 Provider = Literal["claude", "openai", "gemini", "deepseek", "grok"]
-Channel = Literal["telegram", "discord", "slack"]
+Channel = Literal["telegram", "discord", "slack", "whatsapp"]
 assert set(Provider.__args__) == set(PROVIDERS)  # type: ignore[attr-defined]
 
 AgentName = Annotated[
@@ -162,7 +162,8 @@ class AgentCreate(Body):
             for name in ("telegram", "discord", "slack")
             if getattr(self.channel_credentials, name)
         }
-        if missing := sorted(set(self.channels) - given):
+        # WhatsApp has no credential: its owner links it with a QR code in the Control UI.
+        if missing := sorted(set(self.channels) - given - {"whatsapp"}):
             raise ValueError(f"channelCredentials needed for: {', '.join(missing)}")
         if unused := sorted(given - set(self.channels)):
             raise ValueError(

@@ -34,6 +34,9 @@ BUSYBOX = Path("/bin/busybox")
 OPENCLAW_DOCKERFILE = "Dockerfile.openclaw"
 OPENCLAW_VERSION = "2026.9.6"
 NODE_VERSION = "24.21.0"
+# OpenClaw's channel plugins installed beside it, each as ``@openclaw/<id>`` at OpenClaw's own
+# version (docker/openclaw/config.mjs registers them with the gateway).
+OPENCLAW_PLUGINS = ("slack", "discord", "whatsapp")
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -278,11 +281,25 @@ def node_binary(cache_dir: Path, version: str = NODE_VERSION) -> Path:
     return target
 
 
+def openclaw_packages(version: str) -> list[str]:
+    """The npm specs installed into the image: openclaw and its channel plugins."""
+    return [f"openclaw@{version}", *(f"@openclaw/{p}@{version}" for p in OPENCLAW_PLUGINS)]
+
+
+def openclaw_context_name(openclaw_version: str, node_version: str) -> str:
+    """The cached context folder, keyed by everything the npm install is made from."""
+    key = _digest(*openclaw_packages(openclaw_version))[:8]
+    return f"openclaw-{openclaw_version}-node-{node_version}-{key}"
+
+
 def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) -> None:
-    """``npm install openclaw@version @openclaw/slack@version`` into ``destination`` (cached).
+    """``npm install openclaw@version @openclaw/<plugin>@version...`` into ``destination`` (cached).
 
     npm runs under the Node.js 24 of the image (openclaw's engines demand it) and runs no
     install scripts but openclaw's own postinstall, which touches only its package folder.
+    Each plugin gets the link to its host that ``openclaw plugins install`` would make
+    (``<plugin>/node_modules/openclaw``, relative, so it holds in the image too): OpenClaw
+    refuses to load a plugin whose ``openclaw`` peer dependency is not linked.
     """
     if (destination / "node_modules" / "openclaw" / "package.json").exists():
         return
@@ -292,7 +309,7 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log.info("npm install openclaw@%s (about 30 s)", version)
+    log.info("npm install openclaw@%s and its channel plugins (about 40 s)", version)
     _run(
         [
             npm,
@@ -304,8 +321,7 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
             "--no-audit",
             "--no-fund",
             "--no-update-notifier",
-            f"openclaw@{version}",
-            f"@openclaw/slack@{version}",
+            *openclaw_packages(version),
         ],
         f"npm install openclaw@{version}",
         env,
@@ -319,6 +335,10 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
         _run([node, postinstall], "openclaw's postinstall", env)
     if (package / ".openclaw-lifecycle-pending").exists():
         raise ConfigError("openclaw's install is incomplete (.openclaw-lifecycle-pending remains)")
+    for plugin in OPENCLAW_PLUGINS:
+        modules = partial / "node_modules" / "@openclaw" / plugin / "node_modules"
+        modules.mkdir(exist_ok=True)
+        (modules / "openclaw").symlink_to(Path("..", "..", "..", "openclaw"))
     partial.rename(destination)
 
 
@@ -333,6 +353,7 @@ def openclaw_inputs(base_image_id: str, openclaw_version: str, node_version: str
         base_image_id,
         openclaw_version,
         node_version,
+        *openclaw_packages(openclaw_version),
     )
 
 
@@ -366,7 +387,7 @@ def build_openclaw(
         log.info("%s is up to date (inputs %s)", tag, inputs)
         return image
 
-    context = cache / "context" / f"openclaw-{openclaw_version}-node-{node_version}"
+    context = cache / "context" / openclaw_context_name(openclaw_version, node_version)
     context.mkdir(parents=True, exist_ok=True)
     node = node_binary(cache, node_version)
     openclaw_tree(cache, openclaw_version, node, context / "openclaw")

@@ -10,7 +10,6 @@ export const GATEWAY_PORT = 18789;
 /** Exit code for a configuration the container cannot run with (sysexits' EX_CONFIG). */
 export const EX_CONFIG = 78;
 
-/** ClawHQ's provider names -> OpenClaw's provider id and the env variable holding its key. */
 /**
  * ClawHQ's provider names -> OpenClaw's provider id, the env variable holding its key, and the
  * path of the provider's own API base URL, kept when CLAWHQ_LLM_BASE_URL replaces its origin
@@ -27,22 +26,34 @@ export const PROVIDERS = Object.freeze({
 /** The header ClawHQ's proxy puts its per-container identity secret in. */
 export const IDENTITY_HEADER = "x-clawhq-identity";
 
-/** Where the image installs the Slack plugin (an npm package beside openclaw). */
-export const SLACK_PLUGIN_PATH = "/opt/openclaw/node_modules/@openclaw/slack";
+/** Where the image installs OpenClaw and its channel plugins (npm packages `@openclaw/<id>`). */
+export const OPENCLAW_DIR = "/opt/openclaw";
 
-/** Channels this image can run, and the env variables each needs. */
+/**
+ * Channels this image can run: the env variables each needs, and for the ones that are not
+ * built into openclaw, the plugin (`@openclaw/<id>`, installed in the image beside openclaw).
+ */
 export const CHANNELS = Object.freeze({
   telegram: { env: ["TELEGRAM_BOT_TOKEN"] },
-  slack: { env: ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"] },
+  slack: { env: ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"], plugin: "@openclaw/slack" },
+  discord: { env: ["DISCORD_BOT_TOKEN"], plugin: "@openclaw/discord" },
+  // No credential: the owner links WhatsApp by scanning a QR code in the Control UI, and the
+  // session stays in the state directory on the workspace volume (~/.openclaw/credentials).
+  whatsapp: { env: [], plugin: "@openclaw/whatsapp" },
 });
 
-/** Channels ClawHQ knows but this image cannot run headless yet, and why. */
-export const UNSUPPORTED_CHANNELS = Object.freeze({
-  discord:
-    "OpenClaw's Discord plugin only runs when installed with `openclaw plugins install` " +
-    "(it refuses to start from a preinstalled package), which this image cannot do",
-  whatsapp: "WhatsApp needs an interactive QR-code login, which a headless agent cannot do",
-});
+/** Channels ClawHQ knows but this image cannot run headless, and why (none at present). */
+export const UNSUPPORTED_CHANNELS = Object.freeze({});
+
+/** The folder of a channel plugin's npm package in the image. */
+export function pluginPath(id, openclawDir = OPENCLAW_DIR) {
+  return `${openclawDir}/node_modules/${CHANNELS[id].plugin}`;
+}
+
+/** The channels of CLAWHQ_CHANNELS that need one of the image's plugins. */
+export function pluginChannels(env) {
+  return channelList(env).filter((id) => CHANNELS[id]?.plugin);
+}
 
 export class ConfigError extends Error {}
 
@@ -99,13 +110,48 @@ function channelBlock(id, env) {
   if (missing.length) {
     throw new ConfigError(`channel ${id} is listed but ${missing.join(" and ")} is not set`);
   }
-  if (id === "telegram") return { enabled: true, botToken: envRef("TELEGRAM_BOT_TOKEN") };
-  // slack: Socket Mode, so no public URL is needed.
+  switch (id) {
+    case "telegram":
+      return { enabled: true, botToken: envRef("TELEGRAM_BOT_TOKEN") };
+    case "slack": // Socket Mode, so no public URL is needed.
+      return {
+        enabled: true,
+        mode: "socket",
+        botToken: envRef("SLACK_BOT_TOKEN"),
+        appToken: envRef("SLACK_APP_TOKEN"),
+      };
+    case "discord":
+      return { enabled: true, token: envRef("DISCORD_BOT_TOKEN") };
+    case "whatsapp": // unknown senders ask for access, which the owner approves
+      return { enabled: true, dmPolicy: "pairing" };
+    default:
+      throw new ConfigError(`channel ${id} has no config block in this image`);
+  }
+}
+
+/**
+ * The install record OpenClaw keeps for a plugin installed from its official npm package,
+ * pointing at the package in the image. `installed` is what the image holds:
+ * `{ version, integrity }` (npm's lockfile), read by the entrypoint.
+ *
+ * OpenClaw gives channel plugins that are not bundled with it their state stores and inbound
+ * admission only when such a record ties them to their official package ("trusted official
+ * install"); a plugin merely loaded by path is refused (`PluginTrustRefusalError`). Records
+ * live in the state database on the volume: the retired config key `plugins.installs` is how
+ * one gets there, as the gateway imports it at start (and then drops it from the file).
+ */
+export function installRecord(id, installed, openclawDir = OPENCLAW_DIR) {
+  const name = CHANNELS[id].plugin;
+  const spec = `${name}@${installed.version}`;
   return {
-    enabled: true,
-    mode: "socket",
-    botToken: envRef("SLACK_BOT_TOKEN"),
-    appToken: envRef("SLACK_APP_TOKEN"),
+    source: "npm",
+    spec,
+    installPath: pluginPath(id, openclawDir),
+    version: installed.version,
+    resolvedName: name,
+    resolvedVersion: installed.version,
+    resolvedSpec: spec,
+    ...(installed.integrity ? { integrity: installed.integrity } : {}),
   };
 }
 
@@ -213,10 +259,30 @@ function gatewayBlock(env) {
 }
 
 /**
+ * The credentials of the channels not listed, kept from the gateway: OpenClaw takes a token in
+ * its env (DISCORD_BOT_TOKEN, SLACK_*) for a configured channel and then tries to install the
+ * channel's plugin with npm at start, which fails here and stops the gateway.
+ */
+function unlistedChannelEnv(channels) {
+  return Object.entries(CHANNELS)
+    .filter(([id]) => !Object.hasOwn(channels, id))
+    .flatMap(([, spec]) => spec.env);
+}
+
+/** The config as the gateway keeps it once it has imported the install records at start. */
+export function withoutInstallRecords(config) {
+  if (!config.plugins?.installs) return config;
+  const { installs: _installs, ...plugins } = config.plugins;
+  return { ...config, plugins };
+}
+
+/**
  * The whole config and the environment changes for the gateway process.
+ * `installed` maps each plugin channel of CLAWHQ_CHANNELS to what the image holds of its
+ * plugin (`{ version, integrity }`, see installRecord); `openclawDir` is where.
  * Throws ConfigError (one line, for the container log) when ClawHQ's env cannot be run.
  */
-export function buildConfig(env) {
+export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } = {}) {
   const primary = modelRef(env);
   const provider = PROVIDERS[env.CLAWHQ_MODEL_PROVIDER.trim()];
   const apiKey = required(env, "CLAWHQ_API_KEY", "the agent has no model provider key");
@@ -237,8 +303,18 @@ export function buildConfig(env) {
     discovery: { mdns: { mode: "off" } },
   };
   if (Object.keys(channels).length) config.channels = channels;
-  if (channels.slack) {
-    config.plugins = { load: { paths: [SLACK_PLUGIN_PATH] }, entries: { slack: { enabled: true } } };
+  const plugins = Object.keys(channels).filter((id) => CHANNELS[id].plugin);
+  if (plugins.length) {
+    const entries = {};
+    const installs = {};
+    for (const id of plugins) {
+      if (!installed[id]?.version) {
+        throw new ConfigError(`channel ${id}: its plugin ${CHANNELS[id].plugin} is not in this image`);
+      }
+      entries[id] = { enabled: true };
+      installs[id] = installRecord(id, installed[id], openclawDir);
+    }
+    config.plugins = { entries, installs };
   }
   return {
     config,
@@ -253,6 +329,7 @@ export function buildConfig(env) {
       "CLAWHQ_WEBHOOK_TOKEN",
       "CLAWHQ_PROXY_IDENTITY",
       "OPENCLAW_GATEWAY_TOKEN",
+      ...unlistedChannelEnv(channels),
     ],
   };
 }

@@ -6,15 +6,27 @@
 //   entrypoint.mjs                 write the config, run the gateway
 //   entrypoint.mjs --print-config  print the config that would be written (no secrets) and exit
 //   entrypoint.mjs --check-config  write the config and run `openclaw config validate` on it
+//                                  (less the plugin install records, which the gateway takes
+//                                  out of the file at start and `config validate` rejects)
 //
 // A configuration it cannot run (unknown provider or channel, missing credential) is one line
 // on stderr and exit code 78.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
-import { buildConfig, ConfigError, EX_CONFIG, GATEWAY_PORT } from "./config.mjs";
+import {
+  buildConfig,
+  CHANNELS,
+  ConfigError,
+  EX_CONFIG,
+  GATEWAY_PORT,
+  OPENCLAW_DIR,
+  pluginChannels,
+  pluginPath,
+  withoutInstallRecords,
+} from "./config.mjs";
 
 const OPENCLAW = process.env.CLAWHQ_OPENCLAW_BIN || "/opt/openclaw/node_modules/openclaw/openclaw.mjs";
 const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
@@ -38,6 +50,30 @@ function configPath(env) {
   return join(stateDir, "openclaw.json");
 }
 
+/** What the image holds of each plugin the listed channels need: `{ version, integrity }`. */
+function installedPlugins(env, openclawDir) {
+  const installed = {};
+  const ids = pluginChannels(env);
+  if (!ids.length) return installed;
+  let lock = {};
+  try {
+    lock = JSON.parse(readFileSync(join(openclawDir, "package-lock.json"), "utf8")).packages ?? {};
+  } catch {
+    // No lockfile: the records then carry no integrity.
+  }
+  for (const id of ids) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(pluginPath(id, openclawDir), "package.json"), "utf8"));
+      if (manifest.name !== CHANNELS[id].plugin) continue;
+      const integrity = lock[`node_modules/${manifest.name}`]?.integrity;
+      installed[id] = { version: manifest.version, ...(integrity ? { integrity } : {}) };
+    } catch {
+      // Not installed: buildConfig refuses the channel.
+    }
+  }
+  return installed;
+}
+
 function writeConfig(path, config) {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const text = `// Written by ClawHQ at every start from the agent's settings: edits here do not last.\n${JSON.stringify(config, null, 2)}\n`;
@@ -48,7 +84,9 @@ function writeConfig(path, config) {
 async function main(argv) {
   let built;
   try {
-    built = buildConfig(process.env);
+    const openclawDir = process.env.CLAWHQ_OPENCLAW_DIR || OPENCLAW_DIR;
+    const installed = installedPlugins(process.env, openclawDir);
+    built = buildConfig(process.env, { installed, openclawDir });
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
@@ -61,13 +99,13 @@ async function main(argv) {
   const env = { ...process.env, ...built.setEnv };
   for (const name of built.unsetEnv) delete env[name];
   const path = configPath(process.env);
+  const check = argv.includes("--check-config");
   try {
-    writeConfig(path, built.config);
+    writeConfig(path, check ? withoutInstallRecords(built.config) : built.config);
   } catch (error) {
     fail(`cannot write ${path}: ${error.message}`);
   }
 
-  const check = argv.includes("--check-config");
   const args = check
     ? ["config", "validate", "--json"]
     : ["gateway", "run", "--bind", "lan", "--port", String(GATEWAY_PORT)];

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -187,6 +188,7 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
             "SLACK_BOT_TOKEN": "xoxb-fake",
             "SLACK_APP_TOKEN": "xapp-fake",
         },
+        {"CLAWHQ_CHANNELS": '["discord", "whatsapp"]', "DISCORD_BOT_TOKEN": "fake.discord"},
         {"CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:9000"},
         {
             "CLAWHQ_MODEL_PROVIDER": "openai",
@@ -201,6 +203,7 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         "deepseek",
         "grok",
         "telegram+slack",
+        "discord+whatsapp",
         "llm-claude",
         "llm-openai",
     ],
@@ -228,6 +231,110 @@ def test_what_cannot_run_exits_78_and_says_why(
     code, logs = run_image(openclaw_image, scratch_volume, agent_env(**env))
     assert code == 78, logs
     assert message in logs
+
+
+# -- channel plugins: registered, trusted and started, with no network ------------------------
+
+# The gateway's own view of its channels (`channels.status`), from inside the container.
+CHANNEL_STATUS = """
+import { gatewayRpc } from "/opt/clawhq/reporter.mjs";
+const password = process.env.OPENCLAW_GATEWAY_PASSWORD;
+const status = await gatewayRpc(18789, password, "channels.status", {});
+console.log(JSON.stringify(status.channelAccounts));
+"""
+# What OpenClaw says when it does not let a plugin run as an official, trusted one.
+REFUSALS = (
+    "only available for trusted plugins",
+    "PluginTrustRefusalError",
+    "can't verify where this plugin came from",
+    "requires state migration",
+    "peer link audit failed",
+)
+
+
+def wait_for_log(container: Any, text: str, timeout: float = 300) -> str:
+    """The container's log once it holds ``text`` (bounded; fails if the container exits)."""
+    deadline = time.monotonic() + timeout
+    logs = ""
+    while time.monotonic() < deadline:
+        logs = container.logs().decode(errors="replace")
+        if text in logs:
+            return logs
+        container.reload()
+        if container.status == "exited":
+            break
+        time.sleep(2)
+    raise AssertionError(f"no {text!r} in the log:\n{logs[-3000:]}")
+
+
+@pytest.mark.parametrize(
+    ("channel", "env", "started"),
+    [
+        # No network: the provider starts, then fails to reach Discord (past registration).
+        (
+            "discord",
+            {"DISCORD_BOT_TOKEN": "fake.discord.token"},
+            "Failed to resolve Discord application id",
+        ),
+        (
+            "slack",
+            {"SLACK_BOT_TOKEN": "xoxb-fake", "SLACK_APP_TOKEN": "xapp-fake"},
+            "[slack] socket mode failed to start",
+        ),
+        # Not linked yet (the owner scans a QR code); a token of a channel not listed is kept
+        # from the gateway, which would otherwise try to install that channel's plugin.
+        ("whatsapp", {"DISCORD_BOT_TOKEN": "fake.discord.token"}, None),
+    ],
+)
+def test_channel_plugin_registers_as_trusted_and_starts_with_no_network(
+    openclaw_image: str, scratch_volume: str, channel: str, env: dict[str, str], started: str | None
+) -> None:
+    container = sdk().containers.run(
+        openclaw_image,
+        detach=True,
+        environment=agent_env(
+            CLAWHQ_CHANNELS=json.dumps([channel]),
+            CLAWHQ_HEARTBEAT_INTERVAL="0",
+            CLAWHQ_USAGE_INTERVAL="0",
+            **env,
+        ),
+        volumes={scratch_volume: {"bind": "/home/openclaw", "mode": "rw"}},
+        labels={"clawhq.test": "openclaw-image"},
+        # Room for the second Node.js process (the status query) beside the gateway.
+        **{**HARDENING, "mem_limit": "2g"},
+    )
+    try:
+        logs = wait_for_log(container, "[gateway] ready")
+        listening = re.search(r"http server listening \(\d+ plugins: ([^;)]+)", logs)
+        assert listening, logs[-3000:]
+        assert channel in listening.group(1).split(", ")
+        if started:
+            logs = wait_for_log(container, started, timeout=120)
+        code, out = exec_in(container.id, "node", "--input-type=module", "-e", CHANNEL_STATUS)
+        assert code == 0, out
+        account = json.loads(out)[channel][0]
+        assert account["configured"] is True and account["enabled"] is True
+        if channel == "whatsapp":
+            assert account["linked"] is False and account["stateReason"] == "not linked"
+        # The gateway's full log (more than the container's) holds no trust refusal.
+        code, full = exec_in(container.id, "bash", "-c", "cat /tmp/openclaw/*.log")
+        assert code == 0
+        container.stop(timeout=30)
+        logs = container.logs().decode(errors="replace")
+        for refusal in REFUSALS:
+            assert refusal not in logs and refusal not in full, refusal
+    finally:
+        container.remove(force=True)
+
+    # The gateway has taken the install record into its state database on the volume: the
+    # config now passes `config validate` with the channel checked against the plugin's own
+    # schema, and without a "plugin not installed" warning.
+    listed = agent_env(CLAWHQ_CHANNELS=json.dumps([channel]), **env)
+    code, logs = run_image(openclaw_image, scratch_volume, listed, "--check-config")
+    assert code == 0, logs
+    result = json.loads(logs.strip().splitlines()[-1])
+    assert result["valid"] is True
+    assert not [w for w in result.get("warnings", []) if "not installed" in w["message"]], result
 
 
 # -- usage, from a real agent turn against a model served inside the container -----------------

@@ -308,7 +308,7 @@ def test_channel_credentials_are_checked_sealed_and_handed_to_the_container(
             },
             "channelCredentials.slack.appToken",
         ),
-        ({"channels": ["whatsapp"]}, "channels.0"),
+        ({"channels": ["icq"]}, "channels.0"),
     ],
 )
 def test_channel_credentials_are_validated(fake_api: Api, body: dict, field: str) -> None:
@@ -319,6 +319,19 @@ def test_channel_credentials_are_validated(fake_api: Api, body: dict, field: str
     assert reply.status_code == 422
     assert field in reply.json()["detail"]
     assert TELEGRAM not in reply.text
+
+
+def test_whatsapp_needs_no_credential_its_owner_links_it_in_the_control_ui(
+    fake_api: Api,
+) -> None:
+    me = fake_api.user()
+    reply = fake_api.client.post(
+        "/api/agents",
+        json={"name": "w", "apiKey": "sk-test-0123456789", "channels": ["whatsapp"]},
+        headers=me,
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["channels"] == ["whatsapp"]
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:

@@ -27,6 +27,8 @@ from clawhq.api.app import create_app
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.standins.gateway import free_port, serving
+from tests.unit.test_api_agents import wait_status
 
 MAX_EXAMPLES = 25
 
@@ -62,7 +64,8 @@ class Caller:
 @pytest.fixture
 def caller(settings: Settings) -> Iterator[Caller]:
     runtime = FakeRuntime(images={TEST_IMAGE})
-    quiet = settings.model_copy(update={"supervise": False})
+    port = free_port()
+    quiet = settings.model_copy(update={"supervise": False, "agent_internal_port": port})
     with running_app(quiet, runtime, probe=lambda url: True) as api:
         _CURRENT["app"] = api.client.app
         me = api.user(plan="pro")
@@ -74,7 +77,10 @@ def caller(settings: Settings) -> Iterator[Caller]:
         agent = api.agent(me)
         deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
         hook = runtime.specs[deployed["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
-        yield Caller(me["Authorization"].split()[1], me["X-User-Id"], agent["id"], hook)
+        # The proxied routes reach a stand-in gateway at the agent's address.
+        wait_status(api, me, agent["id"], "RUNNING")
+        with serving(runtime.containers[deployed["containerId"]].address, port):
+            yield Caller(me["Authorization"].split()[1], me["X-User-Id"], agent["id"], hook)
 
 
 def _aim_at_real_objects(case: Any, caller: Caller) -> None:

@@ -31,6 +31,11 @@ BASE_ENV = {
 }
 IDENTITY = BASE_ENV["CLAWHQ_PROXY_IDENTITY"]
 ENV_REF = {"source": "env", "provider": "default"}
+PLUGINS = {
+    "slack": "sha512-slack==",
+    "discord": "sha512-discord==",
+    "whatsapp": "sha512-whatsapp==",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +44,21 @@ def node() -> str:
     if found is None:
         unavailable("Node.js", "`node` is not on PATH")
     return str(found)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An /opt/openclaw look-alike: the plugins' package.json and npm's lockfile."""
+    root = tmp_path_factory.mktemp("opt-openclaw")
+    lock: dict[str, Any] = {"packages": {}}
+    for plugin, integrity in PLUGINS.items():
+        name = f"@openclaw/{plugin}"
+        package = root / "node_modules" / name
+        package.mkdir(parents=True)
+        (package / "package.json").write_text(json.dumps({"name": name, "version": "2026.9.6"}))
+        lock["packages"][f"node_modules/{name}"] = {"version": "2026.9.6", "integrity": integrity}
+    (root / "package-lock.json").write_text(json.dumps(lock))
+    return str(root)
 
 
 def run(node: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -113,29 +133,48 @@ def test_model_reference(node: str, provider: str, model: str, primary: str) -> 
     assert cfg["agents"]["defaults"]["model"]["primary"] == primary
 
 
-def test_secrets_stay_out_of_the_config(node: str) -> None:
+def test_secrets_stay_out_of_the_config(node: str, image_dir: str) -> None:
     done = run(
         node,
-        CLAWHQ_CHANNELS='["telegram", "slack"]',
+        CLAWHQ_OPENCLAW_DIR=image_dir,
+        CLAWHQ_CHANNELS='["telegram", "slack", "discord"]',
         TELEGRAM_BOT_TOKEN="123456:telegram-secret",
         SLACK_BOT_TOKEN="xoxb-slack-secret",
         SLACK_APP_TOKEN="xapp-slack-secret",
+        DISCORD_BOT_TOKEN="discord-secret",
     )
     assert done.returncode == 0, done.stderr
-    for secret in ("sk-test", "gateway-password", "telegram-secret", "slack-secret"):
+    secrets = ("sk-test", "gateway-password", "telegram-secret", "slack-secret", "discord-secret")
+    for secret in secrets:
         assert secret not in done.stdout
     # The proxy identity is the one secret in the file: allowUsers and identityScopes take
     # no SecretRef, and identityScopes' keys are not env-substituted.
     assert IDENTITY in done.stdout
 
 
-def test_channels_become_blocks_with_env_references(node: str) -> None:
+def install_record(plugin: str, image_dir: str) -> dict[str, str]:
+    name = f"@openclaw/{plugin}"
+    return {
+        "source": "npm",
+        "spec": f"{name}@2026.9.6",
+        "installPath": f"{image_dir}/node_modules/{name}",
+        "version": "2026.9.6",
+        "resolvedName": name,
+        "resolvedVersion": "2026.9.6",
+        "resolvedSpec": f"{name}@2026.9.6",
+        "integrity": PLUGINS[plugin],
+    }
+
+
+def test_channels_become_blocks_with_env_references(node: str, image_dir: str) -> None:
     cfg = config(
         node,
-        CLAWHQ_CHANNELS='["telegram", "slack"]',
+        CLAWHQ_OPENCLAW_DIR=image_dir,
+        CLAWHQ_CHANNELS='["telegram", "slack", "discord", "whatsapp"]',
         TELEGRAM_BOT_TOKEN="123456:abc",
         SLACK_BOT_TOKEN="xoxb-1",
         SLACK_APP_TOKEN="xapp-1",
+        DISCORD_BOT_TOKEN="discord-1",
     )
     assert cfg["channels"] == {
         "telegram": {"enabled": True, "botToken": {**ENV_REF, "id": "TELEGRAM_BOT_TOKEN"}},
@@ -145,12 +184,36 @@ def test_channels_become_blocks_with_env_references(node: str) -> None:
             "botToken": {**ENV_REF, "id": "SLACK_BOT_TOKEN"},
             "appToken": {**ENV_REF, "id": "SLACK_APP_TOKEN"},
         },
+        "discord": {"enabled": True, "token": {**ENV_REF, "id": "DISCORD_BOT_TOKEN"}},
+        "whatsapp": {"enabled": True, "dmPolicy": "pairing"},
     }
-    # Slack is an npm plugin beside openclaw in the image, loaded by path and enabled.
+    # Slack, Discord and WhatsApp are npm plugins beside openclaw in the image: enabled, and
+    # registered by the install record of their official npm package (not loaded by path).
     assert cfg["plugins"] == {
-        "load": {"paths": ["/opt/openclaw/node_modules/@openclaw/slack"]},
-        "entries": {"slack": {"enabled": True}},
+        "entries": {p: {"enabled": True} for p in ("slack", "discord", "whatsapp")},
+        "installs": {p: install_record(p, image_dir) for p in ("slack", "discord", "whatsapp")},
     }
+
+
+def test_whatsapp_needs_no_credential(node: str, image_dir: str) -> None:
+    """The owner links WhatsApp with a QR code in the Control UI: nothing to pass."""
+    cfg = config(node, CLAWHQ_OPENCLAW_DIR=image_dir, CLAWHQ_CHANNELS='["whatsapp"]')
+    assert cfg["channels"] == {"whatsapp": {"enabled": True, "dmPolicy": "pairing"}}
+    assert cfg["plugins"]["installs"] == {"whatsapp": install_record("whatsapp", image_dir)}
+
+
+def test_a_plugin_record_without_a_lockfile_has_no_integrity(node: str, tmp_path: Path) -> None:
+    package = tmp_path / "node_modules" / "@openclaw" / "discord"
+    package.mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "@openclaw/discord", "version": "2026.9.6"}')
+    cfg = config(
+        node,
+        CLAWHQ_OPENCLAW_DIR=str(tmp_path),
+        CLAWHQ_CHANNELS='["discord"]',
+        DISCORD_BOT_TOKEN="x",
+    )
+    record = cfg["plugins"]["installs"]["discord"]
+    assert "integrity" not in record and record["spec"] == "@openclaw/discord@2026.9.6"
 
 
 def test_telegram_alone_needs_no_plugin(node: str) -> None:
@@ -229,8 +292,19 @@ def test_llm_base_url_replaces_the_providers_origin(
             {"CLAWHQ_CHANNELS": '["slack"]', "SLACK_BOT_TOKEN": "xoxb-1"},
             "channel slack is listed but SLACK_APP_TOKEN is not set",
         ),
-        ({"CLAWHQ_CHANNELS": '["discord"]', "DISCORD_BOT_TOKEN": "x"}, "channel discord is not"),
-        ({"CLAWHQ_CHANNELS": '["whatsapp"]'}, "channel whatsapp is not supported"),
+        ({"CLAWHQ_CHANNELS": '["discord"]'}, "channel discord is listed but DISCORD_BOT_TOKEN"),
+        (
+            {"CLAWHQ_CHANNELS": '["whatsapp"]', "CLAWHQ_OPENCLAW_DIR": "/nonexistent"},
+            "channel whatsapp: its plugin @openclaw/whatsapp is not in this image",
+        ),
+        (
+            {
+                "CLAWHQ_CHANNELS": '["discord"]',
+                "DISCORD_BOT_TOKEN": "x",
+                "CLAWHQ_OPENCLAW_DIR": "/nonexistent",
+            },
+            "channel discord: its plugin @openclaw/discord is not in this image",
+        ),
     ],
 )
 def test_what_cannot_run_exits_78_with_one_line(
@@ -252,6 +326,19 @@ def node_eval(node: str, script: str) -> Any:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_credentials_of_unlisted_channels_stay_out_of_the_gateways_env(node: str) -> None:
+    """A token in the gateway's env makes OpenClaw treat its channel as configured."""
+    env = {**BASE_ENV, "CLAWHQ_CHANNELS": '["telegram"]', "TELEGRAM_BOT_TOKEN": "1:x"}
+    script = f"""
+        import {{ buildConfig }} from "./config.mjs";
+        console.log(JSON.stringify(buildConfig({json.dumps(env)}).unsetEnv));
+    """
+    unset = node_eval(node, script)
+    assert "TELEGRAM_BOT_TOKEN" not in unset
+    for name in ("DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "CLAWHQ_API_KEY"):
+        assert name in unset
 
 
 def test_usage_is_reported_as_increments_per_day(node: str) -> None:

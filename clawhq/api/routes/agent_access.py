@@ -38,7 +38,7 @@ CHAT_BODY: dict[str, Any] = {
     }
 }
 
-router = APIRouter(tags=["agent access"])
+router = APIRouter(tags=["agent access"], responses=problem_responses(400, 422))
 _CHAT = re.compile(r"^/api/agents/[^/]+/v1/")
 
 
@@ -135,7 +135,13 @@ async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> N
 
 @router.post(
     "/api/agents/{agent_id}/v1/chat/completions",
-    responses=problem_responses(401, 403, 404, 409, 413, 429, 503, 504),
+    responses={
+        200: {
+            "description": "The gateway's answer, as JSON or (``stream``) Server-Sent Events",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+        **problem_responses(401, 403, 404, 409, 413, 429, 503, 504),
+    },
     openapi_extra=CHAT_BODY,
 )
 async def chat_completions(agent_id: AgentId, request: Request, user: CurrentUser) -> Response:
@@ -146,7 +152,7 @@ async def chat_completions(agent_id: AgentId, request: Request, user: CurrentUse
 
 @router.get(
     "/api/agents/{agent_id}/v1/models",
-    responses=problem_responses(401, 404, 409, 429, 503),
+    responses=problem_responses(401, 404, 409, 429, 503, 504),
 )
 async def models(agent_id: AgentId, request: Request, user: CurrentUser) -> Response:
     """The models the agent's gateway offers (OpenAI's format)."""
