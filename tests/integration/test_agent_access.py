@@ -97,8 +97,9 @@ def access(
         http = httpx.Client(base_url=served.base, timeout=60)
         try:
             email = f"owner{uuid.uuid4().hex[:8]}@example.com"
-            reply = http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
-            owner = {"Authorization": f"Bearer {reply.json()['token']}"}
+            made = cli(env, "users", "create", email, "--password", PASSWORD, "--plan", "pro")
+            assert made.returncode == 0, made.stderr
+            owner = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
             body = {
                 "name": "reachable",
                 "modelProvider": "openai",
@@ -271,3 +272,47 @@ def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
         finally:
             browser.close()
     assert any("hello-ok" in f for f in frames), frames[:5]  # connected as the owner
+
+
+def test_a_whatsapp_agent_boots_with_its_channel_and_its_channels_view_is_reachable(
+    access: Access,
+) -> None:
+    """WhatsApp cannot be linked here (that needs WhatsApp's servers and a phone): the agent
+    boots with the plugin loaded and the channel configured, not linked, and the Control UI's
+    Channels view, where its owner would scan the QR code, opens through ClawHQ."""
+    body = {
+        "name": "whatsapp",
+        "modelProvider": "openai",
+        "model": "gpt-5",
+        "apiKey": "sk-fake-0123456789",
+        "channels": ["whatsapp"],
+    }
+    created = access.http.post("/api/agents", json=body, headers=access.owner)
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    try:
+        assert (
+            access.http.post(f"/api/agents/{agent_id}/deploy", headers=access.owner).status_code
+            == 202
+        )
+        wait_running(access.http, access.owner, agent_id)
+        cookies = access.browser_cookies(access.owner_email)
+        view = access.http.get(
+            f"/agents/{agent_id}/settings/channels", headers={**cookies, "Accept": "text/html"}
+        )
+        assert view.status_code == 200 and "OpenClaw Control" in view.text
+        ws_url = access.served.base.replace("http", "ws") + f"/agents/{agent_id}"
+        headers = {**cookies, "Origin": access.origin}
+        deadline = time.monotonic() + 90
+        while True:
+            hello, results = asyncio.run(control_ui_connect(ws_url, headers, ("channels.status",)))
+            if hello["ok"] or not hello["error"].get("retryable") or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert hello["ok"], hello
+        assert results[0]["ok"], results
+        account = results[0]["payload"]["channelAccounts"]["whatsapp"][0]
+        assert account["configured"] is True and account["enabled"] is True
+        assert account["linked"] is False
+    finally:
+        access.http.delete(f"/api/agents/{agent_id}?keepWorkspace=false", headers=access.owner)
