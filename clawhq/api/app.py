@@ -73,7 +73,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         )
         app.state.upstreams = Upstreams(context.parts, context.loop_reads)
         app.state.activity = Activity(context.sessions)
-        app.state.proxy_client = proxy_http.make_client(context.settings)
+        app.state.proxy_clients = proxy_http.Clients(context.settings)
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
@@ -83,7 +83,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.proxy_client.aclose()
+            await app.state.proxy_clients.aclose()
             await context.aclose()
 
     app = FastAPI(

@@ -68,8 +68,8 @@ async def _forward(request: Request, user_id: str, agent_id: str, path: str) -> 
     release = request.app.state.proxy_slots.acquire(user_id)
     try:
         body = await http.read_body(request, settings.proxy_max_message)
-        client = request.app.state.proxy_client
-        answer = await http.open_upstream(client, request, upstream, path, body, settings)
+        clients = request.app.state.proxy_clients
+        answer = await http.open_upstream(clients, request, upstream, path, body, settings)
     except BaseException:
         release()
         raise
