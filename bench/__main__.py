@@ -40,6 +40,7 @@ from bench.harness import (
     workdir,
 )
 from bench.proxy import chat_completion, concurrent_streams, websocket_round_trip
+from bench.real_gateway import real_gateway
 from clawhq.controller.health import http_probe
 
 RESULTS = Path(__file__).with_name("results")
@@ -295,6 +296,7 @@ BENCHMARKS: dict[int, Callable[[bool], list[Row]]] = {
     6: chat_completion,
     7: websocket_round_trip,
     8: concurrent_streams,
+    9: real_gateway,
 }
 
 

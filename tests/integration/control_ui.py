@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import time
 from typing import Any
 
 import websockets
@@ -60,8 +61,11 @@ async def control_ui_connect(
         results = []
         for n, method in enumerate(calls if hello["ok"] else ()):
             call_params = {"sessionKey": "main"} if method == "chat.history" else {}
+            started = time.perf_counter()
             await ws.send(
                 json.dumps({"type": "req", "id": f"{n}", "method": method, "params": call_params})
             )
-            results.append(await answer(f"{n}"))
+            result = await answer(f"{n}")
+            result["seconds"] = time.perf_counter() - started  # the round trip, for benchmarks
+            results.append(result)
         return hello, results

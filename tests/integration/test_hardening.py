@@ -32,7 +32,11 @@ def test_container_is_hardened_and_limited(docker_app) -> None:
         "CLAWHQ_CHANNELS",
         "CLAWHQ_WEBHOOK_TOKEN",
         "CLAWHQ_WEBHOOK_URL",
-        "OPENCLAW_GATEWAY_TOKEN",
+        "OPENCLAW_GATEWAY_PASSWORD",
+        "CLAWHQ_PROXY_IDENTITY",
+        "CLAWHQ_PROXY_ADDRESSES",
+        "CLAWHQ_PUBLIC_ORIGIN",
+        "CLAWHQ_BASE_PATH",
     ):
         assert env.get(name), name
     assert env["CLAWHQ_API_KEY"] == "sk-test-0123456789"

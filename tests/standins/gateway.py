@@ -128,7 +128,11 @@ def app() -> Starlette:
             Route("/agents/{agent}/ticks", _ticks),
             WebSocketRoute("/agents/{agent}/ws", _socket),
             WebSocketRoute("/agents/{agent}", _socket),
-            Route("/agents/{agent}/{rest:path}", _echo, methods=["GET", "POST", "PUT", "DELETE"]),
+            Route(
+                "/agents/{agent}/{rest:path}",
+                _echo,
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            ),
         ]
     )
 

@@ -21,6 +21,8 @@ from sqlalchemy import select
 from clawhq.api.app import create_app
 from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api
+from tests.standins.gateway import serving
+from tests.unit.test_api_agents import wait_status
 
 PASSWORD = "correct horse battery"
 
@@ -128,6 +130,17 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", "/api/admin/rollouts/{rollout_id}/pause"): Expect(users(403, 403, admin=409)),
     ("POST", "/api/admin/rollouts/{rollout_id}/resume"): Expect(users(403, 403, admin=409)),
     ("POST", "/api/admin/rollouts/{rollout_id}/abort"): Expect(users(403, 403, admin=409)),
+    # The agent's own gateway (a stand-in here), for its owner only; an admin is nobody's owner.
+    ("GET", "/login"): Expect(everyone(200), public=True),
+    ("GET", "/agents/{agent_id}"): Expect(AGENT_ROUTE),  # a redirect to .../, followed
+    **{
+        (method, "/agents/{agent_id}/{path:path}"): Expect(AGENT_ROUTE)
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    },
+    ("POST", "/api/agents/{agent_id}/v1/chat/completions"): Expect(
+        AGENT_ROUTE, lambda w: {"model": "openclaw", "messages": []}
+    ),
+    ("GET", "/api/agents/{agent_id}/v1/models"): Expect(AGENT_ROUTE),
 }
 
 
@@ -160,12 +173,13 @@ class World:
     token_id: str = ""
 
     def path(self, template: str) -> str:
-        return template.format(
+        return template.replace("{path:path}", "{path}").format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],
             rollout_id=self.rollout_id,
             token_id=self.token_id,
             plan_name="pro",
+            path="page",
         )
 
     def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
@@ -175,7 +189,7 @@ class World:
 
 
 @pytest.fixture
-def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
+def world(fake_api: Api, fake_runtime: FakeRuntime) -> Iterator[World]:
     from clawhq.db.models import User
     from clawhq.services import users as user_service
 
@@ -205,7 +219,10 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> World:
         Caller.ADMIN: admin,
         Caller.OWNER: owner,
     }
-    return world
+    wait_status(api, owner, agent["id"], "RUNNING")
+    address = fake_runtime.containers[deployed.json()["containerId"]].address
+    with serving(address, api.context.settings.agent_internal_port):  # the agent's gateway
+        yield world
 
 
 def token_id(api: Api, headers: dict[str, str]) -> str:

@@ -125,7 +125,11 @@ async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> N
         except ClawHQError as exc:
             await _refuse(websocket_, exc)
             return
-        await websocket_.accept(subprotocol=gateway.subprotocol)
+        try:
+            await websocket_.accept(subprotocol=gateway.subprotocol)
+        except BaseException:  # the browser left during the handshake
+            await gateway.close()
+            raise
         _note_activity(websocket_, agent_id)
         _audit_session(websocket_, user.id, agent_id)
         await websocket.Relay(websocket_, gateway, settings.proxy_idle_seconds).run()
