@@ -65,7 +65,12 @@ def real_gateway(quick: bool) -> list[Row]:
         ) as server,
     ):
         _, headers = server.user()
-        body = {"name": "real", "modelProvider": "openai", "model": "gpt-5", "apiKey": "sk-b"}
+        body = {
+            "name": "real",
+            "modelProvider": "openai",
+            "model": "gpt-5",
+            "apiKey": "sk-bench-000000",
+        }
         agent_id = server.client.post("/api/agents", json=body, headers=headers).json()["id"]
         server.client.post(f"/api/agents/{agent_id}/deploy", headers=headers).raise_for_status()
         wait_until(lambda: server.status(agent_id, headers)["status"] == "RUNNING", 240, "up")
