@@ -11,6 +11,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 API_TOKEN_PREFIX = "chq_"
 WEBHOOK_TOKEN_PREFIX = "whk_"
+#: An agent container's token for ClawHQ's LLM gateway (it never holds a provider key).
+LLM_TOKEN_PREFIX = "chqllm_"
 
 _hasher = PasswordHasher()
 

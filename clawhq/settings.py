@@ -172,10 +172,6 @@ class Settings(BaseSettings):
         description="also publish each agent's gateway on a host port from the pool; ClawHQ "
         "itself reaches agents over the agent network either way",
     )
-    agent_llm_base_url: str | None = Field(
-        default=None,
-        description="the base URL agents send their model calls to (default: the provider's own)",
-    )
     session_ttl_hours: float = Field(
         default=24.0, gt=0, le=24 * 90, description="hours a browser session cookie lasts"
     )
@@ -197,6 +193,36 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds to wait for an agent's gateway to start answering (504 beyond); "
         "a chat turn that is not streamed answers only when it is done",
+    )
+
+    # The LLM gateway: agents reach their model provider through ClawHQ (docs/llm-gateway.md).
+    llm_upstream_anthropic: str = Field(
+        default="https://api.anthropic.com", description="where /llm/anthropic/ calls go"
+    )
+    llm_upstream_openai: str = Field(
+        default="https://api.openai.com", description="where /llm/openai/ calls go"
+    )
+    llm_upstream_google: str = Field(
+        default="https://generativelanguage.googleapis.com",
+        description="where /llm/google/ calls go",
+    )
+    llm_upstream_deepseek: str = Field(
+        default="https://api.deepseek.com", description="where /llm/deepseek/ calls go"
+    )
+    llm_upstream_xai: str = Field(
+        default="https://api.x.ai", description="where /llm/xai/ calls go"
+    )
+    llm_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="seconds to wait for a provider to start answering, and between two "
+        "pieces of a streamed answer (504 beyond)",
+    )
+    llm_max_body: int = Field(
+        default=parse_size("32m"), description="the largest request body an agent may send"
+    )
+    llm_calls_per_agent: int = Field(
+        default=16, ge=1, description="model calls one agent may have in flight at once"
     )
 
     @field_validator("agent_memory", mode="before")
@@ -255,12 +281,25 @@ class Settings(BaseSettings):
             decode_encryption_key(key.get_secret_value() if isinstance(key, SecretStr) else key)
         return tuple(value)
 
-    @field_validator("proxy_max_message", mode="before")
+    @field_validator("proxy_max_message", "llm_max_body", mode="before")
     @classmethod
     def _proxy_size(cls, value: str | int) -> int:
         return parse_size(value)
 
-    @field_validator("webhook_base_url", "public_url", "agent_llm_base_url")
+    @field_validator(
+        "llm_upstream_anthropic",
+        "llm_upstream_openai",
+        "llm_upstream_google",
+        "llm_upstream_deepseek",
+        "llm_upstream_xai",
+    )
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("must be an http(s) URL without query, such as https://api.x.ai")
+        return value.rstrip("/")
+
+    @field_validator("webhook_base_url", "public_url")
     @classmethod
     def _webhook(cls, value: str | None) -> str | None:
         if value is None or value == "":

@@ -17,16 +17,19 @@ from clawhq.api.routes import (
     agents,
     auth,
     health,
+    llm,
     login_page,
     metrics,
     rollouts,
     telemetry,
+    usage,
     webhooks,
 )
 from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
+from clawhq.llm.gateway import Gateway
 from clawhq.proxy import http as proxy_http
 from clawhq.proxy.activity import Activity
 from clawhq.proxy.upstreams import Upstreams
@@ -74,6 +77,13 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         app.state.upstreams = Upstreams(context.parts, context.loop_reads)
         app.state.activity = Activity(context.sessions)
         app.state.proxy_clients = proxy_http.Clients(context.settings)
+        app.state.llm = Gateway(
+            context.settings,
+            context.keyring,
+            context.loop_reads,
+            context.sessions,
+            context.metrics,
+        )
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
@@ -84,6 +94,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             yield
         finally:
             await app.state.proxy_clients.aclose()
+            await app.state.llm.aclose()
             await context.aclose()
 
     app = FastAPI(
@@ -94,12 +105,14 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         dependencies=[Depends(deps.reject_unknown_query)],
     )
     problems.install(app)
-    # Proxied requests (an agent's pages, its chat API) have their own, larger limit.
+    # Proxied requests (an agent's pages, its chat API) and model calls have their own limits.
     app.add_middleware(
-        middleware.BodyLimit, max_bytes=MAX_BODY_BYTES, exempt=agent_access.is_proxied
+        middleware.BodyLimit,
+        max_bytes=MAX_BODY_BYTES,
+        exempt=lambda path: agent_access.is_proxied(path) or llm.is_llm(path),
     )
     app.add_middleware(middleware.RequestObserver)
-    modules = (auth, agents, telemetry, webhooks, admin, rollouts, health, metrics)
-    for module in (*modules, agent_access, login_page):
+    modules = (auth, agents, telemetry, usage, webhooks, admin, rollouts, health, metrics)
+    for module in (*modules, agent_access, llm, login_page):
         app.include_router(module.router)
     return app

@@ -104,12 +104,15 @@ Admin = Annotated[User, Depends(get_admin)]
 _query_names: dict[int, frozenset[str]] = {}
 
 
+_OPEN = ("/agents/", "/llm/")
+
+
 async def reject_unknown_query(request: HTTPConnection) -> None:
     """A query parameter the route does not take is a mistake worth saying (400), not ignoring."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None or not request.query_params or request.url.path.startswith("/agents/"):
-        return  # an agent's own pages take whatever queries they take
+    if dependant is None or not request.query_params or request.url.path.startswith(_OPEN):
+        return  # an agent's own pages, and its provider's API, take whatever queries they take
     names = _query_names.get(id(route))
     if names is None:
         names = _query_names[id(route)] = frozenset(_query_aliases(dependant))

@@ -172,6 +172,17 @@ class AgentCreate(Body):
         return self
 
 
+class LlmAccess(Schema):
+    ok: bool
+    key_source: Literal["own", "bundled"] = Field(
+        description="The agent's own API key, or ClawHQ's bundled one."
+    )
+    code: str | None = Field(
+        description="Why its model calls are refused (e.g. after a plan change)."
+    )
+    message: str | None
+
+
 class AgentPublic(Schema):
     """An agent as its owner sees it: no API key, no webhook token."""
 
@@ -207,6 +218,9 @@ class AgentPublic(Schema):
     )
     has_api_key: bool
     uses_bundled_api: bool
+    llm_access: LlmAccess | None = Field(
+        default=None, description="Whether its model calls go through ClawHQ's LLM gateway now."
+    )
     channels: list[str]
     total_messages: int
     total_tokens: int
@@ -287,7 +301,12 @@ class Heartbeat(Body):
 class Usage(Body):
     type: Literal["usage"]
     messages: JsonInt = Field(ge=0, le=1_000_000)
-    tokens: JsonInt = Field(ge=0, le=1_000_000_000)
+    tokens: JsonInt = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Accepted and ignored: tokens are metered by ClawHQ's LLM gateway.",
+    )
     # No control characters: PostgreSQL cannot store NUL, and they have no business in an id.
     event_id: Annotated[
         str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")

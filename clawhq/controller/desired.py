@@ -10,6 +10,11 @@ from clawhq.db.models import Agent
 from clawhq.status import DesiredState
 
 
+def revoke_llm_token(agent: Agent) -> None:
+    """The LLM gateway refuses the agent's token from now on (at once: the next call)."""
+    agent.llm_token_hash = None
+
+
 def _bump(agent: Agent) -> None:
     agent.generation += 1
 
@@ -29,10 +34,12 @@ def request_start(agent: Agent) -> None:
 
 def request_stop(agent: Agent) -> None:
     agent.desired_state = DesiredState.STOPPED
+    revoke_llm_token(agent)
     _bump(agent)
 
 
 def request_delete(agent: Agent, *, keep_workspace: bool) -> None:
     agent.desired_state = DesiredState.DELETED
+    revoke_llm_token(agent)
     agent.keep_workspace = keep_workspace
     _bump(agent)

@@ -92,6 +92,9 @@ class AgentView:
     followed: bool = True
     #: When the start under way began (None: not known; the status change is used).
     start_began_at: datetime | None = None
+    #: Whether the container's LLM token is still valid (a stop revokes it: the next start
+    #: makes a new container with a new one).
+    has_llm_token: bool = True
 
     @property
     def op_pending(self) -> bool:
@@ -196,7 +199,7 @@ def _plan_running(
             return [act(Do.CREATE, kind="deploy")]
         if agent.status in (S.STOPPED, S.ERROR, S.RESTARTING, S.STOPPING):
             # A start. A stopped agent picks up the current spec as it starts.
-            if recorded is not None and up_to_date(agent, recorded):
+            if recorded is not None and up_to_date(agent, recorded) and agent.has_llm_token:
                 return [act(Do.START, recorded, kind="start")]
             return [act(Do.CREATE, kind="start")]
     if agent.status is S.ERROR:

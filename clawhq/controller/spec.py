@@ -33,6 +33,15 @@ SECRET_ENV = frozenset(
         *CHANNEL_ENV,
     }
 )
+#: An agent's model provider (as ClawHQ names it) -> its path on ClawHQ's LLM gateway,
+#: ``/llm/<name>/``: the provider's own name for itself.
+LLM_PROVIDERS: Mapping[str, str] = {
+    "claude": "anthropic",
+    "openai": "openai",
+    "gemini": "google",
+    "deepseek": "deepseek",
+    "grok": "xai",
+}
 #: Labels that say which start a container belongs to, not what it is.
 ATTEMPT_LABEL = labels.START
 PLACEHOLDER = "<secret>"
@@ -59,7 +68,8 @@ class AgentFields(Protocol):
 class AgentSecrets:
     """Secrets handed to one container; they live in its env and nowhere in plaintext at rest."""
 
-    api_key: str
+    #: The container's token for ClawHQ's LLM gateway (never a provider key).
+    llm_token: str
     webhook_token: str
     #: For the agent's own processes inside the container (its usage reporter); never leaves it.
     gateway_password: str
@@ -92,6 +102,11 @@ def volume_name(agent_id: str) -> str:
 
 def webhook_url(base_url: str, agent_id: str) -> str:
     return f"{base_url}/api/agents/{agent_id}/webhook"
+
+
+def llm_base_url(base_url: str, model_provider: str) -> str:
+    """Where the agent's gateway sends its model calls: ClawHQ's LLM gateway for its provider."""
+    return f"{base_url}/llm/{LLM_PROVIDERS.get(model_provider, model_provider)}"
 
 
 def access_path(agent_id: str) -> str:
@@ -127,7 +142,8 @@ def build_spec(
         "CLAWHQ_AGENT_NAME": agent.name,
         "CLAWHQ_MODEL_PROVIDER": agent.model_provider,
         "CLAWHQ_MODEL": agent.model,
-        "CLAWHQ_API_KEY": secrets.api_key,
+        "CLAWHQ_API_KEY": secrets.llm_token,
+        "CLAWHQ_LLM_BASE_URL": llm_base_url(placement.webhook_base_url, agent.model_provider),
         "CLAWHQ_CHANNELS": json.dumps(channels),
         "CLAWHQ_WEBHOOK_URL": webhook_url(placement.webhook_base_url, agent.id),
         "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
@@ -138,8 +154,6 @@ def build_spec(
         "CLAWHQ_BASE_PATH": access_path(agent.id),
         **channel_env,
     }
-    if settings.agent_llm_base_url:
-        env["CLAWHQ_LLM_BASE_URL"] = settings.agent_llm_base_url
     published = PortBinding(str(settings.agent_bind_ip), port, settings.agent_internal_port)
     return ContainerSpec(
         name=container_name(agent.user_id, agent.id),

@@ -123,7 +123,8 @@ class Steps:
 
             return report
         identity = p.keyring.seal(secrets.proxy_identity, agent.proxy_identity_context)
-        t.container_planned(agent, port, hash_token(secrets.webhook_token), identity)
+        hashes = hash_token(secrets.webhook_token), hash_token(secrets.llm_token)
+        t.container_planned(agent, port, hashes, identity)
         image = p.image_of(agent, session)
         spec = p.spec_for(agent, port, secrets, image)
         session.flush()  # the status change enters the history before the steps that follow

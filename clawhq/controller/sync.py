@@ -84,6 +84,7 @@ class AgentSync:
             intended_hash=self.parts.intended_hash(agent, agent.container_port, image),
             intended_image_id=self.parts.observed.image_id(image),
             followed=self.steps.follows(agent.id, agent.start_generation),
+            has_llm_token=agent.llm_token_hash is not None,
             start_began_at=(
                 agent.start_deadline_at - timedelta(seconds=self.parts.settings.start_timeout)
                 if agent.start_deadline_at is not None

@@ -68,11 +68,11 @@ def begin_start(agent: Agent, kind: str, now: datetime, timing: Timing) -> int:
 
 
 def container_planned(
-    agent: Agent, port: int, webhook_token_hash: str, proxy_identity: Sealed
+    agent: Agent, port: int, token_hashes: tuple[str, str], proxy_identity: Sealed
 ) -> None:
-    """A new container is about to be made on ``port``; its webhook token and the proxy's
-    identity rotate."""
-    agent.webhook_token_hash = webhook_token_hash
+    """A new container is about to be made on ``port``; its webhook and LLM tokens and the
+    proxy's identity rotate (``token_hashes``: the webhook's, the LLM's)."""
+    agent.webhook_token_hash, agent.llm_token_hash = token_hashes
     agent.proxy_identity_ciphertext = proxy_identity.ciphertext
     agent.proxy_identity_key_id = proxy_identity.key_id
     agent.container_id = None
@@ -106,6 +106,7 @@ def mark_running(agent: Agent, now: datetime) -> None:
 def fail_start(agent: Agent, reason: str, now: datetime, *, keep_port: bool) -> None:
     """A start the owner asked for failed: ``ERROR`` with why, and no container."""
     agent.container_id = None
+    agent.llm_token_hash = None
     if not keep_port:
         agent.container_port = None
     agent.start_deadline_at = None

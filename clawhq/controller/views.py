@@ -12,6 +12,7 @@ from typing import Any
 
 from clawhq.controller.parts import Parts
 from clawhq.controller.planner import AgentView, up_to_date
+from clawhq.controller.secrets import llm_access_problem
 from clawhq.controller.spec import agent_image, differences, summary
 from clawhq.errors import Conflict
 from clawhq.runtime import Container, ContainerStats, LogLine
@@ -51,6 +52,20 @@ class AgentViews:
         if not found and view.intended_image_id != getattr(container, "image_id", ""):
             found = ["image_id"]
         return False, found or ["(unknown)"]
+
+    def llm_access(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Whether the agent's model calls go through now, with which key, or why not (its
+        plan may have changed since it started: the gateway decides at every call)."""
+        own = bool(row.get("has_api_key"))
+        problem = llm_access_problem(
+            own, bool(row.get("plan_bundled_keys")), row["model_provider"], self.parts.settings
+        )
+        return {
+            "ok": problem is None,
+            "key_source": "own" if own else "bundled",
+            "code": problem.code if problem else None,
+            "message": problem.message if problem else None,
+        }
 
     def running_container(self, agent_id: str, container_id: str | None) -> Container:
         """The agent's container, which must exist (and is usually running)."""

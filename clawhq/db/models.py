@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -85,6 +86,13 @@ class Plan(Base):
     bundled_keys_allowed: Mapped[bool] = mapped_column(Boolean)
     #: The agent image this plan's agents run (None: ``CLAWHQ_AGENT_IMAGE``).
     image: Mapped[str | None] = mapped_column(String(255))
+    #: Model tokens a user may spend in a calendar month (UTC) on bundled keys (None: no cap).
+    monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger)
+    #: Whether the budget also counts the tokens of the user's own keys.
+    budget_own_keys: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Model calls and tokens one agent may use a minute (None: no limit).
+    llm_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    llm_tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class User(Base):
@@ -170,6 +178,8 @@ class Agent(Base):
     uses_bundled_api: Mapped[bool] = mapped_column(Boolean, default=False)
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
     webhook_token_hash: Mapped[str | None] = mapped_column(String(64))
+    #: The digest of the current container's LLM token (None: revoked, e.g. stopped).
+    llm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     total_messages: Mapped[int] = mapped_column(BigInteger, default=0)
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     last_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -184,8 +194,7 @@ class Agent(Base):
 
     @property
     def api_key_context(self) -> str:
-        """The associated data that binds this agent's API key ciphertext to this row."""
-        return f"agent:{self.id}:api_key"
+        return api_key_context(self.id)
 
     @property
     def channel_secrets_context(self) -> str:
@@ -194,6 +203,11 @@ class Agent(Base):
     @property
     def proxy_identity_context(self) -> str:
         return proxy_identity_context(self.id)
+
+
+def api_key_context(agent_id: str) -> str:
+    """The associated data that binds an agent's API key ciphertext to that agent."""
+    return f"agent:{agent_id}:api_key"
 
 
 def proxy_identity_context(agent_id: str) -> str:
@@ -293,6 +307,41 @@ class ImageVersion(Base):
     tag: Mapped[str] = mapped_column(String(255), primary_key=True)
     image_id: Mapped[str] = mapped_column(String(128))
     built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LlmCall(Base):
+    """One model call an agent made through the LLM gateway: what it cost, never what it said.
+
+    No foreign keys: the ledger outlives the agents (and users) it bills.
+    """
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (
+        Index("ix_llm_calls_user_id_at", "user_id", "at"),
+        Index("ix_llm_calls_agent_id_at", "agent_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    plan: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(128))
+    #: ``own`` (the agent's key) or ``bundled`` (the operator's).
+    key_source: Mapped[str] = mapped_column(String(8))
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The provider's HTTP status (0: no answer).
+    status: Mapped[int] = mapped_column(Integer)
+    #: ``ok``, ``error`` (the provider said no), ``client_gone`` (the agent hung up; the call
+    #: was read to its end), ``broken`` (the provider's answer stopped short).
+    outcome: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class WebhookEvent(Base):

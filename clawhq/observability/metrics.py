@@ -55,6 +55,28 @@ class Metrics:
             registry=r,
         )
 
+        self.llm_tokens = Counter(
+            "clawhq_llm_tokens",
+            "Model tokens metered by the LLM gateway, by kind (input, output, cache_read, "
+            "cache_write).",
+            ["provider", "model", "plan", "kind"],
+            registry=r,
+        )
+        self.llm_calls = Counter(
+            "clawhq_llm_calls",
+            "Model calls through the LLM gateway, by outcome (ok, error, client_gone, broken, "
+            "refused).",
+            ["provider", "plan", "outcome"],
+            registry=r,
+        )
+        self.llm_first_byte_seconds = Histogram(
+            "clawhq_llm_first_byte_seconds",
+            "From an agent's call to the provider's first answer byte.",
+            ["provider"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
 

@@ -175,25 +175,28 @@ OWNER_VIEW = select(
     .where(User.id == _agents.user_id)
     .scalar_subquery()
     .label("plan_image"),
+    select(Plan.bundled_keys_allowed)
+    .join(User, User.plan_name == Plan.name)
+    .where(User.id == _agents.user_id)
+    .scalar_subquery()
+    .label("plan_bundled_keys"),
 ).where(_agents.id == bindparam("agent_id"))
 
 
-def row_of(agent: Agent, plan_image: str | None) -> dict[str, Any]:
-    """An agent as the same plain row ``OWNER_VIEW`` gives."""
+def row_of(agent: Agent, plan: Plan | None) -> dict[str, Any]:
+    """An agent as the same plain row ``OWNER_VIEW`` gives (``plan``: its owner's)."""
     row = {column.key: getattr(agent, column.key) for column in Agent.__table__.columns}
     row["has_api_key"] = agent.has_api_key
-    row["plan_image"] = plan_image
+    row["plan_image"] = plan.image if plan is not None else None
+    row["plan_bundled_keys"] = plan.bundled_keys_allowed if plan is not None else False
     return row
 
 
-def plan_images(session: Session, user_ids: Iterable[str]) -> dict[str, str | None]:
-    """Each user's plan image (for drift), in one query."""
-    query = (
-        select(User.id, Plan.image)
-        .join(Plan, User.plan_name == Plan.name)
-        .where(User.id.in_(set(user_ids)))
-    )
-    return {user_id: image for user_id, image in session.execute(query).all()}
+def plans_of(session: Session, user_ids: Iterable[str]) -> dict[str, Plan]:
+    """Each user's plan (its image for drift, its keys for model access), in one query."""
+    query = select(User.id, Plan).join(Plan, User.plan_name == Plan.name)
+    query = query.where(User.id.in_(set(user_ids)))
+    return {user_id: plan for user_id, plan in session.execute(query).all()}
 
 
 def owned_view(row: dict[str, Any] | None, user: User, agent_id: str) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from clawhq.credentials import (
     new_token,
     verify_password,
 )
-from clawhq.db.models import ApiToken, Plan, User
+from clawhq.db import history
+from clawhq.db.models import Agent, ApiToken, Plan, User
 from clawhq.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from clawhq.status import DesiredState
 
 # Verifying against this when the email is unknown keeps login timing the same either way.
 _DUMMY_HASH = hash_password("clawhq-timing-equalizer")
@@ -139,9 +141,30 @@ def set_plan(session: Session, user_id: str, plan: str) -> User:
     user = session.get(User, user_id)
     if user is None:
         raise NotFound(f"user {user_id} not found", code="user_not_found")
-    user.plan_name = get_plan(session, plan).name
+    new = get_plan(session, plan)
+    lost_bundled = user.plan.bundled_keys_allowed and not new.bundled_keys_allowed
+    user.plan_name = new.name
+    if lost_bundled:
+        _tell_agents_without_keys(session, user_id, new.name)
     session.commit()
     return user
+
+
+def _tell_agents_without_keys(session: Session, user_id: str, plan: str) -> None:
+    """The user's agents that ran on bundled keys learn that their model calls now stop."""
+    query = select(Agent.id).where(
+        Agent.user_id == user_id,
+        Agent.api_key_ciphertext.is_(None),
+        Agent.desired_state != DesiredState.DELETED,
+    )
+    for agent_id in session.scalars(query):
+        history.record(
+            session,
+            agent_id,
+            "llm_access",
+            f"the {plan} plan does not include ClawHQ's bundled keys: this agent's model calls "
+            "are refused until it has an API key of its own",
+        )
 
 
 def page(session: Session, limit: int, offset: int) -> tuple[list[User], int]:

@@ -133,10 +133,10 @@ def record_usage(
     agent: Agent,
     event_id: str,
     messages: int,
-    tokens: int,
     window: DedupWindow | None = None,
 ) -> bool:
-    """Add usage to the agent's totals once per ``event_id``; False for a repeated event."""
+    """Add the messages an agent reports to its total once per ``event_id``; False for a
+    repeated event. Tokens are not taken from agents: the LLM gateway meters them."""
     now = datetime.now(UTC)
     agent_id = agent.id
     try:
@@ -150,7 +150,6 @@ def record_usage(
         .where(Agent.id == agent_id)
         .values(
             total_messages=Agent.total_messages + messages,
-            total_tokens=Agent.total_tokens + tokens,
             last_active_at=now,
         )
     )

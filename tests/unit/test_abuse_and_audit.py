@@ -7,7 +7,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from clawhq.api.ratelimit import RateLimiter
-from clawhq.crypto import Keyring, generate_key
+from clawhq.crypto import Keyring, Sealed, generate_key
+from clawhq.db.models import api_key_context
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import decode_encryption_key
 from tests.conftest import Api, running_app
@@ -180,8 +181,12 @@ def test_key_rotation_round_trips(settings, fake_runtime) -> None:
         assert api.context.keyring.current_key_id == only_new.current_key_id
         deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
         env = fake_runtime.specs[deployed["containerId"]].env
-        assert env["CLAWHQ_API_KEY"] == PLANTED
         assert env["TELEGRAM_BOT_TOKEN"] == telegram
+        assert PLANTED not in env.values()  # the key stays with ClawHQ's LLM gateway ...
+        with api.context.sessions() as session:  # ... which opens it with the new key alone
+            row = session.get(Agent, agent["id"])
+            sealed = Sealed(row.api_key_ciphertext, str(row.api_key_key_id))
+        assert api.context.keyring.open(sealed, api_key_context(agent["id"])) == PLANTED
 
 
 def test_event_cursors_beyond_the_id_range_are_refused(fake_api: Api) -> None:

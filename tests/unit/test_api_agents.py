@@ -7,6 +7,7 @@ import time
 import pytest
 from sqlalchemy import text
 
+from clawhq.credentials import hash_token
 from clawhq.errors import EngineError
 from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api
@@ -76,7 +77,8 @@ def test_lifecycle_deploy_stop_start_delete(fake_api: Api, fake_runtime: FakeRun
 
     assert fake_api.client.post(f"/api/agents/{agent['id']}/start", headers=me).status_code == 202
     again = wait_status(fake_api, me, agent["id"], "RUNNING")
-    assert again["containerId"] == running["containerId"]  # the same container, restarted
+    # A new container: the stop revoked the old one's LLM token.
+    assert again["containerId"] != running["containerId"]
 
     assert (
         fake_api.client.delete(
@@ -164,20 +166,25 @@ def test_api_key_is_encrypted_at_rest(fake_api: Api) -> None:
     assert row[1] == fake_api.context.keyring.current_key_id
 
 
-def test_deploy_hands_the_decrypted_key_and_a_fresh_webhook_token_to_the_container(
+def test_deploy_hands_fresh_tokens_and_never_the_provider_key_to_the_container(
     fake_api: Api, fake_runtime: FakeRuntime
 ) -> None:
     me = fake_api.user()
     agent = fake_api.agent(me, apiKey="sk-ant-for-the-container")
     deployed = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
     spec = fake_runtime.specs[deployed["containerId"]]
-    assert spec.env["CLAWHQ_API_KEY"] == "sk-ant-for-the-container"
+    assert not [k for k, v in spec.env.items() if "sk-ant-for-the-container" in v]
+    llm_token = spec.env["CLAWHQ_API_KEY"]
+    assert llm_token.startswith("chqllm_")
+    assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://127.0.0.1:9/llm/anthropic"
     token = spec.env["CLAWHQ_WEBHOOK_TOKEN"]
     with fake_api.context.engine.connect() as conn:
         stored = conn.execute(
-            text("SELECT webhook_token_hash FROM agents WHERE id = :id"), {"id": agent["id"]}
-        ).scalar()
-    assert token not in str(stored)
+            text("SELECT webhook_token_hash, llm_token_hash FROM agents WHERE id = :id"),
+            {"id": agent["id"]},
+        ).one()
+    assert token not in str(stored) and llm_token not in str(stored)
+    assert stored.llm_token_hash == hash_token(llm_token)
     ok = fake_api.client.post(
         f"/api/agents/{agent['id']}/webhook",
         json={"type": "heartbeat"},

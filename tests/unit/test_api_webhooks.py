@@ -26,7 +26,9 @@ def test_heartbeat_sets_last_heartbeat(fake_api: Api, fake_runtime: FakeRuntime)
         assert session.get(Agent, agent_id).last_heartbeat is not None
 
 
-def test_usage_counts_once_per_event_id(fake_api: Api, fake_runtime: FakeRuntime) -> None:
+def test_usage_counts_messages_once_per_event_id_and_never_the_agents_tokens(
+    fake_api: Api, fake_runtime: FakeRuntime
+) -> None:
     agent_id, hook = deployed_agent(fake_api, fake_runtime)
     url = f"/api/agents/{agent_id}/webhook"
     event = {"type": "usage", "messages": 2, "tokens": 300, "eventId": "evt-1"}
@@ -37,7 +39,8 @@ def test_usage_counts_once_per_event_id(fake_api: Api, fake_runtime: FakeRuntime
 
     with fake_api.context.sessions() as session:
         agent = session.get(Agent, agent_id)
-        assert (agent.total_messages, agent.total_tokens) == (4, 350)
+        # Tokens come from the LLM gateway's ledger only: an agent's own count is ignored.
+        assert (agent.total_messages, agent.total_tokens) == (4, 0)
         assert agent.last_active_at is not None
 
 

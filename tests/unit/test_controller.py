@@ -21,6 +21,7 @@ from clawhq.context import AppContext, build_context
 from clawhq.controller import probes
 from clawhq.controller.clock import ManualClock
 from clawhq.controller.planner import START_GRACE
+from clawhq.credentials import hash_token
 from clawhq.crypto import generate_key
 from clawhq.db.models import Agent, PortLease
 from clawhq.runtime import ContainerState
@@ -312,21 +313,29 @@ def test_an_unhealthy_agent_that_answers_again_recovers(
 # -- stop, start, delete -----------------------------------------------------------------------
 
 
-def test_stop_is_kept_and_start_reuses_the_container(world: World, fake: FakeRuntime) -> None:
+def test_stop_is_kept_revokes_the_llm_token_and_start_makes_a_new_container(
+    world: World, fake: FakeRuntime
+) -> None:
     agent_id, container_id = deploy_running(world)
+    first_token = fake.specs[container_id].env["CLAWHQ_API_KEY"]
+    assert world.agent(agent_id).llm_token_hash == hash_token(first_token)
     stopped = world.context.operations.stop(agent_id)
     assert stopped.status is S.STOPPED
+    assert world.agent(agent_id).llm_token_hash is None  # revoked with the stop, at once
     assert fake.containers[container_id].state is ContainerState.EXITED
     for _ in range(3):  # resyncs, probes, timers: nothing undoes the owner's stop
         world.context.sources.resync()
         world.settle(HEALTH_INTERVAL)
     assert world.state(agent_id) == (S.STOPPED, 0, container_id)
-    assert fake.containers[container_id].state is ContainerState.EXITED
+    assert fake.containers[container_id].state is ContainerState.EXITED  # its logs stay
     assert world.context.operations.start(agent_id).status is S.DEPLOYING
     world.settle(0.5)
-    assert world.state(agent_id) == (S.RUNNING, 0, container_id)
-    assert list(fake.containers) == [container_id]
-    assert fake.containers[container_id].state is ContainerState.RUNNING
+    status, _, new_id = world.state(agent_id)
+    assert status is S.RUNNING and new_id != container_id
+    assert list(fake.containers) == [new_id]
+    new_token = fake.specs[new_id].env["CLAWHQ_API_KEY"]
+    assert new_token != first_token
+    assert world.agent(agent_id).llm_token_hash == hash_token(new_token)
 
 
 def test_a_long_stopped_agent_gives_its_port_back_and_starts_on_a_new_one(

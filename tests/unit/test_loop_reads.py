@@ -130,6 +130,7 @@ def test_owner_view_has_exactly_the_public_fields() -> None:
     from clawhq.api.schemas import AgentPublic
 
     selected = {column.name for column in agents.OWNER_VIEW.selected_columns}
-    computed = {"container_status", "up_to_date", "drift"}  # from the controller's cache
-    inputs = {"applied_config", "plan_image"}  # what drift is computed from; not shown
+    # From the controller's cache, and from the plan and settings.
+    computed = {"container_status", "up_to_date", "drift", "llm_access"}
+    inputs = {"applied_config", "plan_image", "plan_bundled_keys"}  # what those come from
     assert selected == (set(AgentPublic.model_fields) - computed) | inputs

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from clawhq.controller.spec import AgentSecrets, Placement, build_spec, container_name
 from clawhq.db.models import Agent
 from clawhq.runtime import labels
@@ -21,7 +23,7 @@ def make_agent() -> Agent:
 
 def test_spec_carries_identity_env_limits_and_labels() -> None:
     settings = load_settings(agent_memory="1g", agent_pids_limit=128, port_range="19000-19010")
-    secrets = AgentSecrets("sk-user", "whk_token", "gw-password", "proxy-identity")
+    secrets = AgentSecrets("chqllm_token", "whk_token", "gw-password", "proxy-identity")
     where = Placement("http://172.18.0.1:8000", "inst1", "172.18.0.1")
     spec = build_spec(settings, make_agent(), 19003, secrets, where)
 
@@ -41,14 +43,15 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
         19003,
         18789,
     )
-    assert spec.env["CLAWHQ_API_KEY"] == "sk-user"
+    assert spec.env["CLAWHQ_API_KEY"] == "chqllm_token"
     assert spec.env["CLAWHQ_WEBHOOK_TOKEN"] == "whk_token"
     assert spec.env["OPENCLAW_GATEWAY_PASSWORD"] == "gw-password"
     assert spec.env["CLAWHQ_PROXY_IDENTITY"] == "proxy-identity"
     assert spec.env["CLAWHQ_PROXY_ADDRESSES"] == "172.18.0.1"
     assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "http://127.0.0.1:8000"
     assert spec.env["CLAWHQ_BASE_PATH"] == f"/agents/{'a' * 32}"
-    assert "CLAWHQ_LLM_BASE_URL" not in spec.env
+    # The agent's model calls go to ClawHQ's LLM gateway, where agents reach ClawHQ.
+    assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://172.18.0.1:8000/llm/anthropic"
     assert {"OPENCLAW_GATEWAY_PASSWORD", "CLAWHQ_PROXY_IDENTITY"} <= spec.secret_env
     assert spec.env["CLAWHQ_WEBHOOK_URL"] == f"http://172.18.0.1:8000/api/agents/{'a' * 32}/webhook"
     assert json.loads(spec.env["CLAWHQ_CHANNELS"]) == ["telegram"]
@@ -79,15 +82,25 @@ def test_config_hash_ignores_secrets_but_not_configuration() -> None:
     assert three.config_hash() != one.config_hash()
 
 
-def test_host_ports_are_optional_and_the_llm_base_url_reaches_the_agent() -> None:
-    settings = load_settings(
-        agent_publish_ports=False,
-        agent_llm_base_url="http://172.18.0.1:9100/v1",
-        public_url="https://hq.example.com/",
-    )
+@pytest.mark.parametrize(
+    ("model_provider", "path"),
+    [
+        ("claude", "anthropic"),
+        ("openai", "openai"),
+        ("gemini", "google"),
+        ("deepseek", "deepseek"),
+        ("grok", "xai"),
+    ],
+)
+def test_host_ports_are_optional_and_the_llm_gateway_is_the_providers_base_url(
+    model_provider: str, path: str
+) -> None:
+    settings = load_settings(agent_publish_ports=False, public_url="https://hq.example.com/")
+    agent = make_agent()
+    agent.model_provider = model_provider
     spec = build_spec(
-        settings, make_agent(), 19003, AgentSecrets("k", "t", "g"), Placement("", "i")
+        settings, agent, 19003, AgentSecrets("k", "t", "g"), Placement("http://h:8000", "i")
     )
     assert spec.port is None
-    assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://172.18.0.1:9100/v1"
+    assert spec.env["CLAWHQ_LLM_BASE_URL"] == f"http://h:8000/llm/{path}"
     assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "https://hq.example.com"

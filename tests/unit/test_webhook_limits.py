@@ -44,7 +44,7 @@ def test_webhooks_are_rate_limited_per_agent(settings: Settings, fake_runtime: F
         assert rows(api, agent_id) == ["e0", "e1", "e2"]
         with api.context.sessions() as session:
             agent = session.get(Agent, agent_id)
-            assert (agent.total_messages, agent.total_tokens, agent.last_heartbeat) == (3, 30, None)
+            assert (agent.total_messages, agent.total_tokens, agent.last_heartbeat) == (3, 0, None)
         # Budgets are per agent, and a wrong token does not spend the agent's budget.
         other = f"/api/agents/{other_id}/webhook"
         assert api.client.post(other, json=usage("e0"), headers=other_hook).status_code == 200

@@ -74,9 +74,9 @@ def list_all_agents(
     """Every user's agents (or one user's), oldest first, a page at a time."""
     with reads() as session:
         found = agents.page(session, limit, offset, user_id)
-        images = agents.plan_images(session, (a.user_id for a in found))
+        plans = agents.plans_of(session, (a.user_id for a in found))
     views = context.views
-    return AgentList(agents=[public(a, views, images.get(a.user_id)) for a in found])
+    return AgentList(agents=[public(a, views, plans.get(a.user_id)) for a in found])
 
 
 @router.post(
@@ -89,8 +89,8 @@ def stop_any_agent(
     with audit.action("admin.agent_stop", agent_id=agent_id):
         agent = ops.stop(agent_id)
         with context.read_sessions() as session:
-            image = agents.plan_images(session, [agent.user_id]).get(agent.user_id)
-        return public(agent, context.views, image)
+            plan = agents.plans_of(session, [agent.user_id]).get(agent.user_id)
+        return public(agent, context.views, plan)
 
 
 @router.get("/audit", response_model=AuditEventList)

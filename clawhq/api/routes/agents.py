@@ -12,7 +12,7 @@ from clawhq.api.deps import Context, CurrentUser, DbSession, Ops, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas import AgentCreate, AgentList, AgentPublic
 from clawhq.controller.views import AgentViews
-from clawhq.db.models import Agent
+from clawhq.db.models import Agent, Plan
 from clawhq.errors import ClawHQError
 from clawhq.services import agents
 from clawhq.services.agents import NewAgent
@@ -36,16 +36,23 @@ def present(row: Mapping[str, Any], views: AgentViews) -> AgentPublic:
     up_to_date, drift = views.drift(row)
     state = views.container_state(row["id"], row.get("container_id"))
     shown = {k: v for k, v in row.items() if k in _PUBLIC_FIELDS}
+    llm = views.llm_access(row)
     return AgentPublic.model_validate(
-        {**shown, "container_status": state, "up_to_date": up_to_date, "drift": drift}
+        {
+            **shown,
+            "container_status": state,
+            "up_to_date": up_to_date,
+            "drift": drift,
+            "llm_access": llm,
+        }
     )
 
 
 _PUBLIC_FIELDS = frozenset(AgentPublic.model_fields)
 
 
-def public(agent: Agent, views: AgentViews, plan_image: str | None = None) -> AgentPublic:
-    return present(agents.row_of(agent, plan_image), views)
+def public(agent: Agent, views: AgentViews, plan: Plan | None = None) -> AgentPublic:
+    return present(agents.row_of(agent, plan), views)
 
 
 @router.get("", response_model=AgentList, response_model_by_alias=True)
@@ -53,7 +60,7 @@ def list_agents(user: CurrentUser, reads: Reads, context: Context) -> AgentList:
     """The caller's agents, each with what the engine last reported of its container."""
     with reads() as session:
         owned = agents.list_agents(session, user)
-    return AgentList(agents=[public(a, context.views, user.plan.image) for a in owned])
+    return AgentList(agents=[public(a, context.views, user.plan) for a in owned])
 
 
 @router.post(
@@ -81,7 +88,7 @@ def create_agent(
         audit.record("agent.create", f"error:{exc.code}", detail=exc.message)
         raise
     audit.record("agent.create", agent_id=agent.id)
-    return public(agent, context.views, user.plan.image)
+    return public(agent, context.views, user.plan)
 
 
 @router.get("/{agent_id}", response_model=AgentPublic, responses=problem_responses(404))
@@ -103,7 +110,7 @@ def deploy_agent(
 ) -> AgentPublic:
     """(Re)create the container and start it; ``RUNNING`` follows once it answers healthy."""
     with audit.action("agent.deploy", agent_id=agent_id):
-        return public(ops.deploy(agent_id, user.id), context.views, user.plan.image)
+        return public(ops.deploy(agent_id, user.id), context.views, user.plan)
 
 
 @router.post(
@@ -116,7 +123,7 @@ def start_agent(
     agent_id: AgentId, user: CurrentUser, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     with audit.action("agent.start", agent_id=agent_id):
-        return public(ops.start(agent_id, user.id), context.views, user.plan.image)
+        return public(ops.start(agent_id, user.id), context.views, user.plan)
 
 
 @router.post(
@@ -126,7 +133,7 @@ def stop_agent(
     agent_id: AgentId, user: CurrentUser, ops: Ops, context: Context, audit: Audit
 ) -> AgentPublic:
     with audit.action("agent.stop", agent_id=agent_id):
-        return public(ops.stop(agent_id, user.id), context.views, user.plan.image)
+        return public(ops.stop(agent_id, user.id), context.views, user.plan)
 
 
 @router.delete(

@@ -34,7 +34,5 @@ def receive_event(
         webhooks.record_heartbeat(session, agent)
         return WebhookAck(accepted=True)
     window: webhooks.DedupWindow = request.app.state.webhook_events
-    counted = webhooks.record_usage(
-        session, agent, event.event_id, event.messages, event.tokens, window
-    )
+    counted = webhooks.record_usage(session, agent, event.event_id, event.messages, window)
     return WebhookAck(accepted=True, duplicate=not counted)

@@ -1,0 +1,129 @@
+"""Who is calling the LLM gateway, and with which real key.
+
+The caller is the agent whose current container holds the token (stored as a digest; a stop,
+delete or new container revokes it), with its owner's plan as it is *now*: a plan change
+takes effect on the next call. The real key is the agent's own, opened here only, or the
+operator's bundled one where the plan includes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+
+from clawhq.controller.secrets import llm_access_problem
+from clawhq.credentials import LLM_TOKEN_PREFIX, hash_token
+from clawhq.crypto import Keyring, Sealed
+from clawhq.db.loop_reads import LoopReads
+from clawhq.db.models import Agent, Plan, User, api_key_context
+from clawhq.llm.providers import Provider
+from clawhq.settings import Settings
+from clawhq.status import DesiredState
+
+_a, _u, _p = Agent.__table__.c, User.__table__.c, Plan.__table__.c
+_CALLER = (
+    select(
+        _a.id,
+        _a.user_id,
+        _a.desired_state,
+        _a.model_provider,
+        _a.api_key_ciphertext,
+        _a.api_key_key_id,
+        _p.name.label("plan"),
+        _p.bundled_keys_allowed,
+        _p.monthly_token_budget,
+        _p.budget_own_keys,
+        _p.llm_requests_per_minute,
+        _p.llm_tokens_per_minute,
+    )
+    .join(User.__table__, _u.id == _a.user_id)
+    .join(Plan.__table__, _p.name == _u.plan_name)
+    .where(_a.llm_token_hash == bindparam("digest"))
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    agent_id: str
+    user_id: str
+    model_provider: str
+    plan: str
+    has_own_key: bool
+    bundled_keys_allowed: bool
+    monthly_token_budget: int | None
+    budget_own_keys: bool
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    sealed_key: Sealed | None
+
+    @property
+    def key_source(self) -> str:
+        return "own" if self.has_own_key else "bundled"
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether this caller's tokens count against the monthly budget."""
+        return self.monthly_token_budget is not None and (
+            not self.has_own_key or self.budget_own_keys
+        )
+
+
+class Refused(Exception):
+    """The gateway will not make this call: a status, a kind of refusal, a code, a message."""
+
+    def __init__(
+        self, status: int, kind: str, code: str, message: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.message = status, kind, code, message
+        self.retry_after = retry_after
+
+
+async def find_caller(reads: LoopReads, token: str | None) -> Caller:
+    """The agent holding ``token`` right now, or a 401."""
+    if not token or not token.startswith(LLM_TOKEN_PREFIX) or len(token) > 128:
+        raise Refused(401, "authentication", "invalid_llm_token", "invalid ClawHQ LLM token")
+    row = await reads.first(_CALLER, digest=hash_token(token))
+    if row is None or row["desired_state"] != DesiredState.RUNNING.value:
+        raise Refused(
+            401,
+            "authentication",
+            "invalid_llm_token",
+            "invalid or revoked ClawHQ LLM token (a stop, delete or redeploy revokes it)",
+        )
+    ciphertext, key_id = row["api_key_ciphertext"], row["api_key_key_id"]
+    return Caller(
+        agent_id=row["id"],
+        user_id=row["user_id"],
+        model_provider=row["model_provider"],
+        plan=row["plan"],
+        has_own_key=ciphertext is not None,
+        bundled_keys_allowed=bool(row["bundled_keys_allowed"]),
+        monthly_token_budget=row["monthly_token_budget"],
+        budget_own_keys=bool(row["budget_own_keys"]),
+        requests_per_minute=row["llm_requests_per_minute"],
+        tokens_per_minute=row["llm_tokens_per_minute"],
+        sealed_key=Sealed(bytes(ciphertext), key_id) if ciphertext is not None and key_id else None,
+    )
+
+
+def real_key(caller: Caller, provider: Provider, settings: Settings, keyring: Keyring) -> str:
+    """The provider key for this call, or a refusal saying why there is none."""
+    if caller.model_provider != provider.model_provider:
+        raise Refused(
+            403,
+            "permission",
+            "llm_provider_not_allowed",
+            f"this agent's model provider is {caller.model_provider}: it may not call "
+            f"/llm/{provider.name}/",
+        )
+    if caller.sealed_key is not None:
+        return keyring.open(caller.sealed_key, api_key_context(caller.agent_id))
+    problem = llm_access_problem(
+        False, caller.bundled_keys_allowed, caller.model_provider, settings
+    )
+    if problem is not None:
+        status, kind = (403, "permission") if problem.status == 403 else (503, "unavailable")
+        raise Refused(status, kind, problem.code, problem.message)
+    return str(settings.bundled_key(caller.model_provider))

@@ -1,0 +1,147 @@
+"""What an agent may spend: calls and tokens a minute, calls in flight, its owner's monthly
+budget. Over a limit the call is refused with a 429 before it reaches the provider.
+
+The per-minute windows and the in-flight counts live in this process (one ``clawhq serve``
+serves the gateway); the budget is read from the ledger, so it holds across restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, func, literal_column, select
+
+from clawhq.db.loop_reads import LoopReads
+from clawhq.db.models import LlmCall
+from clawhq.llm.callers import Caller, Refused
+
+WINDOW = 60.0
+_c = LlmCall.__table__.c
+# Every value a bound parameter: loop reads hand the compiled SQL to the driver as it is.
+_SPENT_ALL = select(
+    func.coalesce(func.sum(_c.total_tokens), literal_column("0")).label("spent")
+).where(_c.user_id == bindparam("user_id"), _c.at >= bindparam("since"))
+_SPENT_BUNDLED = _SPENT_ALL.where(_c.key_source == bindparam("source"))
+
+
+def month_start(now: datetime) -> datetime:
+    """The start of the calendar month (UTC) ``now`` is in: when budgets start over."""
+    now = now.astimezone(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def spent_this_month(reads: LoopReads, user_id: str, *, bundled_only: bool) -> int:
+    """Tokens the user's agents used this month (on bundled keys only, or all)."""
+    since = month_start(datetime.now(UTC))
+    if bundled_only:
+        row = await reads.first(_SPENT_BUNDLED, user_id=user_id, since=since, source="bundled")
+    else:
+        row = await reads.first(_SPENT_ALL, user_id=user_id, since=since)
+    return int(row["spent"]) if row else 0
+
+
+class _Window:
+    """Amounts (one per call, or tokens) within the last minute."""
+
+    __slots__ = ("entries", "sum")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.sum = 0
+
+    def total(self, now: float) -> int:
+        while self.entries and self.entries[0][0] <= now - WINDOW:
+            self.sum -= self.entries.popleft()[1]
+        return self.sum
+
+    def add(self, now: float, amount: int) -> None:
+        self.entries.append((now, amount))
+        self.sum += amount
+
+    def retry_after(self, now: float) -> int:
+        oldest = self.entries[0][0] if self.entries else now
+        return max(1, math.ceil(oldest + WINDOW - now))
+
+
+class AgentLimits:
+    """Per-agent calls and tokens a minute, and calls in flight."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        self._max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Window] = {}
+        self._tokens: dict[str, _Window] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def admit(self, caller: Caller) -> None:
+        """Count a call in, or refuse it (429) when one of the agent's limits is reached."""
+        now = time.monotonic()
+        agent = caller.agent_id
+        with self._lock:
+            calls = self._calls.setdefault(agent, _Window())
+            tokens = self._tokens.setdefault(agent, _Window())
+            rpm, tpm = caller.requests_per_minute, caller.tokens_per_minute
+            if rpm is not None and calls.total(now) >= rpm:
+                raise _limited(
+                    f"this agent made {rpm} model calls in the last minute, its plan's limit",
+                    "llm_requests_per_minute",
+                    calls.retry_after(now),
+                )
+            if tpm is not None and tokens.total(now) >= tpm:
+                raise _limited(
+                    f"this agent used {tpm} tokens in the last minute, its plan's limit",
+                    "llm_tokens_per_minute",
+                    tokens.retry_after(now),
+                )
+            if self._in_flight.get(agent, 0) >= self._max_in_flight:
+                raise _limited(
+                    f"this agent has {self._max_in_flight} model calls in flight already "
+                    "(CLAWHQ_LLM_CALLS_PER_AGENT)",
+                    "llm_calls_in_flight",
+                    1,
+                )
+            calls.add(now, 1)
+            self._in_flight[agent] = self._in_flight.get(agent, 0) + 1
+
+    def done(self, agent_id: str, tokens: int) -> None:
+        """A call admitted earlier ended, having used ``tokens``."""
+        now = time.monotonic()
+        with self._lock:
+            left = self._in_flight.get(agent_id, 1) - 1
+            if left > 0:
+                self._in_flight[agent_id] = left
+            else:
+                self._in_flight.pop(agent_id, None)
+            if tokens:
+                self._tokens.setdefault(agent_id, _Window()).add(now, tokens)
+            self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._calls) < 4096:
+            return
+        for table in (self._calls, self._tokens):
+            for agent in [a for a, w in table.items() if not w.total(now)]:
+                if agent not in self._in_flight:
+                    del table[agent]
+
+
+def over_budget(caller: Caller, spent: int) -> Refused | None:
+    budget = caller.monthly_token_budget
+    if budget is None or spent < budget:
+        return None
+    which = "" if caller.budget_own_keys else " on ClawHQ's bundled keys"
+    return Refused(
+        429,
+        "quota",
+        "llm_budget_exhausted",
+        f"the {caller.plan} plan's monthly budget of {budget} tokens{which} is used up "
+        f"({spent} used); it starts over on the 1st (UTC)",
+    )
+
+
+def _limited(message: str, code: str, retry_after: int) -> Refused:
+    return Refused(429, "rate_limit", code, message, retry_after)

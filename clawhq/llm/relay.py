@@ -1,0 +1,141 @@
+"""A model call on its way through the gateway: the request as the provider gets it, and the
+answer streamed back chunk by chunk while its usage is read from it.
+
+The agent's token and anything that names a client never reach the provider; the real key is
+added here. Answers come back unbuffered. An agent that hangs up mid-answer does not stop the
+metering: the provider's answer is read to its end (the provider bills it anyway), so the
+call is charged for everything it produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from clawhq.llm.metering import Meter, Usage, Wire
+from clawhq.llm.providers import KEY_HEADERS
+from clawhq.proxy.headers import HOP_BY_HOP, PROXY_WRITTEN, downstream_response_headers
+
+log = logging.getLogger(__name__)
+
+#: Request headers that never go to the provider: keys, cookies, ClawHQ's own, anything that
+#: names the client. ``accept-encoding`` is replaced: the meter reads the answer as it comes.
+_DROPPED = HOP_BY_HOP | PROXY_WRITTEN | set(KEY_HEADERS) | {"cookie", "accept-encoding", "via"}
+
+
+def upstream_headers(
+    incoming: Iterable[tuple[str, str]], key_headers: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The agent's request headers as the provider gets them, with the real key."""
+    out = [
+        (name, value)
+        for name, value in incoming
+        if name.lower() not in _DROPPED
+        and not name.lower().startswith(("x-clawhq-", "x-forwarded-"))
+    ]
+    return [*out, *key_headers, ("accept-encoding", "identity")]
+
+
+class PassThrough(Meter):
+    """For the calls that cost nothing: the answer as it is, nothing read from it."""
+
+    def __init__(self) -> None:
+        super().__init__(Wire.OPENAI_CHAT)
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def close(self) -> bytes:
+        return b""
+
+
+@dataclass
+class Ending:
+    """How a relayed answer ended: what the meter read, the status, and the outcome."""
+
+    usage: Usage
+    status: int
+    outcome: str  # ok, error, client_gone, broken
+    latency_ms: int
+
+
+class MeteredResponse(Response):
+    """Relays an open provider response through a meter; ``on_end`` runs however it ends."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        meter: Meter,
+        *,
+        started: float,
+        idle_seconds: float,
+        rewrites: bool,
+        on_end: Callable[[Ending], None],
+    ) -> None:
+        """``rewrites``: the meter changes the body (its length header is dropped)."""
+        super().__init__(status_code=response.status_code)
+        self._response = response
+        self._meter = meter
+        self._started = started
+        self._idle = idle_seconds
+        self._rewrites = rewrites
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response, meter = self._response, self._meter
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        outcome = "ok" if response.status_code < 400 else "error"
+        try:
+            headers = downstream_response_headers(response.headers.multi_items())
+            if self._rewrites:
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            start = {"type": "http.response.start", "status": response.status_code, "headers": raw}
+            await self._send(send, gone, start)
+            async for chunk in response.aiter_raw():  # the client's read timeout: idle upstream
+                out = meter.feed(chunk)
+                if out:
+                    await self._send(send, gone, _body(out, more=True))
+            await self._send(send, gone, _body(meter.close(), more=False))
+        except (httpx.HTTPError, OSError) as exc:
+            log.info("model answer ended early: %s", type(exc).__name__)
+            meter.close()
+            outcome = "broken"
+        finally:
+            watcher.cancel()
+            await response.aclose()
+            if gone.is_set() and outcome == "ok":
+                outcome = "client_gone"
+            latency = int((time.monotonic() - self._started) * 1000)
+            self._on_end(Ending(meter.usage, response.status_code, outcome, latency))
+
+    async def _send(self, send: Send, gone: asyncio.Event, message: Message) -> None:
+        """Send to the agent unless it hung up. One that does not read for the idle time, or
+        whose connection fails, is taken for gone: the answer is still read to its end."""
+        if gone.is_set():
+            return
+        try:
+            async with asyncio.timeout(self._idle):
+                await send(message)
+        except (TimeoutError, OSError):
+            gone.set()
+
+
+def _body(data: bytes, *, more: bool) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
