@@ -141,6 +141,18 @@ EXPECTED: dict[tuple[str, str], Expect] = {
         AGENT_ROUTE, lambda w: {"model": "openclaw", "messages": []}
     ),
     ("GET", "/api/agents/{agent_id}/v1/models"): Expect(AGENT_ROUTE),
+    # Usage from the LLM gateway's ledger: the owner's agent, the caller's month, admins' all.
+    ("GET", "/api/agents/{agent_id}/usage"): Expect(AGENT_ROUTE),
+    ("GET", "/api/usage"): Expect(users(200, 200, 200)),
+    ("GET", "/api/admin/usage"): Expect(users(owner=403, other=403, admin=200)),
+    ("GET", "/api/admin/plans"): Expect(users(owner=403, other=403, admin=200)),
+    ("PATCH", "/api/admin/plans/{plan_name}/llm"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {}
+    ),
+    # The LLM gateway takes an agent container's LLM token only (tests/unit/test_llm_gateway.py):
+    # no user's token, no webhook token.
+    ("GET", "/llm/{provider}/{path:path}"): Expect(everyone(401)),
+    ("POST", "/llm/{provider}/{path:path}"): Expect(everyone(401), lambda w: {"model": "m"}),
 }
 
 
@@ -179,6 +191,7 @@ class World:
             rollout_id=self.rollout_id,
             token_id=self.token_id,
             plan_name="pro",
+            provider="anthropic",
             path="page",
         )
 

@@ -450,3 +450,40 @@ def test_listings_pass_unmetered_and_billable_paths_the_meter_cannot_read_are_re
         assert refused.headers["x-clawhq-error"] == "llm_path_not_served"
     assert len(served.llm.calls) == before
     assert served.calls(agent_id) == []  # a listing costs nothing and is not in the ledger
+
+
+def test_usage_reports_per_day_and_model_for_the_owner_only(served: Served) -> None:
+    owner = served.user()
+    agent_id = served.agent(owner, "claude")
+    token = served.deploy(owner, agent_id)
+    body = chat_body("claude", "/v1/messages", False)
+    for _ in range(2):
+        reply = served.http.post(
+            "/llm/anthropic/v1/messages", json=body, headers=key_headers("claude", token)
+        )
+        assert reply.status_code == 200
+    served.wait_calls(agent_id, 2)
+    url = f"/api/agents/{agent_id}/usage"
+    by_day = served.http.get(url, headers=owner).json()
+    assert by_day["groupBy"] == "day"
+    assert by_day["totals"]["requests"] == 2
+    assert by_day["totals"]["totalTokens"] == 2 * TOTALS["anthropic"]
+    assert by_day["totals"]["cacheReadTokens"] == 14 and by_day["totals"]["cacheWriteTokens"] == 6
+    [day] = by_day["groups"]
+    assert day["key"] == time.strftime("%Y-%m-%d", time.gmtime())
+    by_model = served.http.get(url, params={"groupBy": "model"}, headers=owner).json()
+    assert [g["key"] for g in by_model["groups"]] == [served.llm.calls[-1].body["model"]]
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    empty = served.http.get(url, params={"from": yesterday, "to": yesterday}, headers=owner).json()
+    assert empty["totals"]["requests"] == 0 and empty["groups"] == []
+    backwards = served.http.get(
+        url, params={"from": "2026-12-02", "to": "2026-11-01"}, headers=owner
+    )
+    assert backwards.status_code == 400 and backwards.json()["code"] == "invalid_time_range"
+    assert served.http.get(url, headers=served.user()).status_code == 404
+    everyone = served.http.get(
+        "/api/admin/usage", params={"groupBy": "agent"}, headers=admin_headers(served)
+    ).json()
+    assert {"key": agent_id, "requests": 2} in [
+        {"key": g["key"], "requests": g["requests"]} for g in everyone["groups"]
+    ]

@@ -7,13 +7,14 @@ a key; the routes carry the provider's own API paths (``/llm/anthropic/v1/messag
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from clawhq.llm.gateway import Gateway
 
 router = APIRouter(tags=["llm gateway"])
-METHODS = ["GET", "POST"]
 
 
 def is_llm(path: str) -> bool:
@@ -21,20 +22,19 @@ def is_llm(path: str) -> bool:
     return path.startswith("/llm/")
 
 
-@router.api_route(
-    "/llm/{provider}/{path:path}",
-    methods=METHODS,
-    summary="Call the agent's model provider",
-    responses={
-        401: {"description": "unknown or revoked LLM token (in the provider's error format)"},
-        403: {"description": "the plan does not include bundled keys, or another provider"},
-        404: {"description": "unknown provider or path"},
-        413: {"description": "request body over CLAWHQ_LLM_MAX_BODY"},
-        429: {"description": "over a per-minute limit or the monthly budget"},
-        502: {"description": "the provider cannot be reached"},
-        504: {"description": "the provider did not answer within CLAWHQ_LLM_TIMEOUT"},
-    },
-)
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "unknown or revoked LLM token (in the provider's error format)"},
+    403: {"description": "the plan does not include bundled keys, or another provider"},
+    404: {"description": "unknown provider or path"},
+    413: {"description": "request body over CLAWHQ_LLM_MAX_BODY"},
+    429: {"description": "over a per-minute limit or the monthly budget"},
+    502: {"description": "the provider cannot be reached"},
+    504: {"description": "the provider did not answer within CLAWHQ_LLM_TIMEOUT"},
+}
+
+
+@router.get("/llm/{provider}/{path:path}", operation_id="llm_get", responses=RESPONSES)
+@router.post("/llm/{provider}/{path:path}", operation_id="llm_post", responses=RESPONSES)
 async def llm_call(provider: str, path: str, request: Request) -> Response:
     """The provider's own API, with the real key added and every token metered. The answer
     (streamed or not) is the provider's, passed through as it comes."""

@@ -34,7 +34,12 @@ router = APIRouter(tags=["usage"], responses=problem_responses(400, 401, 422))
 
 AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 UserId = Annotated[str | None, Query(alias="userId", min_length=1, max_length=64)]
-Time = Annotated[str | None, Query(max_length=40)]
+_TIME = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?$"
+_WHEN = "a date (YYYY-MM-DD, UTC) or an RFC 3339 time, e.g. 2026-12-01T08:00:00Z"
+From = Annotated[str | None, Query(alias="from", pattern=_TIME, description=f"The start: {_WHEN}.")]
+To = Annotated[
+    str | None, Query(pattern=_TIME, description=f"The end (a date: all of that day): {_WHEN}.")
+]
 #: The longest span one report covers.
 MAX_SPAN = timedelta(days=400)
 
@@ -102,8 +107,8 @@ def agent_usage(
     agent_id: AgentId,
     user: CurrentUser,
     reads: Reads,
-    start: Annotated[Time, Query(alias="from")] = None,
-    to: Time = None,
+    start: From = None,
+    to: To = None,
     group_by: Annotated[ledger.AgentGroupBy, Query(alias="groupBy")] = "day",
 ) -> UsageReport:
     """The agent's model calls and tokens in ``[from, to)`` (default: this month so far),
@@ -171,8 +176,8 @@ def admin_usage(
     admin: Admin,
     reads: Reads,
     user_id: UserId = None,
-    start: Annotated[Time, Query(alias="from")] = None,
-    to: Time = None,
+    start: From = None,
+    to: To = None,
     group_by: Annotated[ledger.GroupBy, Query(alias="groupBy")] = "user",
 ) -> UsageReport:
     """Everyone's model use (or one user's), per user, agent, model, provider or day."""
