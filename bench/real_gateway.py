@@ -61,7 +61,7 @@ def real_gateway(quick: bool) -> list[Row]:
             agent_memory="2g",
             start_timeout="240",
             agent_publish_ports="false",
-            agent_llm_base_url=model,
+            llm_upstream_openai=model,
         ) as server,
     ):
         _, headers = server.user()

@@ -25,6 +25,8 @@ from tests.integration.served import Served, cli, serve_env
 from tests.standins.model import StandIn, serving_model
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+OWN_KEY = "sk-own-planted-0123456789"
+PLANTED_BUNDLED = "sk-bundled-planted-9876543210"
 PASSWORD = "correct horse battery"
 #: Where screenshots go (CI keeps the folder when a run fails).
 ARTIFACTS = Path(os.environ.get("CLAWHQ_TEST_ARTIFACTS", "test-artifacts"))
@@ -91,7 +93,10 @@ def access(
             startup_poll_interval="1",
             port_range="19870-19879",
             agent_publish_ports="false",
-            agent_llm_base_url=model,
+            # The agent's model calls go through ClawHQ's LLM gateway to the stand-in, with
+            # the agent's own key added by ClawHQ; a bundled key is planted to be looked for.
+            llm_upstream_openai=model,
+            openai_api_key=PLANTED_BUNDLED,
         )
         served = Served(env, tmp / "serve.log").start()
         http = httpx.Client(base_url=served.base, timeout=60)
@@ -104,7 +109,7 @@ def access(
                 "name": "reachable",
                 "modelProvider": "openai",
                 "model": "gpt-5",
-                "apiKey": "sk-fake-0123456789",
+                "apiKey": OWN_KEY,
             }
             agent_id = http.post("/api/agents", json=body, headers=owner).json()["id"]
             assert http.post(f"/api/agents/{agent_id}/deploy", headers=owner).status_code == 202
@@ -122,11 +127,21 @@ def the_container(agent_id: str) -> Any:
     return found[0]
 
 
-def test_the_agent_has_no_host_port_and_no_gateway_token(access: Access) -> None:
+def test_the_agent_has_no_host_port_no_gateway_token_and_no_provider_key(access: Access) -> None:
     container = the_container(access.agent_id)
     assert container.attrs["HostConfig"]["PortBindings"] in ({}, None)
     env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
     assert "OPENCLAW_GATEWAY_TOKEN" not in env
+    assert env["CLAWHQ_API_KEY"].startswith("chqllm_")
+    # Neither the agent's own key nor the bundled one, anywhere in the container's env or in
+    # the environment of any process running in it.
+    processes = container.exec_run(
+        ["sh", "-c", "cat /proc/[0-9]*/environ | tr '\\0' '\\n'"], user="root"
+    )
+    assert processes.exit_code == 0 and b"CLAWHQ_" in processes.output
+    for planted in (OWN_KEY, PLANTED_BUNDLED):
+        assert not [name for name, value in env.items() if planted in value]
+        assert planted.encode() not in processes.output
     shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).text
     for secret in ("CLAWHQ_PROXY_IDENTITY", "OPENCLAW_GATEWAY_PASSWORD"):
         assert len(env[secret]) >= 32 and env[secret] not in shown
@@ -206,6 +221,8 @@ def test_nobody_else_reaches_the_gateway(access: Access) -> None:
 
 
 def test_a_chat_turn_through_clawhq_reaches_the_model_and_comes_back(access: Access) -> None:
+    before = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()
+    calls_before = len([r for r in StandIn.requests if r["path"].endswith("/chat/completions")])
     url = f"/api/agents/{access.agent_id}/v1/chat/completions"
     body = {"model": "openclaw", "user": "readme", "messages": [{"role": "user", "content": "Hi"}]}
     reply = access.http.post(url, json=body, headers=access.owner, timeout=180)
@@ -222,7 +239,23 @@ def test_a_chat_turn_through_clawhq_reaches_the_model_and_comes_back(access: Acc
                 streamed += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
     assert streamed == StandIn.answer
     calls = [r for r in StandIn.requests if r["path"].endswith("/chat/completions")]
-    assert calls and all(r["auth"] == "Bearer sk-fake-0123456789" for r in calls)
+    # The agent sent its ClawHQ token; the model got the agent's own key, from ClawHQ.
+    assert calls and all(r["auth"] == f"Bearer {OWN_KEY}" for r in calls)
+    assert all(r["path"] == "/v1/chat/completions" for r in calls)
+    # Every model call was metered by ClawHQ: totalTokens grew by exactly what the stand-in
+    # reported (100 in, 5 out a call), however many calls the agent's turns made.
+    expected = before["totalTokens"] + 105 * (len(calls) - calls_before)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()
+        if shown["totalTokens"] == expected:
+            break
+        time.sleep(0.2)
+    assert shown["totalTokens"] == expected > before["totalTokens"]
+    usage = access.http.get(
+        f"/api/agents/{access.agent_id}/usage", params={"groupBy": "model"}, headers=access.owner
+    ).json()
+    assert usage["totals"]["inputTokens"] == 100 * usage["totals"]["requests"]
     models = access.http.get(f"/api/agents/{access.agent_id}/v1/models", headers=access.owner)
     assert "openclaw" in [m["id"] for m in models.json()["data"]]
     shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()

@@ -37,9 +37,12 @@ def test_container_is_hardened_and_limited(docker_app) -> None:
         "CLAWHQ_PROXY_ADDRESSES",
         "CLAWHQ_PUBLIC_ORIGIN",
         "CLAWHQ_BASE_PATH",
+        "CLAWHQ_LLM_BASE_URL",
     ):
         assert env.get(name), name
-    assert env["CLAWHQ_API_KEY"] == "sk-test-0123456789"
+    # The provider key stays with ClawHQ: the agent holds a token for ClawHQ's LLM gateway.
+    assert env["CLAWHQ_API_KEY"].startswith("chqllm_")
+    assert "sk-test-0123456789" not in str(env)
 
     assert host["Memory"] == 96 * 1024**2
     assert host["MemorySwap"] == host["Memory"]  # no swap beyond the limit
