@@ -57,6 +57,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.limits = limits.AgentLimits(self.settings.llm_calls_per_agent)
+        self.budgets = limits.Budgets()
         self._models: set[str] = set()
         timeout = httpx.Timeout(self.settings.llm_timeout, connect=10.0)
         self._client = httpx.AsyncClient(
@@ -99,7 +100,7 @@ class Gateway:
             raise Refused(404, "not_found", "llm_path_not_found", f"no such API path: {path[:200]}")
         key = real_key(caller, provider, self.settings, self.keyring)
         if caller.budgeted:
-            spent = await limits.spent_this_month(
+            spent = await self.budgets.spent(
                 self.reads, caller.user_id, bundled_only=not caller.budget_own_keys
             )
             if (over := limits.over_budget(caller, spent)) is not None:
@@ -190,6 +191,9 @@ class Gateway:
     ) -> None:
         usage = ending.usage
         self.limits.done(caller.agent_id, usage.total_tokens)
+        if metered and usage.total_tokens:
+            bundled = caller.key_source == "bundled"
+            self.budgets.charge(caller.user_id, usage.total_tokens, bundled=bundled)
         self.metrics.llm_calls.labels(provider.name, caller.plan, ending.outcome).inc()
         if not metered:
             return

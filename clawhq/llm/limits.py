@@ -44,6 +44,35 @@ async def spent_this_month(reads: LoopReads, user_id: str, *, bundled_only: bool
     return int(row["spent"]) if row else 0
 
 
+class Budgets:
+    """What each user spent this month: summed from the ledger at most every ``ttl`` seconds,
+    with this process's own calls added in between (so a busy user costs one sum, not one a
+    call; another process's calls show within ``ttl``)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self._ttl = ttl
+        self._spent: dict[tuple[str, bool], tuple[float, str, int]] = {}
+
+    async def spent(self, reads: LoopReads, user_id: str, *, bundled_only: bool) -> int:
+        key, now = (user_id, bundled_only), time.monotonic()
+        month = month_start(datetime.now(UTC)).isoformat()
+        found = self._spent.get(key)
+        if found is not None and now - found[0] < self._ttl and found[1] == month:
+            return found[2]
+        spent = await spent_this_month(reads, user_id, bundled_only=bundled_only)
+        if len(self._spent) > 10_000:
+            self._spent.clear()
+        self._spent[key] = (now, month, spent)
+        return spent
+
+    def charge(self, user_id: str, tokens: int, *, bundled: bool) -> None:
+        """Add a finished call's tokens to what is known of its user's month."""
+        for bundled_only in (False, True) if bundled else (False,):
+            found = self._spent.get((user_id, bundled_only))
+            if found is not None:
+                self._spent[(user_id, bundled_only)] = (found[0], found[1], found[2] + tokens)
+
+
 class _Window:
     """Amounts (one per call, or tokens) within the last minute."""
 

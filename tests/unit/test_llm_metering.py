@@ -14,9 +14,6 @@ import pytest
 
 from clawhq.llm import metering
 from clawhq.llm.metering import (
-    BODY_CAP,
-    EVENT_CAP,
-    FIGURE_CAP,
     Usage,
     Wire,
     meter_for,
@@ -24,6 +21,7 @@ from clawhq.llm.metering import (
     wire_for,
     with_usage_requested,
 )
+from clawhq.llm.wires import BODY_CAP, EVENT_CAP, FIGURE_CAP
 
 SSE = "text/event-stream"
 JSON = "application/json"
