@@ -61,14 +61,14 @@ def real_gateway(quick: bool) -> list[Row]:
             agent_memory="2g",
             start_timeout="240",
             agent_publish_ports="false",
-            llm_upstream_openai=model,
+            llm_upstream_deepseek=model,
         ) as server,
     ):
         _, headers = server.user()
         body = {
             "name": "real",
-            "modelProvider": "openai",
-            "model": "gpt-5",
+            "modelProvider": "deepseek",
+            "model": "deepseek-chat",
             "apiKey": "sk-bench-000000",
         }
         agent_id = server.client.post("/api/agents", json=body, headers=headers).json()["id"]

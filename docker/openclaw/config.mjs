@@ -11,16 +11,60 @@ export const GATEWAY_PORT = 18789;
 export const EX_CONFIG = 78;
 
 /**
- * ClawHQ's provider names -> OpenClaw's provider id, the env variable holding its key, and the
- * path of the provider's own API base URL, kept when CLAWHQ_LLM_BASE_URL replaces its origin
- * (OpenClaw's openai adapter appends /chat/completions, its anthropic one /v1/messages).
+ * ClawHQ's provider names -> OpenClaw's provider id, the env variable holding its key, the
+ * provider's own API path (kept when CLAWHQ_LLM_BASE_URL replaces its origin: ClawHQ forwards
+ * `/llm/<id><rest>` to `<origin><rest>`), and OpenClaw's adapter for it (`api`). Checked
+ * against the real gateway (tests/integration/test_openclaw_llm_paths.py): with baseUrl
+ * `<CLAWHQ_LLM_BASE_URL><basePath>` the requests go to
+ *   anthropic  <base>/v1/messages                            x-api-key
+ *   openai     <base>/v1/responses                           Authorization: Bearer
+ *   google     <base>/v1beta/models/<m>:streamGenerateContent?alt=sse   x-goog-api-key
+ *   deepseek   <base>/chat/completions                       Authorization: Bearer
+ *   xai        <base>/v1/responses                           Authorization: Bearer
+ * `api` has to be written with the baseUrl: a provider block without it loses the bundled
+ * provider's adapter (openai and google then post to <baseUrl>/chat/completions, anthropic's
+ * utility model too). DeepSeek's provider is an external plugin
+ * (@openclaw/deepseek-provider) that is not in the image and that the gateway would try to
+ * install with npm at start (and fail to start): it is blocked and DeepSeek configured as a
+ * plain OpenAI-compatible provider instead (`custom`).
  */
 export const PROVIDERS = Object.freeze({
-  claude: { id: "anthropic", keyEnv: "ANTHROPIC_API_KEY", basePath: "" },
-  openai: { id: "openai", keyEnv: "OPENAI_API_KEY", basePath: "/v1" },
-  gemini: { id: "google", keyEnv: "GEMINI_API_KEY", basePath: "/v1beta" },
-  deepseek: { id: "deepseek", keyEnv: "DEEPSEEK_API_KEY", basePath: "" },
-  grok: { id: "xai", keyEnv: "XAI_API_KEY", basePath: "/v1" },
+  claude: {
+    id: "anthropic",
+    keyEnv: "ANTHROPIC_API_KEY",
+    origin: "https://api.anthropic.com",
+    basePath: "",
+    api: "anthropic-messages",
+  },
+  openai: {
+    id: "openai",
+    keyEnv: "OPENAI_API_KEY",
+    origin: "https://api.openai.com",
+    basePath: "/v1",
+    api: "openai-responses",
+  },
+  gemini: {
+    id: "google",
+    keyEnv: "GEMINI_API_KEY",
+    origin: "https://generativelanguage.googleapis.com",
+    basePath: "/v1beta",
+    api: "google-generative-ai",
+  },
+  deepseek: {
+    id: "deepseek",
+    keyEnv: "DEEPSEEK_API_KEY",
+    origin: "https://api.deepseek.com",
+    basePath: "",
+    api: "openai-completions",
+    custom: { plugin: "deepseek", contextWindow: 128000 },
+  },
+  grok: {
+    id: "xai",
+    keyEnv: "XAI_API_KEY",
+    origin: "https://api.x.ai",
+    basePath: "/v1",
+    api: "openai-responses",
+  },
 });
 
 /** The header ClawHQ's proxy puts its per-container identity secret in. */
@@ -211,7 +255,11 @@ export function basePath(env) {
   return path;
 }
 
-/** CLAWHQ_LLM_BASE_URL (optional): the provider's base URL, its API path kept (PROVIDERS). */
+/**
+ * CLAWHQ_LLM_BASE_URL: where the agent reaches ClawHQ's LLM gateway for its provider
+ * (`http://<clawhq>/llm/<id>`). The provider's baseUrl is it plus the provider's API path
+ * (PROVIDERS). Optional for older ClawHQs: unset, the provider's default (undefined).
+ */
 export function llmBaseUrl(env, provider) {
   const raw = (env.CLAWHQ_LLM_BASE_URL ?? "").trim();
   if (!raw) return undefined;
@@ -221,10 +269,36 @@ export function llmBaseUrl(env, provider) {
   } catch {
     throw new ConfigError(`CLAWHQ_LLM_BASE_URL is not a URL: ${JSON.stringify(raw)}`);
   }
-  if (!["http:", "https:"].includes(url.protocol) || url.search || url.hash) {
-    throw new ConfigError(`CLAWHQ_LLM_BASE_URL must be an http(s) URL without query, not ${JSON.stringify(raw)}`);
+  if (!["http:", "https:"].includes(url.protocol) || url.search || url.hash || url.username || url.password) {
+    throw new ConfigError(
+      `CLAWHQ_LLM_BASE_URL must be an http(s) URL without credentials or query, not ${JSON.stringify(raw)}`,
+    );
   }
   return `${url.origin}${url.pathname.replace(/\/+$/, "")}${provider.basePath}`;
+}
+
+/**
+ * models.providers.<id>: the provider's baseUrl, adapter and key (a SecretRef to its env
+ * variable, so that what OpenClaw writes to the agent's models.json on the volume is the
+ * variable's name, never the key, and a key left in that file is never preferred). Nothing for
+ * a bundled provider without CLAWHQ_LLM_BASE_URL (OpenClaw's own defaults); DeepSeek always
+ * gets one, with its model, since no plugin in the image provides it.
+ */
+export function providerBlock(env, provider, primary) {
+  const baseUrl = llmBaseUrl(env, provider);
+  if (!baseUrl && !provider.custom) return undefined;
+  const block = {
+    baseUrl: baseUrl ?? `${provider.origin}${provider.basePath}`,
+    api: provider.api,
+    apiKey: envRef(provider.keyEnv),
+  };
+  if (provider.custom) {
+    const id = primary.slice(provider.id.length + 1);
+    // The model's own baseUrl: OpenClaw would otherwise take one for the same model id from a
+    // models.json left on the volume over the provider's.
+    block.models = [{ id, name: id, baseUrl: block.baseUrl, contextWindow: provider.custom.contextWindow }];
+  }
+  return block;
 }
 
 /**
@@ -287,7 +361,7 @@ export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } 
   const provider = PROVIDERS[env.CLAWHQ_MODEL_PROVIDER.trim()];
   const apiKey = required(env, "CLAWHQ_API_KEY", "the agent has no model provider key");
   const gateway = gatewayBlock(env);
-  const baseUrl = llmBaseUrl(env, provider);
+  const providerConfig = providerBlock(env, provider, primary);
   const channels = {};
   for (const id of channelList(env)) channels[id] = channelBlock(id, env);
 
@@ -298,23 +372,25 @@ export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } 
     update: { checkOnStart: false },
     models: {
       catalogRefresh: { enabled: false },
-      ...(baseUrl && { providers: { [provider.id]: { baseUrl } } }),
+      ...(providerConfig && { providers: { [provider.id]: providerConfig } }),
     },
     discovery: { mdns: { mode: "off" } },
   };
   if (Object.keys(channels).length) config.channels = channels;
-  const plugins = Object.keys(channels).filter((id) => CHANNELS[id].plugin);
-  if (plugins.length) {
-    const entries = {};
-    const installs = {};
-    for (const id of plugins) {
-      if (!installed[id]?.version) {
-        throw new ConfigError(`channel ${id}: its plugin ${CHANNELS[id].plugin} is not in this image`);
-      }
-      entries[id] = { enabled: true };
-      installs[id] = installRecord(id, installed[id], openclawDir);
+  const entries = {};
+  const installs = {};
+  for (const id of Object.keys(channels).filter((c) => CHANNELS[c].plugin)) {
+    if (!installed[id]?.version) {
+      throw new ConfigError(`channel ${id}: its plugin ${CHANNELS[id].plugin} is not in this image`);
     }
-    config.plugins = { entries, installs };
+    entries[id] = { enabled: true };
+    installs[id] = installRecord(id, installed[id], openclawDir);
+  }
+  // A provider's external plugin the image lacks: disabled, so that the gateway does not try
+  // to install it at start (it has no npm, and the plugin's release need not match OpenClaw's).
+  if (provider.custom) entries[provider.custom.plugin] = { enabled: false };
+  if (Object.keys(entries).length) {
+    config.plugins = { entries, ...(Object.keys(installs).length && { installs }) };
   }
   return {
     config,

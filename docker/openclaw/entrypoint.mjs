@@ -13,7 +13,7 @@
 // on stderr and exit code 78.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 import {
@@ -44,10 +44,41 @@ function seconds(name, fallback) {
   return value;
 }
 
+function stateDir(env) {
+  return env.OPENCLAW_STATE_DIR || join(env.HOME || "/home/openclaw", ".openclaw");
+}
+
 function configPath(env) {
-  if (env.OPENCLAW_CONFIG_PATH) return env.OPENCLAW_CONFIG_PATH;
-  const stateDir = env.OPENCLAW_STATE_DIR || join(env.HOME || "/home/openclaw", ".openclaw");
-  return join(stateDir, "openclaw.json");
+  return env.OPENCLAW_CONFIG_PATH || join(stateDir(env), "openclaw.json");
+}
+
+/**
+ * Removes every agent's models.json (`<state>/agents/<id>/agent/models.json`) and returns the
+ * paths removed. OpenClaw merges what it finds there with openclaw.json's providers (its writer
+ * keeps a baseUrl found there over the config's; a model listed there keeps its own baseUrl),
+ * and the file may be another release's, a CLI run's or the agent's own (the volume is
+ * agent-writable). ClawHQ owns the providers, so it goes; OpenClaw writes one again from
+ * openclaw.json if it needs it. See docs/openclaw-image.md.
+ */
+function removeModelCatalogs(dir) {
+  let agents;
+  try {
+    agents = readdirSync(join(dir, "agents"));
+  } catch {
+    return []; // a first start: no agents yet
+  }
+  const removed = [];
+  for (const agent of agents) {
+    const path = join(dir, "agents", agent, "agent", "models.json");
+    try {
+      lstatSync(path);
+    } catch {
+      continue;
+    }
+    rmSync(path, { force: true, recursive: true });
+    removed.push(path);
+  }
+  return removed;
 }
 
 /** What the image holds of each plugin the listed channels need: `{ version, integrity }`. */
@@ -104,6 +135,13 @@ async function main(argv) {
     writeConfig(path, check ? withoutInstallRecords(built.config) : built.config);
   } catch (error) {
     fail(`cannot write ${path}: ${error.message}`);
+  }
+  try {
+    for (const removed of removeModelCatalogs(stateDir(process.env))) {
+      process.stderr.write(`clawhq-entrypoint: removed ${removed}: the providers come from ${path}\n`);
+    }
+  } catch (error) {
+    fail(`cannot remove the agents' models.json: ${error.message}`);
   }
 
   const args = check

@@ -95,8 +95,10 @@ def access(
             agent_publish_ports="false",
             # The agent's model calls go through ClawHQ's LLM gateway to the stand-in, with
             # the agent's own key added by ClawHQ; a bundled key is planted to be looked for.
-            llm_upstream_openai=model,
-            openai_api_key=PLANTED_BUNDLED,
+            # DeepSeek: OpenClaw speaks Chat Completions to it, which the stand-in serves (its
+            # openai adapter uses the Responses API).
+            llm_upstream_deepseek=model,
+            deepseek_api_key=PLANTED_BUNDLED,
         )
         served = Served(env, tmp / "serve.log").start()
         http = httpx.Client(base_url=served.base, timeout=60)
@@ -107,8 +109,8 @@ def access(
             owner = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
             body = {
                 "name": "reachable",
-                "modelProvider": "openai",
-                "model": "gpt-5",
+                "modelProvider": "deepseek",
+                "model": "deepseek-chat",
                 "apiKey": OWN_KEY,
             }
             agent_id = http.post("/api/agents", json=body, headers=owner).json()["id"]
@@ -241,7 +243,7 @@ def test_a_chat_turn_through_clawhq_reaches_the_model_and_comes_back(access: Acc
     calls = [r for r in StandIn.requests if r["path"].endswith("/chat/completions")]
     # The agent sent its ClawHQ token; the model got the agent's own key, from ClawHQ.
     assert calls and all(r["auth"] == f"Bearer {OWN_KEY}" for r in calls)
-    assert all(r["path"] == "/v1/chat/completions" for r in calls)
+    assert all(r["path"] == "/chat/completions" for r in calls)
     # Every model call was metered by ClawHQ: totalTokens grew by exactly what the stand-in
     # reported (100 in, 5 out a call), however many calls the agent's turns made.
     expected = before["totalTokens"] + 105 * (len(calls) - calls_before)

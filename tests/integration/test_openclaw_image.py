@@ -189,12 +189,20 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
             "SLACK_APP_TOKEN": "xapp-fake",
         },
         {"CLAWHQ_CHANNELS": '["discord", "whatsapp"]', "DISCORD_BOT_TOKEN": "fake.discord"},
-        {"CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:9000"},
-        {
-            "CLAWHQ_MODEL_PROVIDER": "openai",
-            "CLAWHQ_MODEL": "gpt-5",
-            "CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:9000",
-        },
+        *(
+            {
+                "CLAWHQ_MODEL_PROVIDER": provider,
+                "CLAWHQ_MODEL": model,
+                "CLAWHQ_LLM_BASE_URL": f"http://172.18.0.1:8000/llm/{gateway}",
+            }
+            for provider, model, gateway in (
+                ("claude", "claude-sonnet-4-6", "anthropic"),
+                ("openai", "gpt-5", "openai"),
+                ("gemini", "gemini-2.5-pro", "google"),
+                ("deepseek", "deepseek-chat", "deepseek"),
+                ("grok", "grok-4", "xai"),
+            )
+        ),
     ],
     ids=[
         "claude",
@@ -206,6 +214,9 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         "discord+whatsapp",
         "llm-claude",
         "llm-openai",
+        "llm-gemini",
+        "llm-deepseek",
+        "llm-grok",
     ],
 )
 def test_generated_config_passes_the_real_gateways_strict_schema(
@@ -592,8 +603,10 @@ def test_real_gateway_behind_clawhqs_proxy(
     usage reported; refused without the proxy's identity."""
     network, proxy_address = bridge
     env = agent_env(
-        CLAWHQ_MODEL_PROVIDER="openai",
-        CLAWHQ_MODEL="gpt-5",
+        # DeepSeek: an OpenAI Chat Completions adapter at <base>/chat/completions, what the
+        # stand-in serves (each provider's own path: test_openclaw_llm_paths.py).
+        CLAWHQ_MODEL_PROVIDER="deepseek",
+        CLAWHQ_MODEL="deepseek-chat",
         CLAWHQ_API_KEY="sk-fake-0123456789",
         CLAWHQ_PROXY_ADDRESSES=proxy_address,
         CLAWHQ_LLM_BASE_URL=stand_in,
@@ -706,7 +719,7 @@ def test_real_gateway_behind_clawhqs_proxy(
                 if line.startswith("data: {"):
                     streamed += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
         assert streamed == StandIn.answer
-        model_calls = [r for r in StandIn.requests if r["path"] == "/v1/chat/completions"]
+        model_calls = [r for r in StandIn.requests if r["path"] == "/chat/completions"]
         assert model_calls and all(r["auth"] == "Bearer sk-fake-0123456789" for r in model_calls)
 
         # 4. The reporter, on the local password, still reports the turns' usage.

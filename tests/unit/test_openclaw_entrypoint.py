@@ -236,25 +236,212 @@ def test_proxy_addresses_and_normalised_origin_and_path(node: str) -> None:
     }
 
 
+TOKEN = "chqllm_" + "Ab0-_" * 8 + "xyz"  # a ClawHQ LLM token: 43 URL-safe characters
+
+
 @pytest.mark.parametrize(
-    ("provider", "model", "base_url", "expected"),
+    ("provider", "model", "base_url", "expected", "api", "key_env"),
     [
-        # OpenClaw appends /v1/messages to anthropic's base URL, /chat/completions to openai's.
-        ("claude", "claude-sonnet-4-6", "http://172.18.0.1:9000", "http://172.18.0.1:9000"),
-        ("openai", "gpt-5", "http://172.18.0.1:9000/", "http://172.18.0.1:9000/v1"),
-        ("gemini", "gemini-2.5-pro", "http://h:1/llm", "http://h:1/llm/v1beta"),
-        ("deepseek", "deepseek-chat", "https://h/llm/", "https://h/llm"),
-        ("grok", "grok-4", "http://h:1", "http://h:1/v1"),
+        # ClawHQ forwards /llm/<p><rest> to the provider's origin + <rest>: the baseUrl keeps the
+        # provider's own API path, to which OpenClaw's adapter appends the rest.
+        (
+            "claude",
+            "claude-sonnet-4-6",
+            "http://172.18.0.1:8000/llm/anthropic",
+            "http://172.18.0.1:8000/llm/anthropic",
+            "anthropic-messages",
+            "ANTHROPIC_API_KEY",
+        ),
+        (
+            "openai",
+            "gpt-5",
+            "http://172.18.0.1:8000/llm/openai/",
+            "http://172.18.0.1:8000/llm/openai/v1",
+            "openai-responses",
+            "OPENAI_API_KEY",
+        ),
+        (
+            "gemini",
+            "gemini-2.5-pro",
+            "http://h:1/llm/google",
+            "http://h:1/llm/google/v1beta",
+            "google-generative-ai",
+            "GEMINI_API_KEY",
+        ),
+        (
+            "deepseek",
+            "deepseek-chat",
+            "https://h/llm/deepseek//",
+            "https://h/llm/deepseek",
+            "openai-completions",
+            "DEEPSEEK_API_KEY",
+        ),
+        (
+            "grok",
+            "grok-4",
+            "http://h:1/llm/xai",
+            "http://h:1/llm/xai/v1",
+            "openai-responses",
+            "XAI_API_KEY",
+        ),
     ],
 )
-def test_llm_base_url_replaces_the_providers_origin(
-    node: str, provider: str, model: str, base_url: str, expected: str
+def test_llm_base_url_is_the_providers_base_url_with_its_adapter_and_key_reference(
+    node: str, provider: str, model: str, base_url: str, expected: str, api: str, key_env: str
 ) -> None:
-    cfg = config(
-        node, CLAWHQ_MODEL_PROVIDER=provider, CLAWHQ_MODEL=model, CLAWHQ_LLM_BASE_URL=base_url
+    done = run(
+        node,
+        CLAWHQ_MODEL_PROVIDER=provider,
+        CLAWHQ_MODEL=model,
+        CLAWHQ_LLM_BASE_URL=base_url,
+        CLAWHQ_API_KEY=TOKEN,
     )
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout  # the key stays a reference to the gateway's env
+    cfg = json.loads(done.stdout)
     provider_id = cfg["agents"]["defaults"]["model"]["primary"].split("/")[0]
-    assert cfg["models"]["providers"] == {provider_id: {"baseUrl": expected}}
+    block = cfg["models"]["providers"][provider_id]
+    assert list(cfg["models"]["providers"]) == [provider_id]
+    # `api` goes with the baseUrl: without it OpenClaw treats the URL as a generic
+    # OpenAI-compatible server (openai and google then post to .../chat/completions).
+    assert block["baseUrl"] == expected and block["api"] == api
+    assert block["apiKey"] == {**ENV_REF, "id": key_env}
+
+
+def test_deepseek_is_a_plain_openai_compatible_provider_and_its_plugin_is_not_installed(
+    node: str, image_dir: str
+) -> None:
+    """DeepSeek's provider is an external plugin the image lacks; the gateway would try to
+    install it with npm at start and fail. Blocked, with the provider configured in full."""
+    cfg = config(node, CLAWHQ_MODEL_PROVIDER="deepseek", CLAWHQ_MODEL="deepseek-reasoner")
+    assert cfg["agents"]["defaults"]["model"]["primary"] == "deepseek/deepseek-reasoner"
+    origin = "https://api.deepseek.com"  # no CLAWHQ_LLM_BASE_URL: DeepSeek's own
+    assert cfg["models"]["providers"] == {
+        "deepseek": {
+            "baseUrl": origin,
+            "api": "openai-completions",
+            "apiKey": {**ENV_REF, "id": "DEEPSEEK_API_KEY"},
+            "models": [
+                {
+                    "id": "deepseek-reasoner",
+                    "name": "deepseek-reasoner",
+                    "baseUrl": origin,
+                    "contextWindow": 128000,
+                }
+            ],
+        }
+    }
+    assert cfg["plugins"] == {"entries": {"deepseek": {"enabled": False}}}
+    # With a channel plugin as well, both entries.
+    cfg = config(
+        node,
+        CLAWHQ_MODEL_PROVIDER="deepseek",
+        CLAWHQ_MODEL="deepseek/deepseek-chat",
+        CLAWHQ_LLM_BASE_URL="http://172.18.0.1:8000/llm/deepseek",
+        CLAWHQ_OPENCLAW_DIR=image_dir,
+        CLAWHQ_CHANNELS='["whatsapp"]',
+    )
+    models = cfg["models"]["providers"]["deepseek"]["models"]
+    assert [(m["id"], m["baseUrl"]) for m in models] == [
+        ("deepseek-chat", "http://172.18.0.1:8000/llm/deepseek")
+    ]
+    assert cfg["plugins"]["entries"] == {
+        "whatsapp": {"enabled": True},
+        "deepseek": {"enabled": False},
+    }
+    assert list(cfg["plugins"]["installs"]) == ["whatsapp"]
+
+
+@pytest.mark.parametrize("provider", ["claude", "openai", "gemini", "grok"])
+def test_bundled_providers_keep_openclaws_defaults_without_llm_base_url(
+    node: str, provider: str
+) -> None:
+    cfg = config(node, CLAWHQ_MODEL_PROVIDER=provider, CLAWHQ_MODEL="m-1")
+    assert cfg["models"] == {"catalogRefresh": {"enabled": False}}
+    assert "plugins" not in cfg
+
+
+def test_the_token_reaches_the_gateway_under_the_providers_key_name(node: str) -> None:
+    env = {**BASE_ENV, "CLAWHQ_MODEL_PROVIDER": "gemini", "CLAWHQ_API_KEY": TOKEN}
+    env["CLAWHQ_LLM_BASE_URL"] = "http://172.18.0.1:8000/llm/google"
+    script = f"""
+        import {{ buildConfig }} from "./config.mjs";
+        const built = buildConfig({json.dumps(env)});
+        console.log(JSON.stringify({{ set: built.setEnv, unset: built.unsetEnv }}));
+    """
+    result = node_eval(node, script)
+    assert result["set"]["GEMINI_API_KEY"] == TOKEN
+    assert "CLAWHQ_API_KEY" in result["unset"]
+
+
+FAKE_OPENCLAW = """
+import { existsSync, readdirSync } from "node:fs";
+const agents = `${process.env.HOME}/.openclaw/agents`;
+const list = (dir) => (existsSync(dir) ? readdirSync(dir).sort() : []);
+const found = list(agents).map((a) => [a, list(`${agents}/${a}/agent`)]);
+console.log(JSON.stringify(Object.fromEntries(found)));
+"""
+
+
+def test_the_agents_models_json_is_removed_before_the_gateway_starts(
+    node: str, tmp_path: Path
+) -> None:
+    """A models.json on the volume (another release's, or the agent's own) could carry a
+    baseUrl or key OpenClaw prefers over the config's: gone at every start, nothing else."""
+    home = tmp_path / "home"
+    for agent in ("main", "other"):
+        folder = home / ".openclaw" / "agents" / agent / "agent"
+        folder.mkdir(parents=True)
+        stale = {"providers": {"anthropic": {"baseUrl": "http://foreign", "apiKey": "sk-x"}}}
+        (folder / "models.json").write_text(json.dumps(stale))
+        (folder / "openclaw-agent.sqlite").write_text("kept")
+    (home / ".openclaw" / "agents" / "main" / "agent" / "models.json.bak").write_text("kept")
+    (home / ".openclaw" / "agents" / "empty").mkdir()
+    fake = tmp_path / "openclaw.mjs"
+    fake.write_text(FAKE_OPENCLAW)
+    done = subprocess.run(
+        [node, str(ENTRYPOINT), "--check-config"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            **BASE_ENV,
+            "HOME": str(home),
+            "CLAWHQ_LLM_BASE_URL": "http://172.18.0.1:8000/llm/anthropic",
+            "CLAWHQ_OPENCLAW_BIN": str(fake),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # What the "gateway" (here: the fake) finds when it starts.
+    assert json.loads(done.stdout) == {
+        "empty": [],
+        "main": ["models.json.bak", "openclaw-agent.sqlite"],
+        "other": ["openclaw-agent.sqlite"],
+    }
+    removed = [line for line in done.stderr.splitlines() if "models.json" in line]
+    assert len(removed) == 2 and all(
+        line.startswith("clawhq-entrypoint: removed ") for line in removed
+    )
+    # A first start (no agents folder yet) removes nothing and says nothing.
+    fresh = tmp_path / "fresh"
+    done = subprocess.run(
+        [node, str(ENTRYPOINT), "--check-config"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            **BASE_ENV,
+            "HOME": str(fresh),
+            "CLAWHQ_OPENCLAW_BIN": str(fake),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {} and "models.json" not in done.stderr
+    assert (fresh / ".openclaw" / "openclaw.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -284,6 +471,8 @@ def test_llm_base_url_replaces_the_providers_origin(
         ({"CLAWHQ_BASE_PATH": "/"}, "must be a path like /agents/<id>"),
         ({"CLAWHQ_LLM_BASE_URL": "nope"}, "CLAWHQ_LLM_BASE_URL is not a URL"),
         ({"CLAWHQ_LLM_BASE_URL": "ftp://h/"}, "must be an http(s) URL"),
+        ({"CLAWHQ_LLM_BASE_URL": "http://h/llm/openai?x=1"}, "must be an http(s) URL"),
+        ({"CLAWHQ_LLM_BASE_URL": "http://u:p@h/llm/openai"}, "without credentials"),
         ({"CLAWHQ_CHANNELS": '["icq"]'}, 'unknown channel "icq"'),
         ({"CLAWHQ_CHANNELS": "telegram"}, "CLAWHQ_CHANNELS is not JSON"),
         ({"CLAWHQ_CHANNELS": '{"telegram": 1}'}, "must be a JSON list"),
