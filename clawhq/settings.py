@@ -10,7 +10,7 @@ import base64
 import binascii
 import re
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -64,6 +64,16 @@ def _networks(value: str) -> tuple[IPv4Network, ...]:
     except ValueError as exc:
         raise ValueError(
             f"must be comma-separated IPv4 networks such as 10.0.0.0/8 ({exc})"
+        ) from None
+
+
+def _any_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``10.0.0.5,fd00::/64`` as networks, IPv4 or IPv6 (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"must be comma-separated IP addresses or networks such as 10.0.0.5,fd00::/64 ({exc})"
         ) from None
 
 
@@ -132,6 +142,13 @@ class Settings(BaseSettings):
     )
     rate_limit_register: int = Field(
         default=5, ge=1, description="accounts registered per IP an hour"
+    )
+    rate_limit_login_account: int = Field(
+        default=20, ge=1, description="failed logins per account (email) an hour"
+    )
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        description="reverse proxies whose X-Forwarded-For names the client (clawhq/clients.py)",
     )
     max_users: int = Field(default=0, ge=0, description="accounts that may register (0: no cap)")
     stopped_lease_hours: float = Field(
@@ -237,6 +254,13 @@ class Settings(BaseSettings):
     @classmethod
     def _egress_deny(cls, value: str | tuple[IPv4Network, ...]) -> tuple[IPv4Network, ...]:
         return _networks(value) if isinstance(value, str) else tuple(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(
+        cls, value: str | tuple[IPv4Network | IPv6Network, ...]
+    ) -> tuple[IPv4Network | IPv6Network, ...]:
+        return _any_networks(value) if isinstance(value, str) else tuple(value)
 
     @field_validator("agent_log_max_size")
     @classmethod

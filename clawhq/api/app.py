@@ -47,6 +47,7 @@ class Limits:
     user: RateLimiter
     webhook: RateLimiter
     register: RateLimiter
+    login_account: RateLimiter
 
 
 def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
@@ -62,6 +63,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             user=RateLimiter(context.settings.rate_limit_user),
             webhook=RateLimiter(context.settings.rate_limit_webhook),
             register=RateLimiter(context.settings.rate_limit_register, window=3600.0),
+            login_account=RateLimiter(context.settings.rate_limit_login_account, window=3600.0),
         )
         app.state.webhook_events = DedupWindow(context.settings.webhook_dedup_hours)
         app.state.streams = StreamSlots(

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from clawhq.api.deps import Context, DbSession
+from clawhq.api.deps import Context, DbSession, client_of
 from clawhq.context import AppContext
 from clawhq.db import audit
 from clawhq.errors import ClawHQError
@@ -56,7 +56,7 @@ class AuditTrail:
             agent_id=agent_id,
             target_user_id=target_user_id,
             detail=detail,
-            client=self._request.client.host if self._request.client else None,
+            client=client_of(self._request) or None,
             request_id=logs.request_id.get(),
         )
 

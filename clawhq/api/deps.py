@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from clawhq.api import sessions
+from clawhq.clients import client_address
 from clawhq.context import AppContext
 from clawhq.controller.operations import Operations
 from clawhq.db.models import User
@@ -73,9 +74,16 @@ async def get_current_user(request: Request, credentials: BearerToken) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def client_of(conn: HTTPConnection) -> str:
+    """The caller's address: the TCP peer, or the client a trusted proxy names for it
+    (``CLAWHQ_TRUSTED_PROXIES``, :mod:`clawhq.clients`); "" if the server gives none."""
+    settings = conn.app.state.context.settings
+    return client_address(conn.scope, settings.trusted_proxies)
+
+
 async def limit_auth_attempts(request: Request) -> None:
     """Login and registration budgets per client address (OWASP API4: password guessing)."""
-    client = request.client.host if request.client else "unknown"
+    client = client_of(request) or "unknown"
     request.app.state.limits.auth.check(client, "login or registration attempts")
 
 
@@ -85,7 +93,7 @@ AuthAttempt = Depends(limit_auth_attempts)
 async def limit_registrations(request: Request) -> None:
     """New accounts per client address an hour: free accounts are not a way to take the
     shared port pool (or anything else) by numbers."""
-    client = request.client.host if request.client else "unknown"
+    client = client_of(request) or "unknown"
     request.app.state.limits.register.check(client, "registrations from this address")
 
 

@@ -100,6 +100,10 @@ def serve(
         uvicorn.Config(
             create_app(lambda: context),
             log_config=None,
+            # Not uvicorn's: it replaces the peer with X-Forwarded-For from any peer in
+            # FORWARDED_ALLOW_IPS (loopback unless set), so any local process could pass for
+            # any address, /metrics' loopback check included. ClawHQ reads the header itself,
+            # from CLAWHQ_TRUSTED_PROXIES only, and keeps the real peer (clawhq/clients.py).
             proxy_headers=False,
             limit_concurrency=settings.max_connections,
             ws_max_size=settings.proxy_max_message,

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from clawhq.clients import client_address
 from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
 from clawhq.proxy.headers import Header, downstream_response_headers, upstream_request_headers
 from clawhq.proxy.upstreams import Upstream
@@ -81,20 +82,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
-
-
-def target(conn: HTTPConnection, upstream: Upstream, path: str) -> tuple[str, list[Header]]:
-    """The gateway URL for ``path`` (the query kept) and the headers to send it."""
+def target(
+    conn: HTTPConnection, upstream: Upstream, path: str, settings: Settings
+) -> tuple[str, list[Header]]:
+    """The gateway URL for ``path`` (the query kept) and the headers to send it; the client
+    forwarded is the one ClawHQ's own limits and audit log see (:mod:`clawhq.clients`)."""
     websocket = conn.scope["type"] == "websocket"
     base = upstream.base_url.replace("http://", "ws://", 1) if websocket else upstream.base_url
     query = conn.url.query
     headers = upstream_request_headers(
         conn.headers.items(),
         identity=upstream.identity,
-        client_address=client_address(conn.scope),
+        client_address=client_address(conn.scope, settings.trusted_proxies),
         proto="https" if conn.url.scheme in ("https", "wss") else "http",
         host=conn.headers.get("host", ""),
         websocket=websocket,
@@ -112,7 +111,7 @@ async def open_upstream(
     settings: Settings,
 ) -> httpx.Response:
     """Send the request to the gateway; its response is open for streaming (close it)."""
-    url, headers = target(request, upstream, path)
+    url, headers = target(request, upstream, path, settings)
     client = clients.pick()
     outgoing = client.build_request(request.method, url, headers=headers, content=body)
     try:

@@ -38,7 +38,7 @@ async def open_upstream(
     websocket: WebSocket, upstream: Upstream, path: str, settings: Settings
 ) -> ClientConnection:
     """The gateway's side of the pair, opened with the browser's subprotocols and Origin."""
-    url, headers = target(websocket, upstream, path)
+    url, headers = target(websocket, upstream, path, settings)
     origin = websocket.headers.get("origin")
     offered = [Subprotocol(p) for p in websocket.scope.get("subprotocols") or ()]
     try:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 
-from clawhq.api.deps import CurrentUser
+from clawhq.api.deps import CurrentUser, client_of
 from clawhq.api.problems import problem, problem_responses
 from clawhq.api.sessions import user_from_request, user_from_websocket
 from clawhq.context import AppContext
@@ -165,7 +165,7 @@ async def models(agent_id: AgentId, request: Request, user: CurrentUser) -> Resp
 
 def _audit_session(websocket_: WebSocket, user_id: str, agent_id: str) -> None:
     context = _context(websocket_)
-    client = websocket_.client.host if websocket_.client else None
+    client = client_of(websocket_) or None
 
     def write() -> None:
         audit.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 from clawhq.api.audit import Audit
 from clawhq.api.deps import AuthAttempt, Context, CurrentUser, DbSession, Reads, Registration
 from clawhq.api.problems import problem_responses
+from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.schemas import (
     BrowserSession,
     Credentials,
@@ -54,14 +56,26 @@ def register(body: Credentials, session: DbSession, context: Context, audit: Aud
     dependencies=[AuthAttempt],
 )
 def login(
-    body: Login, response: Response, session: DbSession, context: Context, audit: Audit
+    body: Login,
+    request: Request,
+    response: Response,
+    session: DbSession,
+    context: Context,
+    audit: Audit,
 ) -> Session | BrowserSession:
     """A new API token for the account; with ``cookie: true`` a browser session instead.
 
     A browser session lasts ``CLAWHQ_SESSION_TTL_HOURS`` and lives in the ``clawhq_session``
     cookie (HttpOnly, SameSite=Lax, Secure outside development); the answer holds the user and
-    ``csrfToken`` (also the ``clawhq_csrf`` cookie), never the session token."""
+    ``csrfToken`` (also the ``clawhq_csrf`` cookie), never the session token. Failed logins are
+    limited per email as well as per address (``CLAWHQ_RATE_LIMIT_LOGIN_ACCOUNT``, 429
+    ``rate_limited``), whether or not the account exists."""
     settings = context.settings
+    # Spent before the password is checked (parallel guesses cannot overdraw it) and given back
+    # on success: only failures count, and a success leaves others' failures standing.
+    account = _account_key(body.email)
+    per_account: RateLimiter = request.app.state.limits.login_account
+    per_account.check(account, "failed logins for this account")
     if body.cookie:
         ttl, name = timedelta(hours=settings.session_ttl_hours), SESSION_TOKEN_NAME
     else:
@@ -72,6 +86,7 @@ def login(
         # The address tried is kept (not the password): it is what an admin needs to see.
         audit.record("auth.login", f"error:{exc.code}", detail=f"email {body.email}")
         raise
+    per_account.refund(account)
     public = UserPublic.model_validate(user)
     if not body.cookie:
         audit.record("auth.login", user_id=user.id)
@@ -79,6 +94,12 @@ def login(
     csrf = set_session_cookies(response, token, settings)
     audit.record("auth.login", user_id=user.id, detail=SESSION_TOKEN_NAME)
     return BrowserSession(user=public, csrf_token=csrf)
+
+
+def _account_key(email: str) -> str:
+    """The per-account budget's key: a digest of the normalised email (bounded in size, and
+    no list of addresses tried kept in memory)."""
+    return hashlib.blake2b(users.normalize_email(email).encode(), digest_size=16).hexdigest()
 
 
 @router.get("/me", response_model=UserPublic, responses=problem_responses(401))

@@ -2,7 +2,9 @@
 
 Agents reach ClawHQ's port through their network's gateway (for webhooks), and the metrics
 name users: so scrapes need ``Authorization: Bearer $CLAWHQ_METRICS_TOKEN`` when a token is
-configured, and otherwise must come from this host's loopback.
+configured, and otherwise must come from this host's loopback. Behind trusted proxies
+(``CLAWHQ_TRUSTED_PROXIES``) the token is required: a proxy on this host makes every request it
+passes a loopback one, and one elsewhere could pass a forged ``X-Forwarded-For`` along.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from ipaddress import ip_address
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clawhq.api.deps import BearerToken, Context
+from clawhq.api.deps import BearerToken, Context, client_of
 from clawhq.errors import Forbidden, Unauthorized
 
 router = APIRouter(tags=["observability"])
@@ -26,8 +28,14 @@ def metrics(request: Request, context: Context, credentials: BearerToken) -> Res
         given = credentials.credentials if credentials else ""
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise Unauthorized("send CLAWHQ_METRICS_TOKEN as a bearer token", code="invalid_token")
+    elif context.settings.trusted_proxies:
+        raise Forbidden(
+            "with CLAWHQ_TRUSTED_PROXIES set, metrics need CLAWHQ_METRICS_TOKEN: set it and "
+            "scrape with it as a bearer token",
+            code="metrics_token_required",
+        )
     else:
-        client = request.client.host if request.client else ""
+        client = client_of(request)
         try:
             loopback = ip_address(client).is_loopback
         except ValueError:
