@@ -26,7 +26,11 @@ assert set(Provider.__args__) == set(PROVIDERS)  # type: ignore[attr-defined]
 AgentName = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
+        strip_whitespace=True,
+        min_length=1,
+        max_length=64,
+        # Something besides spaces (stripped, " " would be empty), and no control characters.
+        pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
     ),
 ]
 ModelName = Annotated[
