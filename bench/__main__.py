@@ -39,6 +39,7 @@ from bench.harness import (
     wait_until,
     workdir,
 )
+from bench.llm import concurrent_llm_streams, first_token, stream_cpu, stream_throughput
 from bench.proxy import chat_completion, concurrent_streams, websocket_round_trip
 from bench.real_gateway import real_gateway
 from clawhq.controller.health import http_probe
@@ -297,6 +298,10 @@ BENCHMARKS: dict[int, Callable[[bool], list[Row]]] = {
     7: websocket_round_trip,
     8: concurrent_streams,
     9: real_gateway,
+    10: first_token,
+    11: stream_throughput,
+    12: stream_cpu,
+    13: concurrent_llm_streams,
 }
 
 

@@ -58,6 +58,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.limits = limits.AgentLimits(self.settings.llm_calls_per_agent)
         self.budgets = limits.Budgets()
+        self.ledger = ledger.LedgerWriter(self.sessions)
         self._models: set[str] = set()
         timeout = httpx.Timeout(self.settings.llm_timeout, connect=10.0)
         self._client = httpx.AsyncClient(
@@ -69,6 +70,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self.ledger.close)
 
     async def handle(self, request: Request, provider_name: str, path: str) -> Response:
         provider = PROVIDERS.get(provider_name)
@@ -219,13 +221,7 @@ class Gateway:
             outcome=ending.outcome,
             latency_ms=ending.latency_ms,
         )
-        asyncio.get_running_loop().run_in_executor(None, self._write, call)
-
-    def _write(self, call: ledger.CallRecord) -> None:
-        try:
-            ledger.record(self.sessions, call)
-        except Exception:  # the call is done; losing its row must not go unnoticed
-            log.exception("could not write a model call of agent %s to the ledger", call.agent_id)
+        self.ledger.submit(call)
 
     def _model_label(self, model: str | None) -> str:
         if not model:
