@@ -34,8 +34,15 @@ def test_stop_start_keeps_the_workspace_and_delete_removes_everything(docker_app
 
         assert api.client.post(f"/api/agents/{agent['id']}/start", headers=me).status_code == 202
         again = wait_status(api, me, agent["id"], "RUNNING")
-        assert again["containerId"] == container_id
-        assert exec_in(container_id, BB, "cat", "/home/openclaw/note.txt") == (0, "kept\n")
+        # A new container (the stop revoked the old one's LLM token) on the same volume; the
+        # stopped one is gone with it.
+        assert again["containerId"] != container_id
+        assert [c.id for c in containers_of(agent["id"])] == [again["containerId"]]
+        assert exec_in(again["containerId"], BB, "cat", "/home/openclaw/note.txt") == (
+            0,
+            "kept\n",
+        )
+        container_id = again["containerId"]
 
         # Redeploy builds a new container on the same volume.
         redeployed = deploy_running(api, me, agent["id"])

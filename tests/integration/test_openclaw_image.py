@@ -153,7 +153,9 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         assert FAKE_KEY not in text
         # The gateway gets the key under its provider's name; ClawHQ's copies stay out of it.
         gateway_env = exec_in(container_id, "bash", "-c", GATEWAY_ENV)[1].splitlines()
-        assert f"ANTHROPIC_API_KEY={FAKE_KEY}" in gateway_env
+        # ... which is its ClawHQ LLM token: the provider key stays with ClawHQ.
+        assert [line for line in gateway_env if line.startswith("ANTHROPIC_API_KEY=chqllm_")]
+        assert not [line for line in gateway_env if FAKE_KEY in line]
         assert not [line for line in gateway_env if line.startswith("CLAWHQ_API_KEY=")]
         assert not [line for line in gateway_env if line.startswith("CLAWHQ_WEBHOOK_TOKEN=")]
 
@@ -167,8 +169,8 @@ def test_real_gateway_through_the_api(docker_app, openclaw_image: str) -> None:
         assert api.client.post(f"/api/agents/{agent['id']}/start", headers=me).status_code == 202
         again = wait_status(api, me, agent["id"], "RUNNING", "ERROR", timeout=180)
         assert again["status"] == "RUNNING", again.get("lastError")
-        assert again["containerId"] == container_id
-        assert exec_in(container_id, "cat", "/home/openclaw/note.txt") == (0, "kept\n")
+        assert again["containerId"] != container_id  # a new container, a new LLM token
+        assert exec_in(again["containerId"], "cat", "/home/openclaw/note.txt") == (0, "kept\n")
         assert ready(again["containerPort"])["ready"] is True
 
         delete_leaves_nothing(api, me, agent["id"])
