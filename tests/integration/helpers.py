@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -88,3 +91,22 @@ def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> An
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def scratch_bridge(prefix: str, label: str, *, internal: bool = False) -> Iterator[tuple[str, str]]:
+    """A bridge network like ClawHQ's (no traffic between its containers; ``internal``: they
+    reach the host and nothing else), removed after: its name and gateway address, which is
+    where the host's processes reach its containers from."""
+    network = sdk().networks.create(
+        f"{prefix}-{uuid.uuid4().hex[:8]}",
+        driver="bridge",
+        internal=internal,
+        options={"com.docker.network.bridge.enable_icc": "false"},
+        labels={"clawhq.test": label},
+    )
+    try:
+        network.reload()
+        yield network.name, network.attrs["IPAM"]["Config"][0]["Gateway"]
+    finally:
+        network.remove()

@@ -23,6 +23,7 @@ from tests.integration.control_ui import control_ui_connect
 from tests.integration.helpers import (
     delete_leaves_nothing,
     exec_in,
+    scratch_bridge,
     sdk,
     wait_status,
 )
@@ -571,17 +572,8 @@ def test_real_gateway_removed_behind_clawhqs_back_comes_back(
 def bridge() -> Iterator[tuple[str, str]]:
     """A bridge network like ClawHQ's (no traffic between containers): its name and gateway IP,
     the address the host's processes reach its containers from."""
-    network = sdk().networks.create(
-        f"clawhq-test-proxy-{uuid.uuid4().hex[:8]}",
-        driver="bridge",
-        options={"com.docker.network.bridge.enable_icc": "false"},
-        labels={"clawhq.test": "openclaw-image"},
-    )
-    try:
-        network.reload()
-        yield network.name, network.attrs["IPAM"]["Config"][0]["Gateway"]
-    finally:
-        network.remove()
+    with scratch_bridge("clawhq-test-proxy", "openclaw-image") as found:
+        yield found
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import exec_in, sdk
+from tests.integration.helpers import exec_in, scratch_bridge, sdk
 from tests.integration.test_openclaw_image import HARDENING, agent_env, proxy_headers
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -185,18 +185,8 @@ def recorder_handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def internal_bridge() -> Iterator[tuple[str, str]]:
     """A bridge like ClawHQ's, but internal: its containers reach the host and nothing else."""
-    network = sdk().networks.create(
-        f"clawhq-test-llm-{uuid.uuid4().hex[:8]}",
-        driver="bridge",
-        internal=True,
-        options={"com.docker.network.bridge.enable_icc": "false"},
-        labels={"clawhq.test": "openclaw-image"},
-    )
-    try:
-        network.reload()
-        yield network.name, network.attrs["IPAM"]["Config"][0]["Gateway"]
-    finally:
-        network.remove()
+    with scratch_bridge("clawhq-test-llm", "openclaw-image", internal=True) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

