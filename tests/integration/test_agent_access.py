@@ -303,7 +303,9 @@ def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
             finally:
                 page.screenshot(path=str(ARTIFACTS / "control-ui.png"), full_page=True)
                 (ARTIFACTS / "control-ui.txt").write_text(page.inner_text("body"))
-            assert page.get_by_text("Message Assistant").count() >= 1  # the chat is there
+            # The chat view renders its composer once the agent's identity has loaded, which
+            # can be a moment after the connection state shows: wait for it, not count it.
+            page.get_by_text("Message Assistant").first.wait_for(state="attached", timeout=60_000)
         finally:
             browser.close()
     assert any("hello-ok" in f for f in frames), frames[:5]  # connected as the owner
