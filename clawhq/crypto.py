@@ -18,7 +18,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from clawhq.errors import ClawHQError, ConfigError
-from clawhq.settings import Settings, decode_encryption_key
+from clawhq.setting_values import decode_encryption_key
+from clawhq.settings import Settings
 
 log = logging.getLogger(__name__)
 

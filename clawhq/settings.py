@@ -6,11 +6,9 @@ names the environment variable (see :func:`load_settings`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -26,55 +24,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from clawhq.errors import ConfigError
+from clawhq.setting_values import (
+    any_networks,
+    decode_encryption_key,
+    host_patterns,
+    networks,
+    parse_size,
+)
 
 ENV_PREFIX = "CLAWHQ_"
 PROVIDERS = ("claude", "openai", "gemini", "deepseek", "grok")
 # Private ranges agents may not open connections to (besides link-local/metadata, always).
 DEFAULT_EGRESS_DENY = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10"
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([bkmg]?)i?b?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(value: str | int) -> int:
-    """Parse a Docker-style size (``512m``, ``1g``, ``1GiB``, bytes as int) into bytes."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.match(value)
-    if not match:
-        raise ValueError(f"not a size: {value!r} (use forms like 512m or 1g)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def decode_encryption_key(value: str) -> bytes:
-    """Decode a url-safe base64 key and check it holds exactly 32 bytes."""
-    try:
-        raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("must be url-safe base64 (run `clawhq keys generate`)") from exc
-    if len(raw) != 32:
-        raise ValueError(f"must decode to 32 bytes, got {len(raw)} (run `clawhq keys generate`)")
-    return raw
-
-
-def _networks(value: str) -> tuple[IPv4Network, ...]:
-    """``10.0.0.0/8,192.168.0.0/16`` as networks (an empty string is none)."""
-    try:
-        return tuple(IPv4Network(part.strip()) for part in value.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"must be comma-separated IPv4 networks such as 10.0.0.0/8 ({exc})"
-        ) from None
-
-
-def _any_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    """``10.0.0.5,fd00::/64`` as networks, IPv4 or IPv6 (a bare address is a /32 or /128)."""
-    try:
-        return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"must be comma-separated IP addresses or networks such as 10.0.0.5,fd00::/64 ({exc})"
-        ) from None
 
 
 class Settings(BaseSettings):
@@ -115,7 +76,7 @@ class Settings(BaseSettings):
     agent_log_max_files: int = Field(default=3, ge=1, le=100)
     agent_network: str = "clawhq-agents"
     agent_egress_deny: Annotated[tuple[IPv4Network, ...], NoDecode] = Field(
-        default_factory=lambda: _networks(DEFAULT_EGRESS_DENY)
+        default_factory=lambda: networks(DEFAULT_EGRESS_DENY)
     )
     firewall: Literal["auto", "off"] = "auto"
     agent_workspace_path: str = "/home/openclaw"
@@ -242,6 +203,32 @@ class Settings(BaseSettings):
         default=16, ge=1, description="model calls one agent may have in flight at once"
     )
 
+    # Workspace disks: each workspace is a filesystem of its own, capped (docs/disks.md).
+    agent_disk: int | None = Field(
+        default=parse_size("2g"),
+        description="the size of each agent's workspace filesystem, writes past it fail with "
+        "ENOSPC in that agent only (a plan may set its own; off: no cap)",
+    )
+    disk_dir: Path = Field(
+        default=Path("/var/lib/clawhq/disks"),
+        description="where the workspace filesystem images live (on the disk they may fill)",
+    )
+
+    # Egress: plans whose policy is allowlist or none reach out only through ClawHQ
+    # (docs/egress.md).
+    egress_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="hosts agents under the allowlist policy may reach through ClawHQ's "
+        "forward proxy, besides their channels' chat platforms",
+    )
+    egress_proxy_port: int = Field(
+        default=8002, ge=1, le=65535, description="the port of ClawHQ's forward proxy for agents"
+    )
+    egress_network: str = Field(
+        default="clawhq-agents-egress",
+        description="the agent network of plans whose egress policy is allowlist or none",
+    )
+
     @field_validator("agent_memory", mode="before")
     @classmethod
     def _memory(cls, value: str | int) -> int:
@@ -250,17 +237,32 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 6m (Docker's minimum)")
         return size
 
+    @field_validator("agent_disk", mode="before")
+    @classmethod
+    def _disk(cls, value: str | int | None) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "")):
+            return None
+        size = parse_size(value)
+        if size < 16 * 1024**2:
+            raise ValueError("must be at least 16m (or off)")
+        return size
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _egress_allow(cls, value: str | tuple[str, ...]) -> tuple[str, ...]:
+        return host_patterns(value if isinstance(value, str) else ",".join(value))
+
     @field_validator("agent_egress_deny", mode="before")
     @classmethod
     def _egress_deny(cls, value: str | tuple[IPv4Network, ...]) -> tuple[IPv4Network, ...]:
-        return _networks(value) if isinstance(value, str) else tuple(value)
+        return networks(value) if isinstance(value, str) else tuple(value)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _trusted_proxies(
         cls, value: str | tuple[IPv4Network | IPv6Network, ...]
     ) -> tuple[IPv4Network | IPv6Network, ...]:
-        return _any_networks(value) if isinstance(value, str) else tuple(value)
+        return any_networks(value) if isinstance(value, str) else tuple(value)
 
     @field_validator("agent_log_max_size")
     @classmethod

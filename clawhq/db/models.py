@@ -93,6 +93,11 @@ class Plan(Base):
     #: Model calls and tokens one agent may use a minute (None: no limit).
     llm_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     llm_tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    #: Bytes of each agent's workspace filesystem (None: ``CLAWHQ_AGENT_DISK``).
+    agent_disk: Mapped[int | None] = mapped_column(BigInteger)
+    #: Where agents may connect: ``open``, ``allowlist`` (through ClawHQ's forward proxy) or
+    #: ``none`` (ClawHQ only). See docs/egress.md.
+    egress_policy: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
 
 
 class User(Base):

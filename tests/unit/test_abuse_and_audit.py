@@ -10,7 +10,7 @@ from clawhq.api.ratelimit import RateLimiter
 from clawhq.crypto import Keyring, Sealed, generate_key
 from clawhq.db.models import api_key_context
 from clawhq.runtime.fake import FakeRuntime
-from clawhq.settings import decode_encryption_key
+from clawhq.setting_values import decode_encryption_key
 from tests.conftest import Api, running_app
 
 PLANTED = "sk-ant-PLANTED-audit-0xC0FFEE"

@@ -5,7 +5,8 @@ import base64
 import pytest
 
 from clawhq.crypto import DecryptionError, Keyring, Sealed, generate_key, key_id, load_keyring
-from clawhq.settings import decode_encryption_key, load_settings
+from clawhq.setting_values import decode_encryption_key
+from clawhq.settings import load_settings
 
 
 def ring() -> Keyring:

@@ -4,7 +4,8 @@ import pytest
 
 from clawhq.crypto import generate_key
 from clawhq.errors import ConfigError
-from clawhq.settings import load_settings, parse_size
+from clawhq.setting_values import parse_size
+from clawhq.settings import load_settings
 
 
 def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
