@@ -86,3 +86,26 @@ def client_address(scope: Mapping[str, Any], proxies: Sequence[Network]) -> str:
     # Every entry is a trusted proxy: the left-most one read started the chain, unless the
     # header was cut, and who started it is unknown.
     return str(found) if found is not None and not truncated else peer
+
+
+def client_scheme(scope: Mapping[str, Any], proxies: Sequence[Network]) -> str:
+    """``http`` or ``https``: how the client reached ClawHQ.
+
+    The connection's own scheme, unless its peer is one of ``proxies``: then the last
+    ``X-Forwarded-Proto`` value (the nearest proxy's word) when it is ``http`` or ``https``.
+    A client that is not a trusted proxy cannot make ClawHQ believe it came over TLS.
+    """
+    own = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    client = scope.get("client")
+    peer = _address(str(client[0])) if client else None
+    if not proxies or peer is None or not _trusted(peer, proxies):
+        return own
+    values = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name.lower() == b"x-forwarded-proto"
+    ]
+    if not values:
+        return own
+    last = values[-1].split(",")[-1].strip().lower()
+    return last if last in ("http", "https") else own

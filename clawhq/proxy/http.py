@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from clawhq.clients import client_address
+from clawhq.clients import client_address, client_scheme
 from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
 from clawhq.proxy.headers import Header, downstream_response_headers, upstream_request_headers
 from clawhq.proxy.upstreams import Upstream
@@ -94,7 +94,7 @@ def target(
         conn.headers.items(),
         identity=upstream.identity,
         client_address=client_address(conn.scope, settings.trusted_proxies),
-        proto="https" if conn.url.scheme in ("https", "wss") else "http",
+        proto=client_scheme(conn.scope, settings.trusted_proxies),
         host=conn.headers.get("host", ""),
         websocket=websocket,
         proxy_address=upstream.proxy_address,

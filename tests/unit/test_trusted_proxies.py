@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawhq.api.app import create_app
 from clawhq.api.ratelimit import RateLimiter
-from clawhq.clients import MAX_FORWARDED_CHARS, client_address
+from clawhq.clients import MAX_FORWARDED_CHARS, client_address, client_scheme
 from clawhq.context import AppContext, build_context
 from clawhq.db.models import AuditEvent
 from clawhq.errors import ConfigError
@@ -342,3 +342,26 @@ def test_the_agent_proxy_forwards_the_resolved_client(
     assert forwarded(plain, PROXY, "198.51.100.1") == PROXY
     assert forwarded(trusting, PROXY, "garbage") == PROXY
     assert forwarded(trusting, PROXY, "127.0.0.1") == "192.0.2.1"  # still unattributable
+
+
+def test_only_a_trusted_proxy_says_the_client_came_over_tls(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """X-Forwarded-Proto reaches the agent's gateway from a trusted proxy only."""
+    upstream = Upstream("a1", "u1", "http://172.18.0.5:18789", "identity", "172.18.0.1")
+    trusting = make_settings(trusted_proxies="10.0.0.0/24")
+
+    def proto(settings: Settings, peer: str, *values: str) -> str:
+        request = scope(peer)
+        request["headers"] += [(b"x-forwarded-proto", value.encode()) for value in values]
+        _, headers = target(Request(request), upstream, "/x", settings)
+        (sent,) = [v for k, v in headers if k == "x-forwarded-proto"]
+        assert client_scheme(request, settings.trusted_proxies) == sent
+        return sent
+
+    assert proto(trusting, PROXY, "https") == "https"
+    assert proto(trusting, PROXY, "http, https") == "https"  # the nearest proxy's word
+    assert proto(trusting, PROXY) == "http"
+    assert proto(trusting, PROXY, "gopher") == "http"
+    assert proto(trusting, "203.0.113.7", "https") == "http"  # not a proxy ClawHQ trusts
+    assert proto(make_settings(), PROXY, "https") == "http"  # no trusted proxies at all
