@@ -274,7 +274,76 @@ export function llmBaseUrl(env, provider) {
       `CLAWHQ_LLM_BASE_URL must be an http(s) URL without credentials or query, not ${JSON.stringify(raw)}`,
     );
   }
-  return `${url.origin}${url.pathname.replace(/\/+$/, "")}${provider.basePath}`;
+  // Behind an egress proxy, ClawHQ is reached through the entrypoint's relay (llmRelay).
+  const origin = llmRelay(env) ? `http://127.0.0.1:${RELAY_PORT}` : url.origin;
+  return `${origin}${url.pathname.replace(/\/+$/, "")}${provider.basePath}`;
+}
+
+/**
+ * CLAWHQ_EGRESS_PROXY: ClawHQ's forward proxy (`http://host:port`, no credentials, path, query
+ * or fragment), through which an agent under an `allowlist` egress policy reaches the outside.
+ * Its origin; undefined when unset (no proxy: nothing changes).
+ */
+export function egressProxy(env) {
+  const raw = (env.CLAWHQ_EGRESS_PROXY ?? "").trim();
+  if (!raw) return undefined;
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`CLAWHQ_EGRESS_PROXY is not a URL: ${JSON.stringify(raw)}`);
+  }
+  const bare = url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
+  if (!["http:", "https:"].includes(url.protocol) || !bare) {
+    throw new ConfigError(
+      `CLAWHQ_EGRESS_PROXY must be a proxy URL like http://host:port, without credentials or path, not ${JSON.stringify(raw)}`,
+    );
+  }
+  return url.origin;
+}
+
+/** The username ClawHQ's forward proxy expects; the password is the agent's LLM token. */
+export const EGRESS_PROXY_USER = "agent";
+
+/**
+ * proxy.*: OpenClaw's managed network proxy (Proxyline), which routes the gateway's fetch,
+ * node:http(s) and WebSocket clients through ClawHQ's proxy, loopback excepted
+ * (`gateway-only`). The credentials are in the URL (Proxyline sends them as
+ * `Proxy-Authorization: Basic`), the password as `${<provider key variable>}`: OpenClaw
+ * substitutes it from the gateway's env when it loads the config, so the file holds the
+ * variable's name, not the token (the gateway's env holds the token already, as the provider
+ * key). The managed proxy has no bypass list beyond loopback: ClawHQ itself is reached
+ * through the entrypoint's loopback relay instead (see llmRelay).
+ */
+export function proxyBlock(origin, provider) {
+  const url = new URL(origin);
+  return {
+    enabled: true,
+    proxyUrl: `${url.protocol}//${EGRESS_PROXY_USER}:\${${provider.keyEnv}}@${url.host}`,
+    loopbackMode: "gateway-only",
+  };
+}
+
+/** Where the entrypoint's relay to ClawHQ listens, inside the container (loopback only). */
+// Clear of the gateway (18789), its sandbox listener (+1) and the ports OpenClaw reserves
+// (18790-18799, browser CDP profiles from 18800).
+export const RELAY_PORT = 17989;
+
+/**
+ * With an egress proxy, ClawHQ's LLM gateway (CLAWHQ_LLM_BASE_URL, plain http: the bridge's
+ * gateway address) is reached through a TCP relay on 127.0.0.1:RELAY_PORT that the
+ * entrypoint runs: the gateway's managed proxy sends everything but loopback to the proxy,
+ * and the relay connects to ClawHQ directly. `{ host, port }` of ClawHQ, or undefined (no
+ * proxy, no CLAWHQ_LLM_BASE_URL, or an https one, which then goes through the proxy: a relay
+ * would break its certificate's name).
+ */
+export function llmRelay(env) {
+  if (!egressProxy(env)) return undefined;
+  const raw = (env.CLAWHQ_LLM_BASE_URL ?? "").trim();
+  if (!raw) return undefined;
+  const url = new URL(raw); // validated by llmBaseUrl
+  if (url.protocol !== "http:") return undefined;
+  return { host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 80) };
 }
 
 /**
@@ -377,6 +446,8 @@ export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } 
     discovery: { mdns: { mode: "off" } },
   };
   if (Object.keys(channels).length) config.channels = channels;
+  const proxyOrigin = egressProxy(env);
+  if (proxyOrigin) config.proxy = proxyBlock(proxyOrigin, provider);
   const entries = {};
   const installs = {};
   for (const id of Object.keys(channels).filter((c) => CHANNELS[c].plugin)) {
@@ -394,6 +465,7 @@ export function buildConfig(env, { installed = {}, openclawDir = OPENCLAW_DIR } 
   }
   return {
     config,
+    relay: llmRelay(env),
     // The provider key goes to the gateway under the provider's own name; ClawHQ's copies of
     // the key, the webhook token and the proxy identity (the gateway reads it from the config)
     // stay out of the gateway (and of the agent's tools). OPENCLAW_GATEWAY_PASSWORD stays: the

@@ -28,6 +28,7 @@
 //   entrypoint.mjs --stage2 <file> (internal) stage two, with the hand-over file of stage one
 
 import { spawn } from "node:child_process";
+import { connect, createServer } from "node:net";
 import {
   accessSync,
   constants,
@@ -56,6 +57,7 @@ import {
   pluginChannels,
   pluginPath,
   PROVIDERS,
+  RELAY_PORT,
   withoutInstallRecords,
 } from "./config.mjs";
 
@@ -313,7 +315,7 @@ async function stageOne(argv) {
   const folder = mkdtempSync(join(tmpdir(), "clawhq-entrypoint-")); // mode 0700
   const handover = join(folder, "stage2.json");
   // The gateway runs on the ordinary node (stage one's), stage two on the private one if any.
-  const handed = { node: process.execPath, bin, args, gatewayEnv, reporter };
+  const handed = { node: process.execPath, bin, args, gatewayEnv, reporter, relay: built.relay };
   writeFileSync(handover, JSON.stringify(handed), { mode: 0o600, flag: "wx" });
   const stage2Env = Object.fromEntries(Object.entries(gatewayEnv).filter(([name]) => !HIDDEN_NAMES.has(name)));
   process.execve(node, [node, ...process.execArgv, SCRIPT, STAGE2, handover], stage2Env);
@@ -339,6 +341,35 @@ function memoryReadableBySameUid() {
   }
 }
 
+/**
+ * The relay to ClawHQ behind an egress proxy (config.mjs, llmRelay): 127.0.0.1:RELAY_PORT,
+ * each connection piped to ClawHQ's host:port. OpenClaw's managed proxy lets only loopback
+ * go direct, so the gateway reaches ClawHQ's LLM gateway here; this process has no proxy
+ * routing and connects directly (the firewall lets ClawHQ's port through). It carries bytes
+ * only: the LLM token stays in the gateway's requests.
+ */
+function startRelay({ host, port }) {
+  const server = createServer({ allowHalfOpen: false }, (inbound) => {
+    const outbound = connect({ host, port });
+    const close = () => {
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.on("error", close).on("close", close);
+    outbound.on("error", close).on("close", close);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  server.unref(); // the gateway's exit ends the process, not the relay
+  return new Promise((resolve) => {
+    server.once("error", (error) => {
+      process.stderr.write(`clawhq-entrypoint: cannot listen on 127.0.0.1:${RELAY_PORT}: ${error.message}\n`);
+      process.exit(1);
+    });
+    server.listen(RELAY_PORT, "127.0.0.1", resolve);
+  });
+}
+
 /** Stage two: the hand-over file read and removed, then the gateway and the reporter. */
 async function stageTwo(handover) {
   if (!/\/clawhq-entrypoint-[^/]+\/stage2\.json$/.test(handover ?? "")) {
@@ -351,7 +382,7 @@ async function stageTwo(handover) {
     rmSync(handover, { force: true });
     rmdirSync(dirname(handover));
   }
-  const { node, bin, args, gatewayEnv, reporter } = JSON.parse(text);
+  const { node, bin, args, gatewayEnv, reporter, relay } = JSON.parse(text);
   if (reporter.url && reporter.token && memoryReadableBySameUid()) {
     process.stderr.write(
       "clawhq-entrypoint: this kernel lets processes of one uid read each other's memory " +
@@ -360,6 +391,8 @@ async function stageTwo(handover) {
         "(docs/openclaw-image.md)\n",
     );
   }
+  // Before the gateway, so that its first model call finds the relay listening.
+  if (relay) await startRelay(relay);
   const { startReporter } = await import("./reporter.mjs");
   let stopReporter = () => {};
   runGateway(node, bin, args, gatewayEnv, () => stopReporter());
