@@ -78,7 +78,7 @@ class AppContext:
 def docker_runtime(settings: Settings, instance_id: str | None) -> Runtime:
     from clawhq.runtime.docker_engine import DockerRuntime
 
-    return DockerRuntime(settings.docker_host, instance_id=instance_id)
+    return DockerRuntime(settings.docker_host, instance_id=instance_id, disk_dir=settings.disk_dir)
 
 
 def build_context(
@@ -153,7 +153,14 @@ def build_context(
             return (0, 0)
         return in_use, settings.port_count - in_use
 
-    metrics.add_collector(StateCollector(agents_by_status, ports, usage.by_user if usage else list))
+    metrics.add_collector(
+        StateCollector(
+            agents_by_status,
+            ports,
+            usage.by_user if usage else list,
+            usage.disks if usage else list,
+        )
+    )
     return AppContext(
         settings,
         engine,

@@ -7,6 +7,7 @@ it cannot reach and says why; with ``CI=true`` an unreachable engine or database
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -34,6 +35,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 TEST_IMAGE = "clawhq-test-agent:latest"
 TEST_NETWORK = "clawhq-test-agents"
+TEST_EGRESS_NETWORK = "clawhq-test-egress"
 DEFAULT_PLANS = (
     {"name": "free", "max_agents": 1, "bundled_keys_allowed": False},
     {"name": "pro", "max_agents": 5, "bundled_keys_allowed": True},
@@ -116,10 +118,12 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
+            "disk_dir": tmp_path / "disks",  # capped workspaces, when the host can make them
             "database_url": database_url,
             "encryption_key": generate_key(),
             "agent_image": TEST_IMAGE,
             "agent_network": TEST_NETWORK,
+            "egress_network": TEST_EGRESS_NETWORK,
             "agent_memory": "64m",
             "port_range": "19400-19499",
             "start_timeout": 20,
@@ -194,6 +198,16 @@ def running_app(settings: Settings, runtime: Any = None, **kwargs: Any) -> Itera
 
     with TestClient(create_app(make), raise_server_exceptions=False) as client:
         yield Api(client, holder["context"])
+
+
+def handed_secrets(runtime: FakeRuntime, container_id: str) -> dict[str, str]:
+    """The secrets the container's latest start was handed: the one file ClawHQ put into it
+    before that start (its env holds none)."""
+    starts = runtime.started_with.get(container_id)
+    assert starts, f"container {container_id[:12]} was never started"
+    (handed,) = starts[-1].values()
+    found: dict[str, str] = json.loads(handed.content)
+    return found
 
 
 @pytest.fixture

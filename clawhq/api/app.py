@@ -20,6 +20,7 @@ from clawhq.api.routes import (
     llm,
     login_page,
     metrics,
+    plans,
     rollouts,
     telemetry,
     usage,
@@ -28,6 +29,7 @@ from clawhq.api.routes import (
 from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
+from clawhq.egress.service import start_proxy
 from clawhq.errors import ClawHQError
 from clawhq.llm.gateway import Gateway
 from clawhq.proxy import http as proxy_http
@@ -86,15 +88,21 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             context.sessions,
             context.metrics,
         )
+        app.state.egress = None
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
+            app.state.egress = await start_proxy(
+                context.settings, context.parts.egress_gateway, context.loop_reads, context.metrics
+            )
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
         context.start_background()
         try:
             yield
         finally:
+            if app.state.egress is not None:
+                await app.state.egress.aclose()
             await app.state.proxy_clients.aclose()
             await app.state.llm.aclose()
             await context.aclose()
@@ -114,7 +122,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         exempt=lambda path: agent_access.is_proxied(path) or llm.is_llm(path),
     )
     app.add_middleware(middleware.RequestObserver)
-    modules = (auth, agents, telemetry, usage, webhooks, admin, rollouts, health, metrics)
+    modules = (auth, agents, telemetry, usage, plans, webhooks, admin, rollouts, health, metrics)
     for module in (*modules, agent_access, llm, login_page):
         app.include_router(module.router)
     return app

@@ -349,6 +349,17 @@ class AgentStats(Schema):
     pids: int
     network_rx_bytes: int
     network_tx_bytes: int
+    disk_used_bytes: int | None = Field(
+        default=None,
+        description="Bytes used on the agent's workspace disk (null: a workspace with no cap, "
+        "made before disks or on a host that cannot make them).",
+    )
+    disk_size_bytes: int | None = Field(
+        default=None, description="The workspace disk's size: writes past it fail (ENOSPC)."
+    )
+    disk_free_bytes: int | None = Field(
+        default=None, description="What the agent may still write on its workspace disk."
+    )
 
 
 class AgentEventPublic(Schema):

@@ -69,6 +69,10 @@ class PlanLlm(Schema):
     budget_own_keys: bool
     llm_requests_per_minute: int | None
     llm_tokens_per_minute: int | None
+    #: Where its agents may connect: open, allowlist or none (docs/egress.md).
+    egress_policy: str
+    #: Bytes of each agent's workspace (null: CLAWHQ_AGENT_DISK; docs/disks.md).
+    agent_disk: int | None
 
 
 class PlanLlmChange(Body):

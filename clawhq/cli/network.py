@@ -24,18 +24,36 @@ app = typer.Typer(
 log = logging.getLogger("clawhq.network")
 
 
-def current_plan(settings: Settings, inspector: SecurityInspector) -> FirewallPlan:
-    """The rules for the agent network as it is now; the network must exist."""
-    network = inspector.network_facts(settings.agent_network)
-    if network is None:
-        raise FirewallError(
-            f"network {settings.agent_network} does not exist yet "
-            "(`clawhq serve` or `clawhq network setup` creates it)"
-        )
-    if network.driver != "bridge" or not network.bridge:
-        raise FirewallError(f"network {network.name} is not a bridge ({network.driver})")
+def current_plans(settings: Settings, inspector: SecurityInspector) -> list[FirewallPlan]:
+    """The rules for both agent networks as they are now (the open one, then the egress
+    network); the networks must exist."""
     host = read_host_facts()
-    return plan_rules(inputs_for(settings, network, host.dns_servers, host.networks))
+    plans = []
+    for name, restricted in ((settings.agent_network, False), (settings.egress_network, True)):
+        network = inspector.network_facts(name)
+        if network is None:
+            raise FirewallError(
+                f"network {name} does not exist yet "
+                "(`clawhq serve` or `clawhq network setup` creates it)"
+            )
+        if network.driver != "bridge" or not network.bridge:
+            raise FirewallError(f"network {network.name} is not a bridge ({network.driver})")
+        inputs = inputs_for(
+            settings, network, host.dns_servers, host.networks, restricted=restricted
+        )
+        plans.append(plan_rules(inputs))
+    return plans
+
+
+def apply_all(plans: list[FirewallPlan]) -> None:
+    iptables = Iptables()
+    for plan in plans:
+        iptables.apply(plan)
+
+
+def verify_all(plans: list[FirewallPlan]) -> list[str]:
+    iptables = Iptables()
+    return [problem for plan in plans for problem in iptables.verify(plan)]
 
 
 def inspector_of(runtime: Runtime) -> SecurityInspector:
@@ -63,8 +81,8 @@ def install_at_start(settings: Settings, runtime: Runtime) -> bool:
         )
         return False
     try:
-        plan = current_plan(settings, inspector_of(runtime))
-        Iptables().apply(plan)
+        plans = current_plans(settings, inspector_of(runtime))
+        apply_all(plans)
     except ClawHQError as exc:
         log.error(
             "firewall: could not install rules for %s: %s; agents can reach the host's services",
@@ -72,14 +90,15 @@ def install_at_start(settings: Settings, runtime: Runtime) -> bool:
             exc.message,
         )
         return False
-    inputs = plan.inputs
+    inputs = plans[0].inputs
     log.info(
         "firewall: agents on %s (%s) reach the host only on port %d; metadata and %d private "
-        "range(s) rejected",
+        "range(s) rejected; agents on %s reach ClawHQ alone",
         name,
         inputs.bridge,
         inputs.webhook_port,
         len(inputs.denied) - 1,
+        settings.egress_network,
     )
     return True
 
@@ -108,33 +127,37 @@ def engine_for(settings: Settings) -> Engine:
 
 @app.command()
 def setup() -> None:
-    """Install (or replace) the rules for CLAWHQ_AGENT_NETWORK; creates the network if missing."""
+    """Install (or replace) the rules for CLAWHQ_AGENT_NETWORK and CLAWHQ_EGRESS_NETWORK;
+    creates the networks if missing."""
     engine = engine_for(settings_or_exit())
     try:
         engine.runtime.ensure_network(engine.settings.agent_network)
-        plan = current_plan(engine.settings, inspector_of(engine.runtime))
-        Iptables().apply(plan)
+        engine.runtime.ensure_network(engine.settings.egress_network)
+        plans = current_plans(engine.settings, inspector_of(engine.runtime))
+        apply_all(plans)
     except ClawHQError as exc:
         raise fail(exc) from None
     finally:
         engine.close()
-    typer.echo(f"installed firewall rules for network {plan.inputs.network}:")
-    for line in plan.describe():
-        typer.echo(f"  {line}")
+    for plan in plans:
+        typer.echo(f"installed firewall rules for network {plan.inputs.network}:")
+        for line in plan.describe():
+            typer.echo(f"  {line}")
 
 
 @app.command()
 def teardown() -> None:
-    """Remove the rules of CLAWHQ_AGENT_NETWORK (agents can then reach the host again)."""
+    """Remove the rules of both agent networks (agents can then reach the host again)."""
     settings = settings_or_exit()
-    try:
-        removed = Iptables().remove(settings.agent_network)
-    except ClawHQError as exc:
-        raise fail(exc) from None
-    if removed:
-        typer.echo(f"removed {len(removed)} rule(s) and chain(s) for {settings.agent_network}")
-    else:
-        typer.echo(f"no ClawHQ firewall rules for {settings.agent_network}")
+    for name in (settings.agent_network, settings.egress_network):
+        try:
+            removed = Iptables().remove(name)
+        except ClawHQError as exc:
+            raise fail(exc) from None
+        if removed:
+            typer.echo(f"removed {len(removed)} rule(s) and chain(s) for {name}")
+        else:
+            typer.echo(f"no ClawHQ firewall rules for {name}")
 
 
 @app.command()
@@ -142,17 +165,19 @@ def status() -> None:
     """Check that the rules are in place and current; exit 1 when they are not."""
     engine = engine_for(settings_or_exit())
     try:
-        plan = current_plan(engine.settings, inspector_of(engine.runtime))
-        problems = Iptables().verify(plan)
+        plans = current_plans(engine.settings, inspector_of(engine.runtime))
+        problems = verify_all(plans)
     except ClawHQError as exc:
         raise fail(exc) from None
     finally:
         engine.close()
-    for line in plan.describe():
-        typer.echo(line)
+    for plan in plans:
+        for line in plan.describe():
+            typer.echo(line)
     if problems:
         for problem in problems:
             typer.echo(f"[FAIL] {problem}")
         typer.echo("run `clawhq network setup` to install the rules")
         raise typer.Exit(1)
-    typer.echo(f"[ok  ] firewall rules for {plan.inputs.network} are in place")
+    names = " and ".join(plan.inputs.network for plan in plans)
+    typer.echo(f"[ok  ] firewall rules for {names} are in place")

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from clawhq.errors import ClawHQError
-from clawhq.network.iptables import Iptables
 from clawhq.runtime import Runtime
 from clawhq.runtime.security import NetworkFacts, SecurityInspector
 from clawhq.security.benchmark import (
@@ -61,12 +60,13 @@ class SecurityReport:
 
 
 def _firewall_section(settings: Settings, inspector: SecurityInspector) -> Section:
-    from clawhq.cli.network import current_plan
+    from clawhq.cli.network import current_plans, verify_all
 
-    section = Section(f"host firewall for {settings.agent_network}")
+    section = Section(f"host firewall for {settings.agent_network} and {settings.egress_network}")
+    plans = []
     try:
-        plan = current_plan(settings, inspector)
-        problems = Iptables().verify(plan)
+        plans = current_plans(settings, inspector)
+        problems = verify_all(plans)
     except ClawHQError as exc:
         problems = [exc.message]
     if problems:
@@ -79,14 +79,15 @@ def _firewall_section(settings: Settings, inspector: SecurityInspector) -> Secti
             )
         )
     else:
-        inputs = plan.inputs
+        inputs = plans[0].inputs
         section.findings.append(
             Finding(
                 "ClawHQ",
                 "agents kept from the host and private networks",
                 Outcome.PASS,
                 f"on {inputs.bridge}: host reachable only on port {inputs.webhook_port}; "
-                f"rejected: {', '.join(str(n) for n in inputs.denied)}",
+                f"rejected: {', '.join(str(n) for n in inputs.denied)}; on "
+                f"{plans[1].inputs.bridge}: ClawHQ's ports only, no direct connection out",
             )
         )
     return section

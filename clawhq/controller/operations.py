@@ -130,8 +130,9 @@ class Operations:
             log.warning("agent %s: the controller has not acted within %gs", agent_id, WAIT_SECONDS)
 
     def _admit(self, session: Session, agent: Agent) -> None:
-        """Firewall, capacity, key and port, checked before anything changes."""
+        """Firewall, disk cap, capacity, key and port, checked before anything changes."""
         self.parts.require_firewall()
+        self.parts.disk_of(session, agent)  # in production: no start without a cap
         in_flight = session.scalar(
             select(func.count()).select_from(Agent).where(Agent.status == S.DEPLOYING)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +21,7 @@ from clawhq.controller.spec import (
     AgentFields,
     AgentSecrets,
     Placement,
+    agent_disk,
     agent_image,
     build_spec,
     summary,
@@ -34,6 +36,8 @@ from clawhq.settings import Settings
 
 if TYPE_CHECKING:
     from clawhq.controller.probes import Prober
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Parts:
     webhook_base_url: str | None = None
     #: The agent network's gateway: where ClawHQ's connections to agents come from.
     proxy_address: str = ""
+    #: The egress network's gateway (agents whose plan restricts egress live there).
+    egress_gateway: str = ""
     prober: Prober | None = None
     #: Whether the agent network is known to exist (``Controller.prepare``).
     prepared: bool = False
@@ -78,6 +84,7 @@ class Parts:
             health_path=s.agent_health_path,
         )
         self._intended = lru_cache(maxsize=4096)(self._intended_uncached)
+        self._disk_warned = False
 
     def prepare(self) -> str:
         """Make sure the agent network exists; return its gateway address on the host.
@@ -86,6 +93,7 @@ class Parts:
         """
         gateway = self.runtime.ensure_network(self.settings.agent_network)
         self.proxy_address = gateway
+        self.egress_gateway = self.runtime.ensure_network(self.settings.egress_network)
         if self.webhook_base_url is None:
             self.webhook_base_url = f"http://{gateway}:{self.settings.port}"
         if self.firewall_installer is not None and self.firewall not in ("installed", "off"):
@@ -124,7 +132,9 @@ class Parts:
 
     @property
     def placement(self) -> Placement:
-        return Placement(self.webhook_base_url or "", self.instance_id, self.proxy_address)
+        return Placement(
+            self.webhook_base_url or "", self.instance_id, self.proxy_address, self.egress_gateway
+        )
 
     def spec_for(
         self,
@@ -132,9 +142,47 @@ class Parts:
         port: int | None,
         secrets: AgentSecrets = NO_SECRETS,
         image: str | None = None,
+        egress: str = "open",
+        disk: int | None = None,
     ) -> ContainerSpec:
-        """The agent's container as this ClawHQ would create it now."""
-        return build_spec(self.settings, agent, port or 0, secrets, self.placement, image=image)
+        """The agent's container as this ClawHQ would create it now (``disk``: its
+        workspace's cap, from :meth:`disk_of`)."""
+        return build_spec(
+            self.settings,
+            agent,
+            port or 0,
+            secrets,
+            self.placement,
+            image=image,
+            egress=egress,
+            disk=disk,
+        )
+
+    def disk_of(self, session: Session, agent: Agent) -> int | None:
+        """The cap of the agent's workspace (its plan's, else ``CLAWHQ_AGENT_DISK``), or
+        ``None`` for a plain volume: none is set, or (outside production only, with a
+        warning) the host cannot make capped disks. In production that fails closed."""
+        from clawhq.db.models import Plan, User
+
+        query = select(Plan.agent_disk).join(User, User.plan_name == Plan.name)
+        size = agent_disk(self.settings, session.scalar(query.where(User.id == agent.user_id)))
+        problem = self.runtime.disk_support() if size is not None else None
+        if problem is None:
+            return size
+        if self.settings.env == "production":
+            raise Unavailable(
+                f"workspaces cannot be capped on this host ({problem}) and CLAWHQ_ENV=production "
+                "starts no agent without a cap: see docs/disks.md, or set CLAWHQ_AGENT_DISK=off "
+                "(and no plan size) to run without caps on purpose",
+                code="disk_quota_unavailable",
+            )
+        if not self._disk_warned:
+            self._disk_warned = True
+            log.warning(
+                "workspaces get no disk cap: %s; agents share the host's disk (docs/disks.md)",
+                problem,
+            )
+        return None
 
     def image_of(self, agent: Agent, session: Session) -> str:
         return agent_image(self.settings, agent.image, self.plan_image(session, agent.user_id))
@@ -146,19 +194,30 @@ class Parts:
         query = select(Plan.image).join(User, User.plan_name == Plan.name).where(User.id == user_id)
         return session.scalar(query)
 
+    @staticmethod
+    def egress_of(session: Session, user_id: str) -> str:
+        """The egress policy of the user's plan."""
+        from clawhq.db.models import Plan, User
+
+        query = select(Plan.egress_policy).join(User, User.plan_name == Plan.name)
+        return session.scalar(query.where(User.id == user_id)) or "open"
+
     def intended_summary(
         self, session: Session, agent: Agent, image: str | None = None
     ) -> dict[str, Any]:
         """The agent's spec as plain data (no secrets), with ``image`` or its own."""
         image = image or self.image_of(agent, session)
-        spec = self.spec_for(agent, agent.container_port, image=image)
+        egress = self.egress_of(session, agent.user_id)
+        spec = self.spec_for(agent, agent.container_port, image=image, egress=egress)
         return summary(spec, self.observed.image_id(image))
 
-    def intended_hash(self, agent: AgentFields, port: int | None, image: str) -> str:
+    def intended_hash(
+        self, agent: AgentFields, port: int | None, image: str, egress: str = "open"
+    ) -> str:
         """The config hash of the container the agent should have (cached: it is pure)."""
         channels = tuple(agent.channels or ())
         key = (agent.id, agent.user_id, agent.name, agent.model_provider, agent.model, channels)
-        return self._intended(key, port or 0, image, self.placement)
+        return self._intended(key, port or 0, image, self.placement, egress)
 
     def _intended_uncached(
         self,
@@ -166,10 +225,13 @@ class Parts:
         port: int,
         image: str,
         placement: Placement,
+        egress: str,
     ) -> str:
         agent_id, user_id, name, provider, model, channels = key
         record = _Record(agent_id, user_id, name, provider, model, list(channels))
-        spec = build_spec(self.settings, record, port, NO_SECRETS, placement, image=image)
+        spec = build_spec(
+            self.settings, record, port, NO_SECRETS, placement, image=image, egress=egress
+        )
         return spec.config_hash()
 
 

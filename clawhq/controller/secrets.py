@@ -1,5 +1,8 @@
 """The secrets a container is started with: its tokens and the channels' credentials.
 
+They are new at every start (a new container's, and each start of the same one) and reach the
+container as a file written into it just before the start, never in its env (``handover``).
+
 No provider key ever enters a container: the agent gets a token for ClawHQ's LLM gateway,
 which injects the real key (clawhq/llm/). Channel credentials are opened from their sealed
 column only here, only while a container is being made.
@@ -55,6 +58,11 @@ def secrets_for(
 ) -> AgentSecrets:
     """Fresh tokens for a new container (refused when the agent could not reach a model)."""
     check_api_key(session, agent, settings)
+    return fresh_secrets(agent, keyring)
+
+
+def fresh_secrets(agent: Agent, keyring: Keyring) -> AgentSecrets:
+    """New tokens for one start of the agent's container, and its channels' credentials."""
     channel_env: dict[str, str] = {}
     if agent.channel_secrets_ciphertext is not None and agent.channel_secrets_key_id is not None:
         sealed = Sealed(agent.channel_secrets_ciphertext, agent.channel_secrets_key_id)

@@ -42,8 +42,13 @@ LLM_PROVIDERS: Mapping[str, str] = {
     "deepseek": "deepseek",
     "grok": "xai",
 }
+#: A plan's egress policies: ``open`` (any public address), ``allowlist`` (out only through
+#: ClawHQ's forward proxy) and ``none`` (ClawHQ only). See docs/egress.md.
+EGRESS_POLICIES = ("open", "allowlist", "none")
 #: Labels that say which start a container belongs to, not what it is.
 ATTEMPT_LABEL = labels.START
+#: The secrets file's name on the workspace volume (:func:`secrets_path`).
+SECRETS_FILE_NAME = ".clawhq-secrets.json"
 PLACEHOLDER = "<secret>"
 
 
@@ -66,7 +71,8 @@ class AgentFields(Protocol):
 
 @dataclass(frozen=True)
 class AgentSecrets:
-    """Secrets handed to one container; they live in its env and nowhere in plaintext at rest."""
+    """Secrets handed to one start of a container, in its secrets file (never in its env);
+    nowhere in plaintext at rest."""
 
     #: The container's token for ClawHQ's LLM gateway (never a provider key).
     llm_token: str
@@ -90,6 +96,9 @@ class Placement:
     instance_id: str
     #: The address ClawHQ's proxy connects to agents from (the agent network's gateway).
     proxy_address: str = ""
+    #: The egress network's gateway: ClawHQ's address for agents whose egress is restricted
+    #: (where its forward proxy listens, and where its connections to them come from).
+    egress_gateway: str = ""
 
 
 def container_name(user_id: str, agent_id: str) -> str:
@@ -114,6 +123,11 @@ def access_path(agent_id: str) -> str:
     return f"/agents/{agent_id}"
 
 
+def agent_disk(settings: Settings, plan_disk: int | None) -> int | None:
+    """The cap of the agent's workspace: its plan's, else ``CLAWHQ_AGENT_DISK`` (None: none)."""
+    return plan_disk or settings.agent_disk
+
+
 def agent_image(settings: Settings, pinned: str | None, plan_image: str | None) -> str:
     """The agent's own pin, else its plan's, else ``CLAWHQ_AGENT_IMAGE``."""
     return pinned or plan_image or settings.agent_image
@@ -127,14 +141,23 @@ def build_spec(
     placement: Placement,
     *,
     image: str | None = None,
+    egress: str = "open",
+    disk: int | None = None,
 ) -> ContainerSpec:
-    """The container for ``agent``: every limit and hardening option comes from here."""
+    """The container for ``agent``: every limit and hardening option comes from here.
+
+    No secret is in it: ``secrets`` are not read here (the signature keeps them for callers).
+    ClawHQ writes them into the container before each start (:func:`secrets_file`, at the
+    path its env's ``CLAWHQ_SECRETS_FILE`` and its ``clawhq.secrets-file`` label name), and
+    the image reads and removes the file before any agent code runs.
+
+    ``egress`` is the owner's plan's policy: an agent under ``allowlist`` or ``none`` joins
+    the egress network, whose firewall lets it reach ClawHQ alone; under ``allowlist`` it is
+    told where ClawHQ's forward proxy is.
+    """
+    restricted = egress != "open"
+    proxy_address = placement.egress_gateway if restricted else placement.proxy_address
     channels = list(agent.channels or [])
-    channel_env = {
-        name: secrets.channel_env.get(name, PLACEHOLDER)
-        for channel in channels
-        for name in CHANNEL_ENV_NAMES.get(channel, ())
-    }
     env = {
         "HOME": settings.agent_workspace_path,
         "CLAWHQ_USER_ID": agent.user_id,
@@ -142,17 +165,14 @@ def build_spec(
         "CLAWHQ_AGENT_NAME": agent.name,
         "CLAWHQ_MODEL_PROVIDER": agent.model_provider,
         "CLAWHQ_MODEL": agent.model,
-        "CLAWHQ_API_KEY": secrets.llm_token,
         "CLAWHQ_LLM_BASE_URL": llm_base_url(placement.webhook_base_url, agent.model_provider),
         "CLAWHQ_CHANNELS": json.dumps(channels),
         "CLAWHQ_WEBHOOK_URL": webhook_url(placement.webhook_base_url, agent.id),
-        "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
-        "OPENCLAW_GATEWAY_PASSWORD": secrets.gateway_password,
-        "CLAWHQ_PROXY_ADDRESSES": placement.proxy_address,
-        "CLAWHQ_PROXY_IDENTITY": secrets.proxy_identity,
+        "CLAWHQ_PROXY_ADDRESSES": proxy_address,
         "CLAWHQ_PUBLIC_ORIGIN": settings.public_origin,
         "CLAWHQ_BASE_PATH": access_path(agent.id),
-        **channel_env,
+        "CLAWHQ_SECRETS_FILE": secrets_path(settings),
+        **egress_env(settings, placement, egress),
     }
     published = PortBinding(str(settings.agent_bind_ip), port, settings.agent_internal_port)
     return ContainerSpec(
@@ -166,6 +186,7 @@ def build_spec(
             labels.USER_ID: agent.user_id,
             labels.AGENT_ID: agent.id,
             labels.INSTANCE: placement.instance_id,
+            labels.SECRETS_FILE: secrets_path(settings),
         },
         user=AGENT_UID_GID,
         limits=Limits(
@@ -175,12 +196,48 @@ def build_spec(
             pids_limit=settings.agent_pids_limit,
         ),
         port=published if settings.agent_publish_ports else None,
-        network=settings.agent_network,
+        network=settings.egress_network if restricted else settings.agent_network,
         volume=volume_name(agent.id),
         volume_path=settings.agent_workspace_path,
         log_max_size=settings.agent_log_max_size,
         log_max_files=settings.agent_log_max_files,
+        disk_bytes=disk,
     )
+
+
+def egress_env(settings: Settings, placement: Placement, egress: str) -> dict[str, str]:
+    """What the container is told of its egress (nothing under ``open``: specs and hashes of
+    agents on open plans stay what they were)."""
+    if egress == "open":
+        return {}
+    env = {"CLAWHQ_EGRESS_POLICY": egress}
+    if egress == "allowlist":
+        proxy = f"http://{placement.egress_gateway}:{settings.egress_proxy_port}"
+        env["CLAWHQ_EGRESS_PROXY"] = proxy
+    return env
+
+
+def secrets_path(settings: Settings) -> str:
+    """Where a container's secrets file goes: on its workspace volume (its root is read-only),
+    a fixed name (the agent cannot read it: it is gone before any agent code runs)."""
+    return f"{settings.agent_workspace_path.rstrip('/')}/{SECRETS_FILE_NAME}"
+
+
+def secrets_file(agent: AgentFields, secrets: AgentSecrets) -> bytes:
+    """The secrets file of one start: a JSON object, the image's names for the secrets
+    (docker/openclaw/entrypoint.mjs, ``CLAWHQ_SECRETS_FILE``) -> their values."""
+    values = {
+        "CLAWHQ_API_KEY": secrets.llm_token,
+        "CLAWHQ_WEBHOOK_TOKEN": secrets.webhook_token,
+        "OPENCLAW_GATEWAY_PASSWORD": secrets.gateway_password,
+        "CLAWHQ_PROXY_IDENTITY": secrets.proxy_identity,
+        **{
+            name: secrets.channel_env.get(name, PLACEHOLDER)
+            for channel in agent.channels or []
+            for name in CHANNEL_ENV_NAMES.get(channel, ())
+        },
+    }
+    return json.dumps(values).encode()
 
 
 def with_attempt(spec: ContainerSpec, attempt: int) -> ContainerSpec:
@@ -198,6 +255,7 @@ def summary(spec: ContainerSpec, image_id: str = "") -> dict[str, Any]:
         k: v for k, v in spec.labels.items() if k not in (labels.CONFIG_HASH, ATTEMPT_LABEL)
     }
     data.pop("secret_env")
+    data.pop("disk_bytes")  # the workspace's, not the container's (see ContainerSpec)
     data["config_hash"] = spec.config_hash()
     data["image_id"] = image_id
     return data

@@ -16,12 +16,18 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clawhq.controller import handover
 from clawhq.controller import transitions as t
 from clawhq.controller.parts import Parts
 from clawhq.controller.planner import Action, Do
 from clawhq.controller.secrets import secrets_for
-from clawhq.controller.spec import container_name, summary, volume_name, with_attempt
-from clawhq.credentials import hash_token
+from clawhq.controller.spec import (
+    container_name,
+    secrets_file,
+    summary,
+    volume_name,
+    with_attempt,
+)
 from clawhq.db import audit, history
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
@@ -111,6 +117,7 @@ class Steps:
         attempt = self._begin(agent, kind)
         try:
             p.require_firewall()
+            disk = p.disk_of(session, agent)
             secrets = secrets_for(session, agent, p.settings, p.keyring)
             port = p.ports.lease(session, agent.id)
         except ClawHQError as exc:
@@ -123,14 +130,14 @@ class Steps:
 
             return report
         identity = p.keyring.seal(secrets.proxy_identity, agent.proxy_identity_context)
-        hashes = hash_token(secrets.webhook_token), hash_token(secrets.llm_token)
-        t.container_planned(agent, port, hashes, identity)
+        t.container_planned(agent, port, handover.token_hashes(secrets), identity)
+        content = secrets_file(agent, secrets)
         image = p.image_of(agent, session)
-        spec = p.spec_for(agent, port, secrets, image)
+        spec = p.spec_for(agent, port, secrets, image, p.egress_of(session, agent.user_id), disk)
         session.flush()  # the status change enters the history before the steps that follow
         history.record(session, agent.id, "port_leased", f"host port {port}")
         spec = with_attempt(spec, attempt)
-        return lambda: self._create(agent.id, agent.user_id, attempt, kind, spec)
+        return lambda: self._create(agent.id, agent.user_id, attempt, kind, spec, content)
 
     def _fail_now(self, session: Session, agent: Agent, kind: str, reason: str) -> None:
         now = self.parts.clock.now()
@@ -151,7 +158,13 @@ class Steps:
     # -- engine work ----------------------------------------------------------------------
 
     def _create(
-        self, agent_id: str, user_id: str, attempt: int, kind: str, spec: ContainerSpec
+        self,
+        agent_id: str,
+        user_id: str,
+        attempt: int,
+        kind: str,
+        spec: ContainerSpec,
+        secrets: bytes,
     ) -> None:
         p = self.parts
         if kind == "restart":
@@ -170,6 +183,7 @@ class Steps:
                 config = summary(spec, getattr(container, "image_id", ""))
                 t.container_created(agent, container.id, config, p.clock.now())
                 history.record(session, agent_id, "container_created", container.id[:12])
+            handover.hand_over(p.runtime, container, secrets)
             p.runtime.start(container.id)
             with p.sessions.begin() as session:
                 history.record(
@@ -183,7 +197,8 @@ class Steps:
         if container is None:
             return
         try:
-            self.parts.runtime.start(container.id)
+            if self._hand_over(agent_id, attempt, container):
+                self.parts.runtime.start(container.id)
         except ClawHQError as exc:
             self._failed(agent_id, attempt, kind, f"start failed: {exc.message}", container)
             raise
@@ -197,10 +212,25 @@ class Steps:
             self.parts.require_firewall()
             if container.is_running:
                 self.parts.runtime.stop(container.id, self.parts.settings.stop_timeout)
-            self.parts.runtime.start(container.id)
+            if self._hand_over(agent_id, attempt, container):
+                self.parts.runtime.start(container.id)
         except ClawHQError as exc:
             self._failed(agent_id, attempt, "restart", f"restart failed: {exc.message}", None)
             raise
+
+    def _hand_over(self, agent_id: str, attempt: int, container: Container) -> bool:
+        """New secrets for this start of an existing container, recorded and written into it
+        (it is not running); False when the start was superseded meanwhile: no start then."""
+        p = self.parts
+        if not handover.takes_secrets_file(container):
+            return True  # made by an earlier ClawHQ: its secrets are in its env, unchanged
+        with p.sessions.begin() as session:
+            agent = self._current(session, agent_id, attempt)
+            if agent is None:
+                return False
+            content = handover.rotate(agent, p.keyring)
+        handover.hand_over(p.runtime, container, content)
+        return True
 
     def _failed(
         self, agent_id: str, attempt: int, kind: str, reason: str, container: Container | None

@@ -81,7 +81,9 @@ class AgentSync:
             start_deadline_at=agent.start_deadline_at,
             status_changed_at=agent.status_changed_at,
             in_rollout=agent.rollout_id is not None,
-            intended_hash=self.parts.intended_hash(agent, agent.container_port, image),
+            intended_hash=self.parts.intended_hash(
+                agent, agent.container_port, image, self.parts.egress_of(session, agent.user_id)
+            ),
             intended_image_id=self.parts.observed.image_id(image),
             followed=self.steps.follows(agent.id, agent.start_generation),
             has_llm_token=agent.llm_token_hash is not None,

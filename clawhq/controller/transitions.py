@@ -72,11 +72,17 @@ def container_planned(
 ) -> None:
     """A new container is about to be made on ``port``; its webhook and LLM tokens and the
     proxy's identity rotate (``token_hashes``: the webhook's, the LLM's)."""
+    secrets_rotated(agent, token_hashes, proxy_identity)
+    agent.container_id = None
+    agent.container_port = port
+
+
+def secrets_rotated(agent: Agent, token_hashes: tuple[str, str], proxy_identity: Sealed) -> None:
+    """The agent's container is handed new secrets for its next start: the old ones (those of
+    its last start) are refused from now on."""
     agent.webhook_token_hash, agent.llm_token_hash = token_hashes
     agent.proxy_identity_ciphertext = proxy_identity.ciphertext
     agent.proxy_identity_key_id = proxy_identity.key_id
-    agent.container_id = None
-    agent.container_port = port
 
 
 def adopt(agent: Agent, container_id: str) -> None:

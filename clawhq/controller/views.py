@@ -13,9 +13,9 @@ from typing import Any
 from clawhq.controller.parts import Parts
 from clawhq.controller.planner import AgentView, up_to_date
 from clawhq.controller.secrets import llm_access_problem
-from clawhq.controller.spec import agent_image, differences, summary
+from clawhq.controller.spec import agent_image, differences, summary, volume_name
 from clawhq.errors import Conflict
-from clawhq.runtime import Container, ContainerStats, LogLine
+from clawhq.runtime import Container, ContainerStats, DiskUsage, LogLine
 from clawhq.status import AgentStatus, DesiredState
 
 
@@ -36,17 +36,18 @@ class AgentViews:
         if container is None:
             return True, []
         image = agent_image(parts.settings, row.get("image"), row.get("plan_image"))
+        egress = row.get("plan_egress") or "open"
         fields = _Fields(row)
         view = AgentView(
             id=row["id"],
             status=AgentStatus(row["status"]),
             desired=DesiredState(row["desired_state"]),
-            intended_hash=parts.intended_hash(fields, row.get("container_port"), image),
+            intended_hash=parts.intended_hash(fields, row.get("container_port"), image, egress),
             intended_image_id=parts.observed.image_id(image),
         )
         if up_to_date(view, container):
             return True, []
-        spec = parts.spec_for(fields, row.get("container_port"), image=image)
+        spec = parts.spec_for(fields, row.get("container_port"), image=image, egress=egress)
         intended = summary(spec, parts.observed.image_id(image))
         found = differences(intended, row.get("applied_config"))
         if not found and view.intended_image_id != getattr(container, "image_id", ""):
@@ -91,6 +92,10 @@ class AgentViews:
         if not container.is_running:
             raise Conflict("the agent is not running", code="agent_not_running")
         return self.parts.runtime.stats(container.id)
+
+    def disk(self, agent_id: str) -> DiskUsage | None:
+        """The agent's workspace use, when it has a capped disk (``None``: a plain volume)."""
+        return self.parts.runtime.disk_usage(volume_name(agent_id))
 
 
 class _Fields:

@@ -35,6 +35,12 @@ the host is filtered:
 5. Each IPv4 network the host is directly connected to (except Docker's own bridges) is
    rejected: the host's LAN neighbours, whatever range they are in.
 
+The egress network (``CLAWHQ_EGRESS_NETWORK``, agents whose plan's egress policy is
+``allowlist`` or ``none``) gets stricter chains: to the host, only the webhook port (where the
+LLM gateway is too) and ClawHQ's forward proxy (``CLAWHQ_EGRESS_PROXY_PORT``); through the
+host, nothing but replies. Not even DNS: an agent there names no host itself (the forward
+proxy resolves what it allows), so lookups cannot carry data out either.
+
 What is not rejected returns to Docker's rules, which let the agent reach the internet (its LLM
 provider, its chat platforms) through NAT. Rejections answer at once
 (``icmp-admin-prohibited``) rather than dropping silently, so a blocked agent fails fast and says
@@ -103,6 +109,9 @@ class FirewallInputs:
     dns_servers: tuple[IPv4Address, ...]
     private: tuple[IPv4Network, ...]  # CLAWHQ_AGENT_EGRESS_DENY
     host_networks: tuple[IPv4Network, ...]  # the host's own, not inside a private range
+    #: The egress network: ClawHQ's ports only, no direct connection out (docs/egress.md).
+    restricted: bool = False
+    proxy_port: int = 0  # CLAWHQ_EGRESS_PROXY_PORT, on the restricted network
 
     @property
     def denied(self) -> tuple[IPv4Network, ...]:
@@ -178,6 +187,8 @@ def inputs_for(
     network: NetworkFacts,
     dns_servers: Sequence[IPv4Address],
     host_networks: Sequence[IPv4Network],
+    *,
+    restricted: bool = False,
 ) -> FirewallInputs:
     private = tuple(
         n for n in _without_nested(settings.agent_egress_deny) if not n.subnet_of(METADATA)
@@ -193,6 +204,8 @@ def inputs_for(
         dns_servers=tuple(dict.fromkeys(a for a in dns_servers if not a.is_loopback)),
         private=private,
         host_networks=own,
+        restricted=restricted,
+        proxy_port=settings.egress_proxy_port if restricted else 0,
     )
 
 
@@ -210,6 +223,8 @@ def _dns(servers: Sequence[IPv4Address]) -> list[Rule]:
 
 def plan_rules(inputs: FirewallInputs) -> FirewallPlan:
     """The chains and rules for one agent network (see the module docstring for each rule)."""
+    if inputs.restricted:
+        return _restricted_plan(inputs)
     to_host, through_host = chain_names(inputs.network)
     port = str(inputs.webhook_port)
     host_rules = (
@@ -234,6 +249,34 @@ def plan_rules(inputs: FirewallInputs) -> FirewallPlan:
             Rule(("-d", str(net)), REJECT, f"clawhq: reject the host's network {net}")
             for net in inputs.host_networks
         ),
+    )
+    chains = (
+        Chain(to_host, INPUT, inputs.bridge, inputs.network, host_rules),
+        Chain(through_host, DOCKER_USER, inputs.bridge, inputs.network, forward_rules),
+    )
+    return FirewallPlan(inputs, chains)
+
+
+def _restricted_plan(inputs: FirewallInputs) -> FirewallPlan:
+    """The egress network's chains: ClawHQ's two ports on the host, and nothing through it."""
+    to_host, through_host = chain_names(inputs.network)
+    ports = dict.fromkeys((inputs.webhook_port, inputs.proxy_port))
+    host_rules = (
+        Rule(ESTABLISHED, ALLOW, "clawhq: allow replies on connections the host opened"),
+        *(
+            Rule(
+                ("-p", "tcp", "-m", "tcp", "--dport", str(port)),
+                ALLOW,
+                f"clawhq: allow ClawHQ's port {port}",
+            )
+            for port in ports
+            if port
+        ),
+        Rule((), REJECT, "clawhq: reject every other host service, DNS too"),
+    )
+    forward_rules = (
+        Rule(ESTABLISHED, ALLOW, "clawhq: allow replies to clients of the agent"),
+        Rule((), REJECT, "clawhq: reject every direct connection out (egress through ClawHQ)"),
     )
     chains = (
         Chain(to_host, INPUT, inputs.bridge, inputs.network, host_rules),

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from clawhq.errors import FirewallError
-from clawhq.network.firewall import DOCKER_USER, INPUT, Chain, FirewallPlan, chain_names
+from clawhq.network.firewall import (
+    CHAIN_PREFIX,
+    DOCKER_USER,
+    INPUT,
+    Chain,
+    FirewallPlan,
+    chain_names,
+)
 
 Runner = Callable[[Sequence[str], str | None], subprocess.CompletedProcess[str]]
 WAIT = ("-w", "10")  # wait for the xtables lock rather than fail when another tool holds it
@@ -82,6 +89,12 @@ class Iptables:
             if line.endswith(f"-j {target}")
         ]
 
+    def leads(self, parent: str, position: int) -> bool:
+        """Whether only ClawHQ's jumps come before rule ``position`` of ``parent``: each
+        matches its own bridge, so none of them decides another network's traffic."""
+        above = self.rules(parent)[: position - 1]
+        return all(f"-j {CHAIN_PREFIX}" in line for line in above)
+
     def _has(self, chain: str, args: Sequence[str]) -> bool:
         return self._call("-C", chain, *args, check=False).returncode == 0
 
@@ -106,7 +119,7 @@ class Iptables:
         current = [
             j for j in self.jumps(chain.parent, chain.name) if f"-i {chain.bridge} " in j.line
         ]
-        if not current or current[0].position != 1:
+        if not current or not self.leads(chain.parent, current[0].position):
             self._call("-I", chain.parent, "1", *wanted)
         # Anything else jumping here is a leftover: an old bridge of a recreated network, or
         # the same jump further down. Remove by number, from the bottom up.
@@ -147,10 +160,10 @@ class Iptables:
             ]
             if not jumps:
                 problems.append(f"{chain.parent} does not send {chain.bridge}'s traffic to it")
-            elif jumps[0].position != 1:
+            elif not self.leads(chain.parent, jumps[0].position):
                 problems.append(
                     f"the jump to {chain.name} is rule {jumps[0].position} of {chain.parent}, "
-                    "not the first: a rule above it may let agents' traffic through"
+                    "below rules not ClawHQ's: one of them may let agents' traffic through"
                 )
             missing = [rule.why for rule in chain.rules if not self._has(chain.name, rule.args())]
             if missing:

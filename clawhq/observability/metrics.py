@@ -76,6 +76,13 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=r,
         )
+        self.egress_connections = Counter(
+            "clawhq_egress_connections",
+            "Connections agents asked ClawHQ's forward proxy for, by verdict (allowed, or the "
+            "reason it refused).",
+            ["verdict"],
+            registry=r,
+        )
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -89,10 +96,12 @@ class StateCollector(Collector):
         agents_by_status: Callable[[], Mapping[str, int]],
         ports: Callable[[], tuple[int, int]],
         usage: Callable[[], Iterable[tuple[str, float, int]]],
+        disks: Callable[[], Iterable[tuple[str, str, int, int]]] = list,
     ) -> None:
         self._agents_by_status = agents_by_status
         self._ports = ports
         self._usage = usage
+        self._disks = disks
 
     def collect(self) -> Iterable[Metric]:
         agents = GaugeMetricFamily("clawhq_agents", "Agents by status.", labels=["status"])
@@ -117,6 +126,21 @@ class StateCollector(Collector):
             memory.add_metric([user], memory_bytes)
         yield cpu
         yield memory
+        used = GaugeMetricFamily(
+            "clawhq_agent_disk_used_bytes",
+            "Bytes used on an agent's capped workspace disk.",
+            labels=["user_id", "agent_id"],
+        )
+        size = GaugeMetricFamily(
+            "clawhq_agent_disk_size_bytes",
+            "The size of an agent's capped workspace disk (writes past it fail).",
+            labels=["user_id", "agent_id"],
+        )
+        for user, agent, used_bytes, size_bytes in self._disks():
+            used.add_metric([user, agent], used_bytes)
+            size.add_metric([user, agent], size_bytes)
+        yield used
+        yield size
 
     def describe(self) -> Iterable[Metric]:
         return []

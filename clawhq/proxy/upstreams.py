@@ -54,7 +54,7 @@ class Upstreams:
         self._parts = parts
         self._reads = reads
         self._lock = threading.Lock()
-        self._identities: dict[tuple[str, str, str], str] = {}
+        self._identities: dict[tuple[str, str, str, bytes], str] = {}
 
     async def resolve(self, user_id: str, agent_id: str) -> Upstream:
         """The owner's running agent, or a problem saying why not (read on the event loop:
@@ -84,7 +84,8 @@ class Upstreams:
         return Upstream(agent_id, user_id, base, identity, self._parts.proxy_address)
 
     def _identity(self, agent_id: str, container_id: str, sealed: Sealed) -> str:
-        key = (agent_id, container_id, sealed.key_id)
+        # The identity rotates with every start, of a new container or of the same one.
+        key = (agent_id, container_id, sealed.key_id, sealed.ciphertext)
         with self._lock:
             found = self._identities.get(key)
         if found is None:

@@ -80,15 +80,27 @@ class ContainerSpec:
     tmpfs: Mapping[str, str] = field(
         default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=64m"}  # noqa: S108 (in-container tmpfs)
     )
+    #: The workspace's cap: with a size, the volume is a filesystem of its own that size
+    #: (docs/disks.md); ``None``, a plain volume. Left out of the hash: it is the volume's, not
+    #: the container's, and a workspace made earlier keeps its kind.
+    disk_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        # Secrets never enter a container's env (docker inspect, /proc/<pid>/environ of its
+        # init): they are handed over as a file before each start (``put_file``).
+        leaked = sorted(self.secret_env & set(self.env))
+        if leaked:
+            raise ValueError(f"secrets in the container's env: {', '.join(leaked)}")
 
     def config_hash(self) -> str:
         """A digest of the intended configuration, stamped as a label to detect drift.
 
-        Values of ``secret_env`` are left out: they are secrets, and tokens rotate per deploy.
+        ``secret_env`` names the secrets the container gets by file, never in its env; their
+        values are in no spec, and they rotate with every start.
         """
         data = asdict(self)
-        data["env"] = {k: ("<secret>" if k in self.secret_env else v) for k, v in self.env.items()}
         data["secret_env"] = sorted(self.secret_env)
+        data.pop("disk_bytes")
         data["labels"] = {
             k: v for k, v in self.labels.items() if k not in (labels.CONFIG_HASH, labels.START)
         }
@@ -183,6 +195,16 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class DiskUsage:
+    """A capped workspace's filesystem use (``statvfs`` on its mount point)."""
+
+    used_bytes: int
+    size_bytes: int
+    #: What the agent may still write (ext4 keeps a little back for its own allocations).
+    free_bytes: int
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     """One container event from the engine (``die``, ``oom``, ``start``, ``health_status``…)."""
 
@@ -203,6 +225,15 @@ class AgentRuntime(Protocol):
 
     def create(self, spec: ContainerSpec) -> Container:
         """Create (not start) the container, and its workspace volume when missing."""
+        ...
+
+    def put_file(
+        self, container_id: str, path: str, content: bytes, *, owner: str, mode: int = 0o400
+    ) -> None:
+        """Write ``content`` at ``path`` in a container that is created or stopped, owned by
+        ``owner`` (``uid:gid``), replacing what is there. The root file system is read-only:
+        ``path`` must be on a mount (the workspace volume). ClawHQ hands an agent its secrets
+        this way before each start, never in its env."""
         ...
 
     def start(self, container_id: str) -> None: ...
@@ -256,7 +287,9 @@ class ContainerTelemetry(Protocol):
 
 @runtime_checkable
 class VolumeStore(Protocol):
-    """The agents' workspace volumes (``create`` makes them)."""
+    """The agents' workspace volumes (``create`` makes them; with ``disk_bytes``, each on a
+    capped disk of its own, mounted again by ``create``, ``put_file`` and ``start`` when
+    needed, and removed with the volume)."""
 
     def remove_volume(self, name: str) -> None:
         """Remove the volume; a missing one is not an error."""
@@ -264,6 +297,15 @@ class VolumeStore(Protocol):
 
     def list_volumes(self) -> list[Volume]:
         """This installation's workspace volumes (all agents' when built without one)."""
+        ...
+
+    def disk_support(self) -> str | None:
+        """``None`` when workspaces can get a capped disk of their own on this engine's host
+        (``ContainerSpec.disk_bytes``), else why not, in plain words."""
+        ...
+
+    def disk_usage(self, name: str) -> DiskUsage | None:
+        """The use of the volume's capped disk (``None``: a plain volume, or not mounted)."""
         ...
 
 

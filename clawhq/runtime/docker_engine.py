@@ -1,12 +1,12 @@
 """The :class:`~clawhq.runtime.base.Runtime` on Docker Engine, through the Docker SDK for Python.
 
-This is the only module that imports ``docker``; engine errors become ClawHQ errors in
-:func:`engine_errors`. Answers are parsed in ``docker_parse``.
+With ``docker_volumes`` (workspace volumes and their disks), ``docker_errors`` (engine errors
+become ClawHQ errors in :func:`engine_errors`) and ``docker_parse`` (answers parsed), the only
+modules that import ``docker``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.models.containers import Container as SdkContainer
 from docker.types import LogConfig
 
-from clawhq.errors import EngineError, EngineUnavailable, ImageNotFound
+from clawhq.errors import EngineError
 from clawhq.runtime import labels
 from clawhq.runtime.base import (
     Container,
@@ -28,9 +27,12 @@ from clawhq.runtime.base import (
     EngineEvent,
     LogLine,
     Runtime,
-    Volume,
 )
+from clawhq.runtime.disks import DEFAULT_ROOT, HostDisks, remote_engine
+from clawhq.runtime.docker_errors import engine_errors
+from clawhq.runtime.docker_files import file_archive
 from clawhq.runtime.docker_parse import container_from_inspect, container_from_summary, parse_time
+from clawhq.runtime.docker_volumes import DockerVolumes
 from clawhq.runtime.security import (
     ContainerSecurity,
     DaemonFacts,
@@ -46,28 +48,7 @@ NO_ICC = {"com.docker.network.bridge.enable_icc": "false"}
 _MANAGED = f"{labels.SERVICE}={labels.SERVICE_AGENT}"
 
 
-@contextlib.contextmanager
-def engine_errors(action: str) -> Iterator[None]:
-    """Translate Docker SDK and transport errors into ClawHQ's error tree."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotFound(
-            f"{action}: image not found on the engine ({exc.explanation}); "
-            "build it with `clawhq image build`"
-        ) from None
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{action}: {exc.explanation or exc}") from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise EngineUnavailable(f"{action}: Docker Engine is unreachable ({exc})") from None
-    except requests.exceptions.RequestException as exc:
-        # e.g. an empty answer when the container went away mid-request
-        raise EngineError(f"{action}: unexpected answer from Docker Engine ({exc})") from None
-    except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"{action}: {exc}") from None
-
-
-class DockerRuntime:
+class DockerRuntime(DockerVolumes):
     """Agent containers on one Docker Engine (``DOCKER_HOST`` or the local socket).
 
     The API version is pinned (Docker 20.10's) so that building the client never needs the
@@ -78,7 +59,12 @@ class DockerRuntime:
     API_VERSION = "1.41"
 
     def __init__(
-        self, base_url: str | None = None, timeout: int = 60, *, instance_id: str | None = None
+        self,
+        base_url: str | None = None,
+        timeout: int = 60,
+        *,
+        instance_id: str | None = None,
+        disk_dir: Path | None = None,
     ) -> None:
         with engine_errors("connect to Docker Engine"):
             options = {"timeout": timeout, "max_pool_size": 32, "version": self.API_VERSION}
@@ -91,6 +77,8 @@ class DockerRuntime:
         self._scope: list[str] = [_MANAGED]
         if instance_id is not None:
             self._scope.append(f"{labels.INSTANCE}={instance_id}")
+        self._disks = HostDisks(disk_dir or DEFAULT_ROOT)
+        self._no_disks = remote_engine(base_url)
 
     def close(self) -> None:
         self._client.close()
@@ -128,10 +116,7 @@ class DockerRuntime:
 
     def create(self, spec: ContainerSpec) -> Container:
         with engine_errors(f"create container {spec.name}"):
-            self._client.volumes.create(
-                spec.volume,
-                labels=spec.volume_labels(),
-            )
+            self._ensure_volume(spec.volume, spec.disk_bytes, spec.volume_labels(), spec.user)
             port = spec.port
             published = (
                 {f"{port.container_port}/tcp": (port.host_ip, port.host_port)} if port else {}
@@ -164,7 +149,17 @@ class DockerRuntime:
             )
             return container_from_inspect(created.attrs)
 
+    def put_file(
+        self, container_id: str, path: str, content: bytes, *, owner: str, mode: int = 0o400
+    ) -> None:
+        folder, archive = file_archive(path, content, owner, mode)
+        self._mount_workspaces(container_id)
+        with engine_errors(f"put {path} into container {container_id[:12]}"):
+            if not self._api.put_archive(container_id, folder, archive):
+                raise EngineError(f"put {path} into container {container_id[:12]}: refused")
+
     def start(self, container_id: str) -> None:
+        self._mount_workspaces(container_id)
         with engine_errors(f"start container {container_id[:12]}"):
             self._api.start(container_id)
 
@@ -186,26 +181,6 @@ class DockerRuntime:
                     return False
                 raise
             return True
-
-    def remove_volume(self, name: str) -> None:
-        with engine_errors(f"remove volume {name}"):
-            try:
-                self._api.remove_volume(name, force=True)
-            except docker.errors.NotFound:
-                return
-
-    def list_volumes(self) -> list[Volume]:
-        with engine_errors("list workspace volumes"):
-            found = self._api.volumes(filters={"label": self._scope}).get("Volumes") or []
-        return [
-            Volume(
-                name=v["Name"],
-                agent_id=(v.get("Labels") or {}).get(labels.VOLUME_OF, ""),
-                user_id=(v.get("Labels") or {}).get(labels.USER_ID, ""),
-                created_at=v.get("CreatedAt", ""),
-            )
-            for v in found
-        ]
 
     def inspect(self, container_id: str) -> Container | None:
         with engine_errors(f"inspect container {container_id[:12]}"):

@@ -26,6 +26,7 @@ from clawhq.runtime.base import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
+    DiskUsage,
     EngineEvent,
     LogLine,
     Volume,
@@ -43,9 +44,22 @@ class _Subscriber:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class PutFile:
+    """A file ``put_file`` wrote into a container."""
+
+    content: bytes
+    owner: str
+    mode: int
+
+
 class FakeRuntime:
     """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise;
     ``reachable = False`` makes every call raise ``EngineUnavailable``.
+
+    ``files[id]`` are the files put into a container since its last start; a start takes them
+    (as the agent image takes its secrets file) into ``started_with[id]``, one dict (path ->
+    :class:`PutFile`) per start, so a test sees what each start of a container was handed.
 
     ``images`` are the tags that exist; ``image_ids[tag]`` is a tag's image id (by default
     ``sha256:`` and the tag's SHA-256, and a new one at each ``build_image``).
@@ -64,6 +78,13 @@ class FakeRuntime:
         self.volume_labels: dict[str, dict[str, str]] = {}
         self.fail: dict[str, ClawHQError] = {}
         self.written_logs: dict[str, list[str]] = {}
+        #: Why workspaces cannot get a capped disk (None: they can); ``disks[volume]`` is the
+        #: size of each capped workspace made, ``disk_used[volume]`` what a test says it holds.
+        self.disk_problem: str | None = None
+        self.disks: dict[str, int] = {}
+        self.disk_used: dict[str, int] = {}
+        self.files: dict[str, dict[str, PutFile]] = {}
+        self.started_with: dict[str, list[dict[str, PutFile]]] = {}
         self.reachable = True
         self._ids = itertools.count(1)
         self._builds = itertools.count(1)
@@ -184,6 +205,12 @@ class FakeRuntime:
             )
             self.containers[container.id] = container
             self.specs[container.id] = spec
+            if spec.volume not in self.volumes and spec.disk_bytes is not None:
+                if self.disk_problem is not None:
+                    raise EngineError(self.disk_problem, code="disk_quota_unavailable")
+                self.disks[spec.volume] = spec.disk_bytes
+            elif spec.volume in self.disks and spec.disk_bytes is not None:
+                self.disks[spec.volume] = max(self.disks[spec.volume], spec.disk_bytes)
             self.volumes.add(spec.volume)
             self.volume_labels[spec.volume] = spec.volume_labels()
         self._emit_for(container, "create")
@@ -199,8 +226,28 @@ class FakeRuntime:
             self.containers[container.id] = changed
             return container, changed
 
+    def put_file(
+        self, container_id: str, path: str, content: bytes, *, owner: str, mode: int = 0o400
+    ) -> None:
+        self._check("put_file")
+        with self._lock:
+            container = self._find(container_id)
+            spec = self.specs.get(container.id) if container is not None else None
+            if container is None or spec is None:
+                raise EngineError(f"no such container: {container_id}")
+            if container.is_running:  # its root is read-only: Docker refuses
+                raise EngineError(f"container {container_id[:12]} is running")
+            if not path.startswith(spec.volume_path.rstrip("/") + "/"):
+                raise EngineError(f"{path}: read-only file system")
+            self.files.setdefault(container.id, {})[path] = PutFile(content, owner, mode)
+
     def start(self, container_id: str) -> None:
         self._check("start")
+        with self._lock:
+            found = self._find(container_id)
+            if found is not None:
+                taken = self.files.pop(found.id, {})
+                self.started_with.setdefault(found.id, []).append(taken)
         n = int(container_id[4:]) if container_id.startswith("fake") else 0
         _, started = self._set(
             container_id,
@@ -240,6 +287,7 @@ class FakeRuntime:
                 return False
             del self.containers[container.id]
             self.specs.pop(container.id, None)
+            self.files.pop(container.id, None)
         if container.is_running:  # a forced remove kills it first
             self._emit_for(container, "die", exitCode="137")
         self._emit_for(container, "destroy")
@@ -248,6 +296,8 @@ class FakeRuntime:
     def remove_volume(self, name: str) -> None:
         self._check("remove_volume")
         self.volumes.discard(name)
+        self.disks.pop(name, None)
+        self.disk_used.pop(name, None)
         self.volume_labels.pop(name, None)
 
     def list_volumes(self) -> list[Volume]:
@@ -257,6 +307,17 @@ class FakeRuntime:
             for name, found in list(self.volume_labels.items())
             if self._in_scope(found)
         ]
+
+    def disk_support(self) -> str | None:
+        return self.disk_problem
+
+    def disk_usage(self, name: str) -> DiskUsage | None:
+        self._check("disk_usage")
+        size = self.disks.get(name)
+        if size is None:
+            return None
+        used = self.disk_used.get(name, 0)
+        return DiskUsage(used_bytes=used, size_bytes=size, free_bytes=size - used)
 
     def inspect(self, container_id: str) -> Container | None:
         self._check("inspect")

@@ -12,3 +12,6 @@ START = "clawhq.start"
 INSTANCE = "clawhq.instance"
 NETWORK = "clawhq.network"
 VOLUME_OF = "clawhq.workspace-of"
+#: Where in the container its secrets file goes before each start (the image reads and removes
+#: it); a container without it was made by an earlier ClawHQ, with its secrets in its env.
+SECRETS_FILE = "clawhq.secrets-file"

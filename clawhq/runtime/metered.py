@@ -17,6 +17,7 @@ from clawhq.runtime.base import (
     Container,
     ContainerSpec,
     ContainerStats,
+    DiskUsage,
     EngineEvent,
     LogLine,
     Runtime,
@@ -38,6 +39,11 @@ class MeteredRuntime:
         container = self.inner.create(spec)
         self._metrics.containers_created.inc()
         return container
+
+    def put_file(
+        self, container_id: str, path: str, content: bytes, *, owner: str, mode: int = 0o400
+    ) -> None:
+        self.inner.put_file(container_id, path, content, owner=owner, mode=mode)
 
     def start(self, container_id: str) -> None:
         self.inner.start(container_id)
@@ -86,6 +92,12 @@ class MeteredRuntime:
 
     def list_volumes(self) -> list[Volume]:
         return self.inner.list_volumes()
+
+    def disk_support(self) -> str | None:
+        return self.inner.disk_support()
+
+    def disk_usage(self, name: str) -> DiskUsage | None:
+        return self.inner.disk_usage(name)
 
     # -- EngineAdmin ----------------------------------------------------------------------------
 

@@ -175,6 +175,11 @@ OWNER_VIEW = select(
     .where(User.id == _agents.user_id)
     .scalar_subquery()
     .label("plan_image"),
+    select(Plan.egress_policy)
+    .join(User, User.plan_name == Plan.name)
+    .where(User.id == _agents.user_id)
+    .scalar_subquery()
+    .label("plan_egress"),
     select(Plan.bundled_keys_allowed)
     .join(User, User.plan_name == Plan.name)
     .where(User.id == _agents.user_id)
@@ -188,6 +193,7 @@ def row_of(agent: Agent, plan: Plan | None) -> dict[str, Any]:
     row = {column.key: getattr(agent, column.key) for column in Agent.__table__.columns}
     row["has_api_key"] = agent.has_api_key
     row["plan_image"] = plan.image if plan is not None else None
+    row["plan_egress"] = plan.egress_policy if plan is not None else "open"
     row["plan_bundled_keys"] = plan.bundled_keys_allowed if plan is not None else False
     return row
 

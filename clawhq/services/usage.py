@@ -1,4 +1,5 @@
-"""Per-user resource use, sampled from the engine in the background for the metrics.
+"""Per-user resource use and per-agent workspace disks, sampled in the background for the
+metrics.
 
 Quick samples (no second reading by the engine) keep a sweep cheap; CPU is computed from two
 consecutive samples of the same container.
@@ -34,6 +35,7 @@ class UsageSampler:
         self.interval = interval
         self._previous: dict[str, ContainerStats] = {}
         self._usage: dict[str, tuple[float, int]] = {}
+        self._disks: list[tuple[str, str, int, int]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clawhq-usage")
@@ -52,7 +54,14 @@ class UsageSampler:
         with self._lock:
             return [(user, cpu, memory) for user, (cpu, memory) in sorted(self._usage.items())]
 
+    def disks(self) -> list[tuple[str, str, int, int]]:
+        """``(user_id, agent_id, used_bytes, size_bytes)`` of each capped workspace (kept
+        ones too: they hold disk), from the last sweep."""
+        with self._lock:
+            return list(self._disks)
+
     def sweep(self) -> None:
+        self._sweep_disks()
         try:
             running = [c for c in self.runtime.list_managed() if c.is_running and c.user_id]
         except ClawHQError as exc:
@@ -71,6 +80,20 @@ class UsageSampler:
         with self._lock:
             self._previous = current
             self._usage = {user: (round(cpu, 2), int(mem)) for user, (cpu, mem) in totals.items()}
+
+    def _sweep_disks(self) -> None:
+        try:
+            volumes = self.runtime.list_volumes()
+        except ClawHQError as exc:
+            log.warning("disk sweep skipped: %s", exc.message)
+            return
+        found = []
+        for volume in sorted(volumes, key=lambda v: v.name):
+            usage = self.runtime.disk_usage(volume.name)
+            if usage is not None and volume.agent_id:
+                found.append((volume.user_id, volume.agent_id, usage.used_bytes, usage.size_bytes))
+        with self._lock:
+            self._disks = found
 
     def _sample(self, container_id: str) -> ContainerStats | None:
         try:

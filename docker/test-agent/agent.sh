@@ -6,6 +6,19 @@
 #   TEST_AGENT_HEARTBEAT seconds between heartbeats (default 2; 0 disables)
 bb=/bin/busybox
 mode=${TEST_AGENT_MODE:-healthy}
+# ClawHQ's secrets come in CLAWHQ_SECRETS_FILE (a JSON object, written before each start),
+# read and removed at once, as the OpenClaw image does; missing, the start fails (exit 78).
+if [ -n "$CLAWHQ_SECRETS_FILE" ]; then
+  secrets=$($bb cat "$CLAWHQ_SECRETS_FILE" 2>/dev/null)
+  $bb rm -f "$CLAWHQ_SECRETS_FILE"
+  if [ -z "$secrets" ]; then
+    echo "test agent: CLAWHQ_SECRETS_FILE: $CLAWHQ_SECRETS_FILE is not there" >&2
+    exit 78
+  fi
+  CLAWHQ_WEBHOOK_TOKEN=$(echo "$secrets" |
+    $bb sed -n 's/.*"CLAWHQ_WEBHOOK_TOKEN": *"\([^"]*\)".*/\1/p')
+  unset secrets
+fi
 echo "test agent ${CLAWHQ_AGENT_ID:-?} starting in mode $mode"
 root=/www
 case "$mode" in

@@ -15,6 +15,7 @@ service agents must not reach). Everything is removed again by ``close``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 HOST_SIDE = "198.51.100.1"
 NS_SIDE = "198.51.100.2"
@@ -153,3 +155,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def tear_down(
+    docker_runtime: Any,
+    env: dict[str, str],
+    user_id: str | None,
+    stack: list[Any],
+    networks: tuple[str, ...],
+) -> None:
+    """Undo a firewall test's world: the user's agents, then what it started (last first: a
+    ``Served`` is stopped, anything else closed), the firewall rules, and its networks."""
+    from clawhq.runtime import labels
+    from tests.conftest import remove_user_containers
+    from tests.integration.helpers import sdk
+    from tests.integration.served import Served, cli
+
+    if user_id:
+        remove_user_containers(docker_runtime, [user_id])
+    for thing in reversed(stack):
+        if isinstance(thing, Served):
+            thing.stop()
+        else:
+            thing.close()
+    teardown = cli(env, "network", "teardown")
+    assert teardown.returncode == 0, teardown.stderr
+    if not docker_runtime.list_managed({labels.USER_ID: user_id or "-"}):
+        for name in networks:
+            with contextlib.suppress(Exception):
+                sdk().networks.get(name).remove()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_IMAGE, TEST_NETWORK
+from tests.conftest import TEST_EGRESS_NETWORK, TEST_IMAGE, TEST_NETWORK
 
 CLAWHQ = [sys.executable, "-m", "clawhq"]
 
@@ -32,6 +32,8 @@ def serve_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, s
             "CLAWHQ_PORT": str(free_port()),
             "CLAWHQ_AGENT_IMAGE": TEST_IMAGE,
             "CLAWHQ_AGENT_NETWORK": TEST_NETWORK,
+            "CLAWHQ_EGRESS_NETWORK": TEST_EGRESS_NETWORK,
+            "CLAWHQ_EGRESS_PROXY_PORT": str(free_port()),
             "CLAWHQ_AGENT_MEMORY": "64m",
             "CLAWHQ_STARTUP_POLL_INTERVAL": "0.1",
             # Served tests run as root: without this, serve would install firewall rules on

@@ -16,12 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from websockets.exceptions import InvalidStatus
 
+from clawhq.controller.spec import SECRET_ENV
+from clawhq.credentials import LLM_TOKEN_PREFIX, WEBHOOK_TOKEN_PREFIX, hash_token
+from clawhq.crypto import Keyring, Sealed, generate_key
+from clawhq.db.engine import create_db_engine
+from clawhq.db.models import proxy_identity_context
+from clawhq.setting_values import decode_encryption_key
 from tests.conftest import TEST_NETWORK, clean_database
 from tests.integration.control_ui import control_ui_connect
 from tests.integration.helpers import sdk
 from tests.integration.served import Served, cli, serve_env
+from tests.integration.test_openclaw_secrets import as_agent, gateway_tree, scan
 from tests.standins.model import StandIn, serving_model
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -99,6 +107,7 @@ def access(
             # openai adapter uses the Responses API).
             llm_upstream_deepseek=model,
             deepseek_api_key=PLANTED_BUNDLED,
+            encryption_key=generate_key(),
         )
         served = Served(env, tmp / "serve.log").start()
         http = httpx.Client(base_url=served.base, timeout=60)
@@ -134,7 +143,7 @@ def test_the_agent_has_no_host_port_no_gateway_token_and_no_provider_key(access:
     assert container.attrs["HostConfig"]["PortBindings"] in ({}, None)
     env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
     assert "OPENCLAW_GATEWAY_TOKEN" not in env
-    assert env["CLAWHQ_API_KEY"].startswith("chqllm_")
+    assert not SECRET_ENV & set(env)  # ClawHQ's own secrets: see the next test
     # Neither the agent's own key nor the bundled one, anywhere in the container's env or in
     # the environment of any process running in it.
     processes = container.exec_run(
@@ -145,8 +154,94 @@ def test_the_agent_has_no_host_port_no_gateway_token_and_no_provider_key(access:
         assert not [name for name, value in env.items() if planted in value]
         assert planted.encode() not in processes.output
     shown = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).text
-    for secret in ("CLAWHQ_PROXY_IDENTITY", "OPENCLAW_GATEWAY_PASSWORD"):
-        assert len(env[secret]) >= 32 and env[secret] not in shown
+    identity = current_secrets(access)[2]
+    assert len(identity) >= 32 and identity not in shown
+
+
+def current_secrets(access: Access) -> tuple[str | None, str | None, str]:
+    """What ClawHQ holds of the agent's secrets now: the LLM and webhook tokens' digests and
+    the proxy identity (sealed: opened with the installation's key)."""
+    engine = create_db_engine(access.served.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT llm_token_hash, webhook_token_hash, proxy_identity_ciphertext, "
+                    "proxy_identity_key_id FROM agents WHERE id = :id"
+                ),
+                {"id": access.agent_id},
+            ).one()
+    finally:
+        engine.dispose()
+    keyring = Keyring(decode_encryption_key(access.served.env["CLAWHQ_ENCRYPTION_KEY"]))
+    sealed = Sealed(bytes(row[2]), row[3])
+    return row[0], row[1], keyring.open(sealed, proxy_identity_context(access.agent_id))
+
+
+def assert_no_secret_readable(access: Access, container: Any) -> None:
+    """ClawHQ's secrets for the agent's current start are in neither the container's env nor
+    any process's environ as the agent's uid reads them; the LLM token only in the gateway's
+    processes, as the provider's key (by design: it is the gateway's credential)."""
+    llm_hash, webhook_hash, identity = current_secrets(access)
+    container.reload()
+    env = container.attrs["Config"]["Env"]
+    assert not SECRET_ENV & {item.split("=", 1)[0] for item in env}
+    tokens = (LLM_TOKEN_PREFIX, WEBHOOK_TOKEN_PREFIX, identity)
+    assert not [item for item in env if any(t in item for t in tokens)], env
+    assert "CLAWHQ_SECRETS_FILE=/home/openclaw/.clawhq-secrets.json" in env
+    processes = scan(container)  # every process of the container, as uid 1001 reads them
+    assert any(p["pid"] == 1 and p["environ"] for p in processes)  # docker-init's, readable
+    for needle in (WEBHOOK_TOKEN_PREFIX, identity):
+        assert not [p["cmdline"] for p in processes if any(needle in v for v in p["environ"])]
+    llm = {
+        (p["pid"], value) for p in processes for value in p["environ"] if LLM_TOKEN_PREFIX in value
+    }
+    assert llm and {pid for pid, _ in llm} <= gateway_tree(processes)
+    names_values = {value.split("=", 1)[0] for _, value in llm}
+    assert names_values == {"DEEPSEEK_API_KEY"}
+    (token,) = {value.split("=", 1)[1] for _, value in llm}
+    assert hash_token(token) == llm_hash  # the live token, of this start
+    assert webhook_hash is not None
+    assert as_agent(container, "ls", "/home/openclaw/.clawhq-secrets.json")[0] != 0  # gone
+
+
+def heartbeat_after(access: Access, since: str | None) -> str:
+    """Wait for a heartbeat newer than ``since``: the reporter has the webhook token."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        body = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()
+        seen = body.get("lastHeartbeat")
+        if seen and seen != since:
+            return str(seen)
+        time.sleep(1)
+    raise AssertionError(f"no heartbeat after {since}: {body}")
+
+
+def test_clawhqs_secrets_are_readable_nowhere_in_the_container_across_a_restart(
+    access: Access,
+) -> None:
+    """Issue 13 item 6: the webhook token, the LLM token and the proxy identity come in a file
+    ClawHQ writes before each start and the entrypoint removes; nothing of the agent's uid
+    reads them from any environ (PID 1 included), and the agent still reports. A supervisor
+    restart of the same container hands it new ones the same way."""
+    container = the_container(access.agent_id)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # every start ClawHQ's
+    first = heartbeat_after(access, None)
+    assert_no_secret_readable(access, container)
+    before = current_secrets(access)
+    container.kill()  # a crash: ClawHQ restarts the same container after its backoff
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        body = access.http.get(f"/api/agents/{access.agent_id}", headers=access.owner).json()
+        if body["restartCount"] >= 1 and body["status"] in ("RUNNING", "ERROR"):
+            break
+        time.sleep(1)
+    assert (body["status"], body["restartCount"]) == ("RUNNING", 1), body
+    assert body["containerId"] == container.id  # the same container, started again
+    heartbeat_after(access, first)
+    after = current_secrets(access)
+    assert not set(before) & set(after)  # new secrets for the new start
+    assert_no_secret_readable(access, container)
 
 
 def test_the_control_ui_loads_and_its_websocket_connects_as_the_owner(access: Access) -> None:

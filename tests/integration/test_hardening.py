@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from clawhq.controller.spec import SECRET_ENV
 from tests.integration.helpers import deploy_running, sdk
 
 
@@ -28,21 +29,21 @@ def test_container_is_hardened_and_limited(docker_app) -> None:
         "CLAWHQ_AGENT_NAME",
         "CLAWHQ_MODEL_PROVIDER",
         "CLAWHQ_MODEL",
-        "CLAWHQ_API_KEY",
         "CLAWHQ_CHANNELS",
-        "CLAWHQ_WEBHOOK_TOKEN",
         "CLAWHQ_WEBHOOK_URL",
-        "OPENCLAW_GATEWAY_PASSWORD",
-        "CLAWHQ_PROXY_IDENTITY",
+        "CLAWHQ_SECRETS_FILE",
         "CLAWHQ_PROXY_ADDRESSES",
         "CLAWHQ_PUBLIC_ORIGIN",
         "CLAWHQ_BASE_PATH",
         "CLAWHQ_LLM_BASE_URL",
     ):
         assert env.get(name), name
-    # The provider key stays with ClawHQ: the agent holds a token for ClawHQ's LLM gateway.
-    assert env["CLAWHQ_API_KEY"].startswith("chqllm_")
+    # No secret in the env (they come in the file ClawHQ writes before each start), and the
+    # provider key stays with ClawHQ: the agent holds a token for ClawHQ's LLM gateway.
+    assert not SECRET_ENV & set(env)
+    assert not [v for v in env.values() if "chqllm_" in v or "whk_" in v]
     assert "sk-test-0123456789" not in str(env)
+    assert host["RestartPolicy"]["Name"] == "no"  # every start is ClawHQ's, with its file
 
     assert host["Memory"] == 96 * 1024**2
     assert host["MemorySwap"] == host["Memory"]  # no swap beyond the limit

@@ -21,19 +21,19 @@ from typing import Any
 import httpx
 import pytest
 
-from clawhq.runtime import labels
-from tests.conftest import remove_user_containers
 from tests.integration.outside import (
     HOST_SIDE,
     INTERNET,
     METADATA,
     HostListener,
     Outside,
+    tear_down,
 )
 from tests.integration.served import Served, cli, serve_env
 from tests.integration.test_isolation import fetch
 
 NETWORK = "clawhq-sec-test"
+EGRESS_NETWORK = "clawhq-sec-egress"
 PORT_RANGE = "19900-19999"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for iptables and netns")
@@ -84,6 +84,7 @@ def world(
         tmp / "data",
         f"sqlite:///{tmp / 'clawhq.db'}",
         agent_network=NETWORK,
+        egress_network=EGRESS_NETWORK,
         port_range=PORT_RANGE,
         firewall="auto",
         # The engine is shared: a supervisor here would remove other ClawHQ instances' agents
@@ -109,19 +110,7 @@ def world(
         stack += [on_gateway, on_any]
         yield World(env, server, outside, gateway, on_gateway, on_any, a, b, headers)
     finally:
-        if user_id:
-            remove_user_containers(docker_runtime, [user_id])
-        for thing in reversed(stack):
-            if isinstance(thing, Served):
-                thing.stop()
-            else:
-                thing.close()
-        teardown = cli(env, "network", "teardown")
-        assert teardown.returncode == 0, teardown.stderr
-        if not docker_runtime.list_managed({labels.USER_ID: user_id or "-"}):
-            from tests.integration.helpers import sdk
-
-            sdk().networks.get(NETWORK).remove()
+        tear_down(docker_runtime, env, user_id, stack, (NETWORK, EGRESS_NETWORK))
 
 
 def _firewall(world: World, action: str) -> None:
@@ -204,15 +193,17 @@ def test_setup_is_idempotent(world: World) -> None:
 
     def listing() -> list[str]:
         lines = []
-        for chain in ("INPUT", "DOCKER-USER", *chain_names(NETWORK)):
+        for chain in ("INPUT", "DOCKER-USER", *chain_names(NETWORK), *chain_names(EGRESS_NETWORK)):
             lines += [line for line in sh("iptables", "-S", chain).stdout.splitlines()]
         return [line for line in lines if "clawhq" in line.lower()]
 
     before = listing()
     _firewall(world, "setup")
     assert listing() == before
-    assert sum(1 for line in before if line.startswith("-A INPUT")) == 1
-    assert sum(1 for line in before if line.startswith("-A DOCKER-USER")) == 1
+    for name in (NETWORK, EGRESS_NETWORK):  # one jump per parent chain and network
+        for parent in ("INPUT", "DOCKER-USER"):
+            jumps = [line for line in before if line.startswith(f"-A {parent}")]
+            assert sum(1 for line in jumps if f"agents on {name}" in line) == 1, jumps
 
 
 def test_serve_log_is_clear_when_it_cannot_install(tmp_path: Path, world: World) -> None:

@@ -11,7 +11,7 @@ from clawhq.crypto import Keyring, Sealed, generate_key
 from clawhq.db.models import api_key_context
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.setting_values import decode_encryption_key
-from tests.conftest import Api, running_app
+from tests.conftest import Api, handed_secrets, running_app
 
 PLANTED = "sk-ant-PLANTED-audit-0xC0FFEE"
 
@@ -180,7 +180,7 @@ def test_key_rotation_round_trips(settings, fake_runtime) -> None:
     with running_app(rotated.model_copy(update={"encryption_keys_old": ()}), fake_runtime) as api:
         assert api.context.keyring.current_key_id == only_new.current_key_id
         deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
-        env = fake_runtime.specs[deployed["containerId"]].env
+        env = handed_secrets(fake_runtime, deployed["containerId"])
         assert env["TELEGRAM_BOT_TOKEN"] == telegram
         assert PLANTED not in env.values()  # the key stays with ClawHQ's LLM gateway ...
         with api.context.sessions() as session:  # ... which opens it with the new key alone

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from clawhq.credentials import hash_token
 from clawhq.errors import EngineError
 from clawhq.runtime.fake import FakeRuntime
-from tests.conftest import Api
+from tests.conftest import Api, handed_secrets
 
 SECRET = "sk-test-0123456789"
 
@@ -173,11 +173,13 @@ def test_deploy_hands_fresh_tokens_and_never_the_provider_key_to_the_container(
     agent = fake_api.agent(me, apiKey="sk-ant-for-the-container")
     deployed = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
     spec = fake_runtime.specs[deployed["containerId"]]
-    assert not [k for k, v in spec.env.items() if "sk-ant-for-the-container" in v]
-    llm_token = spec.env["CLAWHQ_API_KEY"]
+    handed = handed_secrets(fake_runtime, deployed["containerId"])
+    assert "sk-ant-for-the-container" not in str(spec) + str(handed)
+    llm_token = handed["CLAWHQ_API_KEY"]
     assert llm_token.startswith("chqllm_")
     assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://127.0.0.1:9/llm/anthropic"
-    token = spec.env["CLAWHQ_WEBHOOK_TOKEN"]
+    token = handed["CLAWHQ_WEBHOOK_TOKEN"]
+    assert not [v for v in spec.env.values() if token in v or llm_token in v]
     with fake_api.context.engine.connect() as conn:
         stored = conn.execute(
             text("SELECT webhook_token_hash, llm_token_hash FROM agents WHERE id = :id"),
@@ -289,7 +291,8 @@ def test_channel_credentials_are_checked_sealed_and_handed_to_the_container(
         ).one()
     assert TELEGRAM.encode() not in bytes(row[0])
     deployed = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
-    env = fake_runtime.specs[deployed["containerId"]].env
+    env = handed_secrets(fake_runtime, deployed["containerId"])
+    assert TELEGRAM not in str(fake_runtime.specs[deployed["containerId"]].env)
     assert env["TELEGRAM_BOT_TOKEN"] == TELEGRAM
     assert env["SLACK_BOT_TOKEN"] == SLACK["botToken"]
     assert env["SLACK_APP_TOKEN"] == SLACK["appToken"]

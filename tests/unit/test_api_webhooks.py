@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from clawhq.runtime.fake import FakeRuntime
-from tests.conftest import Api
+from tests.conftest import Api, handed_secrets
 
 
 def deployed_agent(api: Api, runtime: FakeRuntime) -> tuple[str, dict[str, str]]:
     me = api.user()
     agent = api.agent(me)
     body = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
-    token = runtime.specs[body["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
+    token = handed_secrets(runtime, body["containerId"])["CLAWHQ_WEBHOOK_TOKEN"]
     return agent["id"], {"Authorization": f"Bearer {token}"}
 
 
@@ -62,7 +62,7 @@ def test_redeploy_rotates_the_webhook_token(fake_api: Api, fake_runtime: FakeRun
     me = fake_api.user()
     agent = fake_api.agent(me)
     first = fake_api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
-    old = fake_runtime.specs[first["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
+    old = handed_secrets(fake_runtime, first["containerId"])["CLAWHQ_WEBHOOK_TOKEN"]
     import time
 
     for _ in range(100):

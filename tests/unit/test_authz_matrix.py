@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from clawhq.api.app import create_app
 from clawhq.runtime.fake import FakeRuntime
-from tests.conftest import Api
+from tests.conftest import Api, handed_secrets
 from tests.standins.gateway import serving
 from tests.unit.test_api_agents import wait_status
 
@@ -149,6 +149,13 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("PATCH", "/api/admin/plans/{plan_name}/llm"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {}
     ),
+    # Plans' egress and workspace size: admins only (the world's plan is reset right after).
+    ("PATCH", "/api/admin/plans/{plan_name}/egress"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"policy": "open"}
+    ),
+    ("PATCH", "/api/admin/plans/{plan_name}/disk"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"agentDisk": None}
+    ),
     # The LLM gateway takes an agent container's LLM token only (tests/unit/test_llm_gateway.py):
     # no user's token, no webhook token.
     ("GET", "/llm/{provider}/{path:path}"): Expect(everyone(401)),
@@ -219,7 +226,7 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> Iterator[World]:
     agent = api.agent(owner)
     deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner)
     assert deployed.status_code == 202, deployed.text
-    token = fake_runtime.specs[deployed.json()["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
+    token = handed_secrets(fake_runtime, deployed.json()["containerId"])["CLAWHQ_WEBHOOK_TOKEN"]
     world = World(api, owner, owner_email, other, admin, agent["id"], token, expired)
     world.rollout_id = finished_rollout(api, agent["id"])
     world.token_id = token_id(api, owner)

@@ -29,7 +29,7 @@ from clawhq.runtime.fake import FakeRuntime
 from clawhq.services import agents, users
 from clawhq.settings import Settings
 from clawhq.status import AgentStatus as S
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, handed_secrets
 
 HEALTH_INTERVAL = 30.0
 BACKOFF = 10.0  # CLAWHQ_RESTART_BACKOFF_INITIAL's default
@@ -317,7 +317,7 @@ def test_stop_is_kept_revokes_the_llm_token_and_start_makes_a_new_container(
     world: World, fake: FakeRuntime
 ) -> None:
     agent_id, container_id = deploy_running(world)
-    first_token = fake.specs[container_id].env["CLAWHQ_API_KEY"]
+    first_token = handed_secrets(fake, container_id)["CLAWHQ_API_KEY"]
     assert world.agent(agent_id).llm_token_hash == hash_token(first_token)
     stopped = world.context.operations.stop(agent_id)
     assert stopped.status is S.STOPPED
@@ -333,7 +333,7 @@ def test_stop_is_kept_revokes_the_llm_token_and_start_makes_a_new_container(
     status, _, new_id = world.state(agent_id)
     assert status is S.RUNNING and new_id != container_id
     assert list(fake.containers) == [new_id]
-    new_token = fake.specs[new_id].env["CLAWHQ_API_KEY"]
+    new_token = handed_secrets(fake, new_id)["CLAWHQ_API_KEY"]
     assert new_token != first_token
     assert world.agent(agent_id).llm_token_hash == hash_token(new_token)
 

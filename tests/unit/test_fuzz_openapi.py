@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from clawhq.api.app import create_app
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
-from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.conftest import TEST_IMAGE, Api, handed_secrets, running_app
 from tests.standins.gateway import free_port, serving
 from tests.unit.test_api_agents import wait_status
 
@@ -76,7 +76,7 @@ def caller(settings: Settings) -> Iterator[Caller]:
             session.commit()
         agent = api.agent(me)
         deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
-        hook = runtime.specs[deployed["containerId"]].env["CLAWHQ_WEBHOOK_TOKEN"]
+        hook = handed_secrets(runtime, deployed["containerId"])["CLAWHQ_WEBHOOK_TOKEN"]
         # The proxied routes reach a stand-in gateway at the agent's address.
         wait_status(api, me, agent["id"], "RUNNING")
         with serving(runtime.containers[deployed["containerId"]].address, port):

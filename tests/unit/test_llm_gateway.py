@@ -20,7 +20,7 @@ from clawhq.db.models import Agent, LlmCall, User
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.services import users
 from clawhq.settings import Settings
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, handed_secrets
 from tests.standins.gateway import free_port, serving
 from tests.standins.llm import TOTALS, LLMStandIn
 
@@ -86,7 +86,7 @@ class Served:
         for _ in range(500):
             agent = self.http.get(f"/api/agents/{agent_id}", headers=owner).json()
             if agent["status"] == "RUNNING":
-                return str(self.runtime.specs[agent["containerId"]].env["CLAWHQ_API_KEY"])
+                return str(handed_secrets(self.runtime, agent["containerId"])["CLAWHQ_API_KEY"])
             time.sleep(0.02)
         raise AssertionError(f"agent did not come up: {agent}")
 

@@ -132,5 +132,6 @@ def test_owner_view_has_exactly_the_public_fields() -> None:
     selected = {column.name for column in agents.OWNER_VIEW.selected_columns}
     # From the controller's cache, and from the plan and settings.
     computed = {"container_status", "up_to_date", "drift", "llm_access"}
-    inputs = {"applied_config", "plan_image", "plan_bundled_keys"}  # what those come from
+    # ... and what those come from.
+    inputs = {"applied_config", "plan_image", "plan_egress", "plan_bundled_keys"}
     assert selected == (set(AgentPublic.model_fields) - computed) | inputs

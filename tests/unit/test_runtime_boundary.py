@@ -157,6 +157,10 @@ SAMPLE_ARGUMENTS: dict[str, Any] = {
     "dockerfile": "Dockerfile",
     "tag": "t:1",
     "buildargs": {"A": "1"},
+    "path": "/home/openclaw/f",
+    "content": b"{}",
+    "owner": "1001:1001",
+    "mode": 0o400,
 }
 
 

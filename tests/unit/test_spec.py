@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from clawhq.controller.spec import AgentSecrets, Placement, build_spec, container_name
+from clawhq.controller.spec import (
+    AgentSecrets,
+    Placement,
+    build_spec,
+    container_name,
+    secrets_file,
+)
 from clawhq.db.models import Agent
 from clawhq.runtime import labels
 from clawhq.settings import load_settings
+
+PLACE = Placement("http://h:1", "i")
 
 
 def make_agent() -> Agent:
@@ -33,6 +42,7 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
         labels.USER_ID: "u" * 32,
         labels.AGENT_ID: "a" * 32,
         labels.INSTANCE: "inst1",
+        labels.SECRETS_FILE: "/home/openclaw/.clawhq-secrets.json",
     }
     assert spec.user == "1001:1001"
     assert spec.limits.memory_bytes == 1024**3
@@ -43,10 +53,17 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
         19003,
         18789,
     )
-    assert spec.env["CLAWHQ_API_KEY"] == "chqllm_token"
-    assert spec.env["CLAWHQ_WEBHOOK_TOKEN"] == "whk_token"
-    assert spec.env["OPENCLAW_GATEWAY_PASSWORD"] == "gw-password"
-    assert spec.env["CLAWHQ_PROXY_IDENTITY"] == "proxy-identity"
+    # No secret in the env: they go by file, written into the container before each start.
+    assert not spec.secret_env & set(spec.env)
+    assert not [v for v in spec.env.values() for s in ("token", "password", "identity") if s in v]
+    assert spec.env["CLAWHQ_SECRETS_FILE"] == "/home/openclaw/.clawhq-secrets.json"
+    assert json.loads(secrets_file(make_agent(), secrets)) == {
+        "CLAWHQ_API_KEY": "chqllm_token",
+        "CLAWHQ_WEBHOOK_TOKEN": "whk_token",
+        "OPENCLAW_GATEWAY_PASSWORD": "gw-password",
+        "CLAWHQ_PROXY_IDENTITY": "proxy-identity",
+        "TELEGRAM_BOT_TOKEN": "<secret>",  # the channel's, when it has none
+    }
     assert spec.env["CLAWHQ_PROXY_ADDRESSES"] == "172.18.0.1"
     assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "http://127.0.0.1:8000"
     assert spec.env["CLAWHQ_BASE_PATH"] == f"/agents/{'a' * 32}"
@@ -104,3 +121,9 @@ def test_host_ports_are_optional_and_the_llm_gateway_is_the_providers_base_url(
     assert spec.port is None
     assert spec.env["CLAWHQ_LLM_BASE_URL"] == f"http://h:8000/llm/{path}"
     assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "https://hq.example.com"
+
+
+def test_a_spec_with_a_secret_in_its_env_is_refused() -> None:
+    spec = build_spec(load_settings(), make_agent(), 19000, AgentSecrets("k", "t", "g"), PLACE)
+    with pytest.raises(ValueError, match="CLAWHQ_API_KEY"):
+        replace(spec, env={**spec.env, "CLAWHQ_API_KEY": "chqllm_x"})

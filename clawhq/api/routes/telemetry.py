@@ -113,10 +113,12 @@ async def _follow(
 
 @router.get("/{agent_id}/stats", response_model=AgentStats, responses=problem_responses(409, 502))
 def agent_stats(agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context) -> AgentStats:
-    """CPU, memory, network and pids of the running agent, measured now."""
+    """CPU, memory, network and pids of the running agent, and its workspace disk's use,
+    measured now."""
     with reads() as session:
         agent = agents.get_owned(session, user, agent_id)
     stats = context.views.stats(agent.id, agent.container_id)
+    disk = context.views.disk(agent.id)
     limit = stats.memory_limit_bytes
     return AgentStats(
         cpu_percent=stats.cpu_percent,
@@ -126,6 +128,9 @@ def agent_stats(agent_id: AgentId, user: CurrentUser, reads: Reads, context: Con
         pids=stats.pids,
         network_rx_bytes=stats.network_rx_bytes,
         network_tx_bytes=stats.network_tx_bytes,
+        disk_used_bytes=disk.used_bytes if disk else None,
+        disk_size_bytes=disk.size_bytes if disk else None,
+        disk_free_bytes=disk.free_bytes if disk else None,
     )
 
 

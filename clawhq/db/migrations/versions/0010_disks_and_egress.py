@@ -19,9 +19,7 @@ def upgrade() -> None:
     with op.batch_alter_table("plans") as batch:
         batch.add_column(sa.Column("agent_disk", sa.BigInteger(), nullable=True))
         batch.add_column(
-            sa.Column(
-                "egress_policy", sa.String(length=16), nullable=False, server_default="open"
-            )
+            sa.Column("egress_policy", sa.String(length=16), nullable=False, server_default="open")
         )
 
 

@@ -1,0 +1,333 @@
+"""ClawHQ's forward proxy: the only way out for agents under the ``allowlist`` egress policy.
+
+It speaks the two forms of HTTP proxying clients use: ``CONNECT host:port`` (a tunnel, for
+TLS and WebSockets) and an absolute-URI request (``GET http://host/path``, plain HTTP; sent on
+with ``Connection: close``, one request per connection). An agent proves who it is with
+``Proxy-Authorization: Basic`` whose password is its ClawHQ LLM token; the token names the
+agent, its owner's plan's policy and its channels, read at every connection, so a stop or a
+plan change takes effect on the next one. Every destination is logged with the agent's id
+(``clawhq.egress``) and counted (``clawhq_egress_connections_total``).
+
+What it never does: connect anywhere not on the agent's list, follow a name to a private or
+loopback address (see :mod:`clawhq.egress.policy`), read more than a bounded request head, or
+keep a silent connection past its idle limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from urllib.parse import urlsplit
+
+from clawhq.egress.policy import Pattern, address_problem, judge, literal_address, normal_host
+
+log = logging.getLogger("clawhq.egress")
+
+HEAD_LIMIT = 16 * 1024
+HEAD_SECONDS = 10.0
+CONNECT_SECONDS = 10.0
+CHUNK = 64 * 1024
+_HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive"}
+
+
+@dataclass(frozen=True)
+class EgressAgent:
+    """An agent as the proxy sees it: who, under which policy, allowed where."""
+
+    agent_id: str
+    policy: str
+    patterns: tuple[Pattern, ...]
+
+
+#: Finds the agent whose current container holds this LLM token (None: no such agent).
+Identify = Callable[[str], Awaitable[EgressAgent | None]]
+#: Called once per connection attempt: agent id ("" if unknown), destination, verdict.
+Record = Callable[[str, str, str], None]
+#: Why an address may not be connected to (see :func:`~clawhq.egress.policy.address_problem`).
+Check = Callable[..., str | None]
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+@dataclass(frozen=True)
+class Head:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+async def read_head(reader: asyncio.StreamReader) -> Head:
+    """The request line and headers, within :data:`HEAD_LIMIT` bytes and :data:`HEAD_SECONDS`."""
+    try:
+        async with asyncio.timeout(HEAD_SECONDS):
+            data = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise Refusal(431, "head_too_large", "request head too large") from None
+    except (TimeoutError, asyncio.IncompleteReadError):
+        raise Refusal(408, "no_request", "no complete request head in time") from None
+    try:
+        lines = data[:-4].decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if not name or name != name.strip() or not _:
+                raise ValueError(line)
+            headers.append((name, value.strip()))
+    except ValueError:
+        raise Refusal(400, "bad_request", "not an HTTP request") from None
+    if not version.startswith("HTTP/1."):
+        raise Refusal(400, "bad_request", "only HTTP/1.x is proxied")
+    return Head(method.upper(), target, version, headers)
+
+
+def token_of(head: Head) -> str | None:
+    """The LLM token in ``Proxy-Authorization: Basic`` (the password; the user is ignored)."""
+    value = head.header("proxy-authorization")
+    if not value or value[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(value[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
+
+
+def destination(head: Head) -> tuple[str, int]:
+    """``(host, port)`` the client asks for; :class:`Refusal` when it names none."""
+    if head.method == "CONNECT":
+        host, sep, port = head.target.rpartition(":")
+        if not sep or not port.isdigit():
+            raise Refusal(400, "bad_target", "CONNECT needs host:port")
+    else:
+        url = urlsplit(head.target)
+        if url.scheme != "http" or not url.hostname:
+            raise Refusal(400, "bad_target", "only http:// URLs are proxied (https: CONNECT)")
+        try:
+            host, port = url.hostname, str(url.port or 80)
+        except ValueError:
+            raise Refusal(400, "bad_target", "not a port") from None
+    name = normal_host(host)
+    if name is None:
+        raise Refusal(400, "bad_target", "not a host")
+    return name, int(port)
+
+
+class EgressProxy:
+    """The asyncio server; one per ClawHQ process, listening on the egress network's gateway."""
+
+    def __init__(
+        self,
+        identify: Identify,
+        denied: Sequence[IPv4Network],
+        *,
+        record: Record | None = None,
+        idle_seconds: float = 300.0,
+        per_agent: int = 64,
+        resolve: Callable[[str, int], Awaitable[list[str]]] | None = None,
+        check: Check = address_problem,
+    ) -> None:
+        self._identify = identify
+        self._denied = denied
+        self._record = record or (lambda agent, dest, verdict: None)
+        self._idle = idle_seconds
+        self._per_agent = per_agent
+        self._resolve = resolve or _resolve
+        self._check = check
+        self._open: Counter[str] = Counter()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=HEAD_LIMIT)
+        log.info("egress proxy for agents listens on %s:%d", host, port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        agent_id, dest = "", "-"
+        try:
+            head = await read_head(reader)
+            host, port = destination(head)
+            dest = f"{host}:{port}"
+            agent = await self._who(head)
+            agent_id = agent.agent_id
+            addresses = await self._allowed(agent, host, port)
+            if self._open[agent_id] >= self._per_agent:
+                raise Refusal(429, "too_many", "too many connections through ClawHQ at once")
+            self._open[agent_id] += 1
+            try:
+                upstream = await self._connect(addresses, port)
+                self._record(agent_id, dest, "allowed")
+                log.info("egress agent=%s dest=%s allowed", agent_id, dest)
+                await self._relay(head, reader, writer, *upstream)
+            finally:
+                self._open[agent_id] -= 1
+                if not self._open[agent_id]:
+                    del self._open[agent_id]
+        except Refusal as refusal:
+            self._record(agent_id, dest, refusal.reason)
+            log.info("egress agent=%s dest=%s refused (%s)", agent_id or "-", dest, refusal.reason)
+            await _answer(writer, refusal)
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _who(self, head: Head) -> EgressAgent:
+        token = token_of(head)
+        agent = await self._identify(token) if token else None
+        if agent is None:
+            raise Refusal(407, "unauthenticated", "ClawHQ's proxy needs the agent's token")
+        if agent.policy != "allowlist":
+            raise Refusal(403, f"policy_{agent.policy}", f"egress policy {agent.policy}")
+        return agent
+
+    async def _allowed(self, agent: EgressAgent, host: str, port: int) -> list[str]:
+        verdict = judge(host, port, agent.patterns)
+        if not verdict.allowed:
+            raise Refusal(403, "not_allowed", f"{host}:{port} is not on this agent's list")
+        literal = literal_address(host)
+        addresses = [host] if literal is not None else await self._resolve(host, port)
+        if not addresses:
+            raise Refusal(502, "unresolved", f"{host} does not resolve")
+        for address in addresses:
+            parsed = literal_address(address)
+            problem = (
+                "not an address"
+                if parsed is None
+                else self._check(parsed, self._denied, named=verdict.by_address)
+            )
+            if problem:
+                raise Refusal(403, "address_denied", problem)
+        return addresses
+
+    async def _connect(
+        self, addresses: list[str], port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        for address in addresses:
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(CONNECT_SECONDS):
+                    return await asyncio.open_connection(address, port, limit=CHUNK)
+        raise Refusal(502, "unreachable", "the destination does not answer")
+
+    async def _relay(
+        self,
+        head: Head,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            if head.method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                up_writer.write(_origin_request(head))
+            await writer.drain()
+            await up_writer.drain()
+            activity = _Activity(asyncio.get_running_loop().time())
+            pipes = [
+                asyncio.create_task(self._pipe(reader, up_writer, activity)),
+                asyncio.create_task(self._pipe(up_reader, writer, activity)),
+            ]
+            try:
+                await asyncio.gather(*pipes)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+        finally:
+            up_writer.close()
+
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, activity: _Activity
+    ) -> None:
+        """Copy one direction until it ends, or until neither direction carried anything for
+        the idle limit (then both are closed: a silent connection is not kept)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._idle):
+                        data = await source.read(CHUNK)
+                except TimeoutError:
+                    if loop.time() - activity.last < self._idle:
+                        continue
+                    raise
+                if not data:
+                    break
+                activity.last = loop.time()
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError, TimeoutError):
+            sink.close()
+            return
+        with contextlib.suppress(Exception):
+            if sink.can_write_eof():
+                sink.write_eof()
+
+
+@dataclass
+class _Activity:
+    last: float = field(default=0.0)
+
+
+def _origin_request(head: Head) -> bytes:
+    """The request as the destination should see it: origin-form, no proxy headers, closing."""
+    url = urlsplit(head.target)
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    lines = [f"{head.method} {path} {head.version}"]
+    lines += [f"{k}: {v}" for k, v in head.headers if k.lower() not in _HOP_HEADERS]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _answer(writer: asyncio.StreamWriter, refusal: Refusal) -> None:
+    body = f"ClawHQ egress: {refusal.message}\n".encode()
+    lines = [
+        f"HTTP/1.1 {refusal.status} {refusal.reason}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        f"X-ClawHQ-Error: egress_{refusal.reason}",
+        "Connection: close",
+    ]
+    if refusal.status == 407:
+        lines.append('Proxy-Authenticate: Basic realm="clawhq"')
+    with contextlib.suppress(Exception):
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
