@@ -103,6 +103,12 @@ ensure_busybox_static() {
   apt_install busybox-static
 }
 
+# Workspace disks (docs/disks.md): ext4 images, loop-mounted.
+ensure_disk_tools() {
+  command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs
+  command -v losetup >/dev/null || apt_install mount
+}
+
 # A real browser for the Control UI test: Debian's chromium, driven by Playwright (which then
 # downloads no browser of its own).
 ensure_chromium() {
