@@ -62,7 +62,8 @@ class SecurityReport:
 def _firewall_section(settings: Settings, inspector: SecurityInspector) -> Section:
     from clawhq.cli.network import current_plans, verify_all
 
-    section = Section(f"host firewall for {settings.agent_network} and {settings.egress_network}")
+    # Titled by the agent network alone: the egress network's rules are checked with it.
+    section = Section(f"host firewall for {settings.agent_network}")
     plans = []
     try:
         plans = current_plans(settings, inspector)
