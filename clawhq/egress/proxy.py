@@ -202,7 +202,11 @@ class EgressProxy:
 
     async def _who(self, head: Head) -> EgressAgent:
         token = token_of(head)
-        agent = await self._identify(token) if token else None
+        try:
+            agent = await self._identify(token) if token else None
+        except Exception:  # the database is away: nobody can be let out, say so and go on
+            log.warning("egress proxy cannot look agents up", exc_info=True)
+            raise Refusal(503, "unavailable", "ClawHQ cannot check the agent now") from None
         if agent is None:
             raise Refusal(407, "unauthenticated", "ClawHQ's proxy needs the agent's token")
         if agent.policy != "allowlist":

@@ -219,3 +219,21 @@ def test_a_client_that_sends_no_head_or_a_huge_one_is_cut_off() -> None:
             assert answer.startswith(b"HTTP/1.1 400")
 
     asyncio.run(scenario())
+
+
+def test_when_agents_cannot_be_looked_up_the_proxy_says_so_and_lets_nobody_out() -> None:
+    async def scenario() -> None:
+        async def broken(token: str) -> EgressAgent | None:
+            raise RuntimeError("database away")
+
+        proxy = EgressProxy(broken, DENIED, check=lambda *a, **k: None)
+        await proxy.start("127.0.0.1", 0)
+        try:
+            request = b"CONNECT allowed.test:443 HTTP/1.1\r\n" + auth() + b"\r\n"
+            answer = await exchange(proxy.port, request)
+            assert answer.startswith(b"HTTP/1.1 503")
+            assert b"X-ClawHQ-Error: egress_unavailable" in answer
+        finally:
+            await proxy.aclose()
+
+    asyncio.run(scenario())
