@@ -31,7 +31,8 @@ S = AgentStatus
 
 #: The states each operation may start from.
 DEPLOY_FROM = frozenset({S.STOPPED, S.ERROR, S.RUNNING, S.UNHEALTHY})
-START_FROM = frozenset({S.STOPPED, S.ERROR, S.RESTARTING})
+#: A start during a stop is taken: the controller starts the agent again once it has stopped.
+START_FROM = frozenset({S.STOPPED, S.STOPPING, S.ERROR, S.RESTARTING})
 STOP_FROM = frozenset({S.RUNNING, S.UNHEALTHY, S.DEPLOYING, S.RESTARTING, S.STOPPING, S.ERROR})
 
 

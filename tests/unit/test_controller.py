@@ -338,6 +338,24 @@ def test_stop_is_kept_revokes_the_llm_token_and_start_makes_a_new_container(
     assert world.agent(agent_id).llm_token_hash == hash_token(new_token)
 
 
+def test_start_while_a_stop_is_under_way_is_taken_and_the_agent_runs_again(
+    world: World, fake: FakeRuntime
+) -> None:
+    """The owner clicks stop, then start: the start is not refused (it used to be 409)."""
+    agent_id, container_id = deploy_running(world)
+    world.context.operations.stop(agent_id)
+    with world.context.sessions.begin() as session:  # as if the stop step were still running
+        row = session.get(Agent, agent_id)
+        assert row is not None
+        row.status = S.STOPPING
+    assert world.context.operations.start(agent_id).status is S.DEPLOYING
+    world.settle(0.5)
+    status, _, new_id = world.state(agent_id)
+    assert status is S.RUNNING and new_id != container_id
+    assert world.agent(agent_id).desired_state == "RUNNING"
+    assert list(fake.containers) == [new_id]
+
+
 def test_a_long_stopped_agent_gives_its_port_back_and_starts_on_a_new_one(
     world: World, fake: FakeRuntime
 ) -> None:
