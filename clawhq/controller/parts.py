@@ -28,7 +28,7 @@ from clawhq.controller.spec import (
 )
 from clawhq.controller.transitions import Timing
 from clawhq.crypto import Keyring
-from clawhq.db.models import Agent
+from clawhq.db.models import Agent, Plan, User
 from clawhq.errors import Unavailable
 from clawhq.observability.metrics import Metrics
 from clawhq.runtime import ContainerSpec, Runtime
@@ -38,6 +38,27 @@ if TYPE_CHECKING:
     from clawhq.controller.probes import Prober
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    """What the agent owner's plan sets for the agent's container (read in one query)."""
+
+    image: str | None = None
+    egress: str = "open"
+    #: The plan's workspace size in bytes; ``None``: ``CLAWHQ_AGENT_DISK`` applies.
+    disk: int | None = None
+
+
+def plan_terms(session: Session, user_id: str) -> PlanTerms:
+    """The plan terms of the user's agents (the defaults when the user has no plan row)."""
+    query = select(Plan.image, Plan.egress_policy, Plan.agent_disk).join(
+        User, User.plan_name == Plan.name
+    )
+    row = session.execute(query.where(User.id == user_id)).one_or_none()
+    if row is None:
+        return PlanTerms()
+    return PlanTerms(image=row.image, egress=row.egress_policy or "open", disk=row.agent_disk)
 
 
 @dataclass
@@ -158,14 +179,12 @@ class Parts:
             disk=disk,
         )
 
-    def disk_of(self, session: Session, agent: Agent) -> int | None:
+    def disk_of(self, session: Session, agent: Agent, terms: PlanTerms | None = None) -> int | None:
         """The cap of the agent's workspace (its plan's, else ``CLAWHQ_AGENT_DISK``), or
         ``None`` for a plain volume: none is set, or (outside production only, with a
         warning) the host cannot make capped disks. In production that fails closed."""
-        from clawhq.db.models import Plan, User
-
-        query = select(Plan.agent_disk).join(User, User.plan_name == Plan.name)
-        size = agent_disk(self.settings, session.scalar(query.where(User.id == agent.user_id)))
+        terms = terms or plan_terms(session, agent.user_id)
+        size = agent_disk(self.settings, terms.disk)
         problem = self.runtime.disk_support() if size is not None else None
         if problem is None:
             return size
@@ -184,31 +203,17 @@ class Parts:
             )
         return None
 
-    def image_of(self, agent: Agent, session: Session) -> str:
-        return agent_image(self.settings, agent.image, self.plan_image(session, agent.user_id))
-
-    @staticmethod
-    def plan_image(session: Session, user_id: str) -> str | None:
-        from clawhq.db.models import Plan, User
-
-        query = select(Plan.image).join(User, User.plan_name == Plan.name).where(User.id == user_id)
-        return session.scalar(query)
-
-    @staticmethod
-    def egress_of(session: Session, user_id: str) -> str:
-        """The egress policy of the user's plan."""
-        from clawhq.db.models import Plan, User
-
-        query = select(Plan.egress_policy).join(User, User.plan_name == Plan.name)
-        return session.scalar(query.where(User.id == user_id)) or "open"
+    def image_of(self, agent: Agent, session: Session, terms: PlanTerms | None = None) -> str:
+        terms = terms or plan_terms(session, agent.user_id)
+        return agent_image(self.settings, agent.image, terms.image)
 
     def intended_summary(
         self, session: Session, agent: Agent, image: str | None = None
     ) -> dict[str, Any]:
         """The agent's spec as plain data (no secrets), with ``image`` or its own."""
-        image = image or self.image_of(agent, session)
-        egress = self.egress_of(session, agent.user_id)
-        spec = self.spec_for(agent, agent.container_port, image=image, egress=egress)
+        terms = plan_terms(session, agent.user_id)
+        image = image or self.image_of(agent, session, terms)
+        spec = self.spec_for(agent, agent.container_port, image=image, egress=terms.egress)
         return summary(spec, self.observed.image_id(image))
 
     def intended_hash(

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from clawhq.controller import handover
 from clawhq.controller import transitions as t
-from clawhq.controller.parts import Parts
+from clawhq.controller.parts import Parts, plan_terms
 from clawhq.controller.planner import Action, Do
 from clawhq.controller.secrets import secrets_for
 from clawhq.controller.spec import (
@@ -117,7 +117,8 @@ class Steps:
         attempt = self._begin(agent, kind)
         try:
             p.require_firewall()
-            disk = p.disk_of(session, agent)
+            terms = plan_terms(session, agent.user_id)
+            disk = p.disk_of(session, agent, terms)
             secrets = secrets_for(session, agent, p.settings, p.keyring)
             port = p.ports.lease(session, agent.id)
         except ClawHQError as exc:
@@ -132,8 +133,8 @@ class Steps:
         identity = p.keyring.seal(secrets.proxy_identity, agent.proxy_identity_context)
         t.container_planned(agent, port, handover.token_hashes(secrets), identity)
         content = secrets_file(agent, secrets)
-        image = p.image_of(agent, session)
-        spec = p.spec_for(agent, port, secrets, image, p.egress_of(session, agent.user_id), disk)
+        image = p.image_of(agent, session, terms)
+        spec = p.spec_for(agent, port, secrets, image, terms.egress, disk)
         session.flush()  # the status change enters the history before the steps that follow
         history.record(session, agent.id, "port_leased", f"host port {port}")
         spec = with_attempt(spec, attempt)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clawhq.controller import transitions
-from clawhq.controller.parts import Parts
+from clawhq.controller.parts import Parts, plan_terms
 from clawhq.controller.planner import Action, AgentView, Do, is_starting, plan
 from clawhq.controller.steps import Steps
 from clawhq.db.models import Agent, PortLease
@@ -66,7 +66,8 @@ class AgentSync:
 
     def view(self, session: Session, agent: Agent) -> AgentView:
         lease = session.scalar(select(PortLease.port).where(PortLease.agent_id == agent.id))
-        image = self.parts.image_of(agent, session)
+        terms = plan_terms(session, agent.user_id)
+        image = self.parts.image_of(agent, session, terms)
         return AgentView(
             id=agent.id,
             status=agent.status,
@@ -82,7 +83,7 @@ class AgentSync:
             status_changed_at=agent.status_changed_at,
             in_rollout=agent.rollout_id is not None,
             intended_hash=self.parts.intended_hash(
-                agent, agent.container_port, image, self.parts.egress_of(session, agent.user_id)
+                agent, agent.container_port, image, terms.egress
             ),
             intended_image_id=self.parts.observed.image_id(image),
             followed=self.steps.follows(agent.id, agent.start_generation),
