@@ -42,6 +42,7 @@ from bench.harness import (
     wait_until,
     workdir,
 )
+from bench.streams import open_streams
 
 Row = dict[str, object]
 PATH = "/v1/chat/completions"
@@ -378,43 +379,26 @@ def stream_cpu(quick: bool) -> list[Row]:
     return rows
 
 
+def _content_sent_at(line: str) -> float | None:
+    """The stand-in puts its send time in each content chunk (``{"content":"1…"``)."""
+    at = line.find('{"content":"1')
+    return None if at < 0 else float(line[at + 12 : line.index('"', at + 12)])
+
+
 async def _streams(
     setup: Setup, through: bool, count: int, chunks: int, every: float
 ) -> tuple[float, list[float]]:
-    """``count`` streams at once: the time until every one has its first content chunk, and
-    the delay of each chunk sent after that (the steady state), from the stand-in's send to
-    here."""
+    """``count`` streamed completions at once, through ClawHQ or straight to the stand-in."""
     url, headers = setup.side(through)
-    sent_and_seen: list[tuple[float, float]] = []
-    first_seen: list[float] = []
-    limits = httpx.Limits(max_connections=count + 10)
-    started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one() -> int:
-            seen = 0
-            query = {"chunks": str(chunks), "every": str(every)}
-            async with client.stream(
-                "POST", url, params=query, json=_request(), headers=headers
-            ) as reply:
-                reply.raise_for_status()
-                async for line in reply.aiter_lines():
-                    at = line.find('{"content":"1')
-                    if at < 0:
-                        continue
-                    if seen == 0:
-                        first_seen.append(time.perf_counter() - started)
-                    sent = float(line[at + 12 : line.index('"', at + 12)])
-                    sent_and_seen.append((sent, time.time()))
-                    seen += 1
-            return seen
-
-        opened_at = time.time()
-        seen = await asyncio.gather(*(one() for _ in range(count)))
-    assert all(n == chunks for n in seen), f"streams ended early: {sorted(seen)[:5]}"
-    all_open = max(first_seen)
-    steady = [got - sent for sent, got in sent_and_seen if sent > opened_at + all_open]
-    return all_open, steady
+    query = {"chunks": str(chunks), "every": str(every)}
+    request = {
+        "method": "POST",
+        "url": url,
+        "params": query,
+        "json": _request(),
+        "headers": headers,
+    }
+    return await open_streams(request, count, chunks, _content_sent_at)
 
 
 def concurrent_llm_streams(quick: bool) -> list[Row]:

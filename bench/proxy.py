@@ -21,6 +21,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from bench.harness import Database, Server, free_port, median, percentile, wait_until, workdir
+from bench.streams import open_streams
 
 Row = dict[str, object]
 CHAT = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
@@ -155,37 +156,18 @@ def websocket_round_trip(quick: bool) -> list[Row]:
     ]
 
 
+def _event_sent_at(line: str) -> float | None:
+    """The stand-in gateway's ticks are Server-Sent Events whose data is their send time."""
+    return float(line[6:]) if line.startswith("data: ") else None
+
+
 async def _streams(
     url: str, headers: dict[str, str], count: int, events: int
 ) -> tuple[float, list[float]]:
-    """Open ``count`` streams at once: the time until every one has its first event, and the
-    delay of each event sent after that (the steady state) from the gateway's send to here."""
-    sent_and_seen: list[tuple[float, float]] = []
-    started = time.perf_counter()
-    first_seen: list[float] = []
-    limits = httpx.Limits(max_connections=count + 10)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one() -> int:
-            seen = 0
-            query = {"n": str(events), "every": "0.1"}
-            async with client.stream("GET", url, params=query, headers=headers) as reply:
-                reply.raise_for_status()
-                async for line in reply.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    if seen == 0:
-                        first_seen.append(time.perf_counter() - started)
-                    sent_and_seen.append((float(line[6:]), time.time()))
-                    seen += 1
-            return seen
-
-        opened_at = time.time()
-        seen = await asyncio.gather(*(one() for _ in range(count)))
-    assert all(n == events for n in seen), f"streams ended early: {sorted(seen)[:5]}"
-    all_open = max(first_seen)
-    steady = [got - sent for sent, got in sent_and_seen if sent > opened_at + all_open]
-    return all_open, steady
+    """``count`` tick streams at once, one every 0.1 s."""
+    query = {"n": str(events), "every": "0.1"}
+    request = {"method": "GET", "url": url, "params": query, "headers": headers}
+    return await open_streams(request, count, events, _event_sent_at)
 
 
 def concurrent_streams(quick: bool) -> list[Row]:
