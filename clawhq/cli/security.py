@@ -9,13 +9,8 @@ from dataclasses import dataclass, field
 from clawhq.errors import ClawHQError
 from clawhq.runtime import Runtime
 from clawhq.runtime.security import NetworkFacts, SecurityInspector
-from clawhq.security.benchmark import (
-    Finding,
-    Outcome,
-    check_agent_network,
-    check_container,
-    check_daemon,
-)
+from clawhq.security.benchmark import check_agent_network, check_container, check_daemon
+from clawhq.security.findings import Finding, Outcome
 from clawhq.settings import Settings
 
 

@@ -15,12 +15,8 @@ from clawhq.runtime.security import (
     daemon_facts_from_info,
     network_facts_from_inspect,
 )
-from clawhq.security.benchmark import (
-    Outcome,
-    check_agent_network,
-    check_container,
-    check_daemon,
-)
+from clawhq.security.benchmark import check_agent_network, check_container, check_daemon
+from clawhq.security.findings import Outcome
 
 # `docker inspect` of a container ClawHQ deployed (trimmed to what the checks read).
 HARDENED: dict[str, Any] = {
