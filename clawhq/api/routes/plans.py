@@ -1,74 +1,101 @@
-"""Admin: the plan settings that shape agents' containers (egress, workspace size).
+"""Admin: the plans, and the settings of theirs that shape agents (model budgets and limits,
+egress, workspace size).
 
-Like an image pin, a change is drift for running agents: they keep their container until a
-rollout or their owner's deploy; stopped ones take it on their next start. The forward proxy
-reads the policy at every connection, so a tighter policy stops new connections at once.
+A model budget or limit applies from the next model call on. Like an image pin, an egress or
+disk change is drift for running agents: they keep their container until a rollout or their
+owner's deploy; stopped ones take it on their next start. The forward proxy reads the policy
+at every connection, so a tighter policy stops new connections at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Admin, DbSession
+from clawhq.api.deps import Admin, DbSession, Reads
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas_plans import PlanDiskChange, PlanEgressChange
 from clawhq.api.schemas_rollouts import PlanName
-from clawhq.api.schemas_usage import PlanLlm
+from clawhq.api.schemas_usage import PlanLlm, PlanLlmChange
 from clawhq.db.models import Plan
 from clawhq.errors import NotFound
 
 router = APIRouter(
     prefix="/api/admin/plans", tags=["admin"], responses=problem_responses(400, 401, 403, 422)
 )
+PlanPath = Annotated[PlanName, Path()]
 
 
-def _plan(session: DbSession, name: str) -> Plan:
-    plan = session.get(Plan, name, with_for_update=True)
-    if plan is None:
-        raise NotFound(f"plan {name} not found", code="plan_not_found")
-    return plan
+def _change(
+    session: DbSession, audit: Audit, action: str, name: str, apply: Callable[[Plan], None]
+) -> PlanLlm:
+    """Change one plan under its row lock, audited as ``action``; answer the plan as it is."""
+    with audit.action(action):
+        plan = session.get(Plan, name, with_for_update=True)
+        if plan is None:
+            raise NotFound(f"plan {name} not found", code="plan_not_found")
+        apply(plan)
+        session.commit()
+        return PlanLlm.model_validate(plan)
+
+
+@router.get("", response_model=list[PlanLlm], response_model_by_alias=True)
+def list_plans(admin: Admin, reads: Reads) -> list[PlanLlm]:
+    """The plans with their model budgets and limits, egress policy and workspace size."""
+    with reads() as session:
+        return [PlanLlm.model_validate(p) for p in session.query(Plan).order_by(Plan.name)]
+
+
+@router.patch(
+    "/{plan_name}/llm",
+    response_model=PlanLlm,
+    response_model_by_alias=True,
+    responses=problem_responses(404),
+)
+def change_plan_llm(
+    plan_name: PlanPath, body: PlanLlmChange, admin: Admin, session: DbSession, audit: Audit
+) -> PlanLlm:
+    """Set a plan's monthly token budget and per-agent limits: from the next model call on."""
+
+    def apply(plan: Plan) -> None:
+        for name in body.model_fields_set:
+            setattr(plan, name, getattr(body, name))
+
+    return _change(session, audit, "admin.plan_llm", plan_name, apply)
 
 
 @router.patch(
     "/{plan_name}/egress",
     response_model=PlanLlm,
     response_model_by_alias=True,
-    responses=problem_responses(403, 404),
+    responses=problem_responses(404),
 )
 def change_plan_egress(
-    plan_name: Annotated[PlanName, Path()],
-    body: PlanEgressChange,
-    admin: Admin,
-    session: DbSession,
-    audit: Audit,
+    plan_name: PlanPath, body: PlanEgressChange, admin: Admin, session: DbSession, audit: Audit
 ) -> PlanLlm:
     """Set where the plan's agents may connect (docs/egress.md)."""
-    with audit.action("admin.plan_egress"):
-        plan = _plan(session, plan_name)
+
+    def apply(plan: Plan) -> None:
         plan.egress_policy = body.policy
-        session.commit()
-        return PlanLlm.model_validate(plan)
+
+    return _change(session, audit, "admin.plan_egress", plan_name, apply)
 
 
 @router.patch(
     "/{plan_name}/disk",
     response_model=PlanLlm,
     response_model_by_alias=True,
-    responses=problem_responses(403, 404),
+    responses=problem_responses(404),
 )
 def change_plan_disk(
-    plan_name: Annotated[PlanName, Path()],
-    body: PlanDiskChange,
-    admin: Admin,
-    session: DbSession,
-    audit: Audit,
+    plan_name: PlanPath, body: PlanDiskChange, admin: Admin, session: DbSession, audit: Audit
 ) -> PlanLlm:
     """Set the size of each workspace of the plan's agents (docs/disks.md)."""
-    with audit.action("admin.plan_disk"):
-        plan = _plan(session, plan_name)
+
+    def apply(plan: Plan) -> None:
         plan.agent_disk = body.agent_disk  # type: ignore[assignment]  # validated to int
-        session.commit()
-        return PlanLlm.model_validate(plan)
+
+    return _change(session, audit, "admin.plan_disk", plan_name, apply)

@@ -1,5 +1,5 @@
 """Model usage from the LLM gateway's ledger: per agent, the caller's month against their
-budget, and everyone's for admins; and the plans' budgets and limits."""
+budget, and everyone's for admins (the plans' budgets and limits: :mod:`.plans`)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
-from clawhq.api.audit import Audit
-from clawhq.api.deps import Admin, CurrentUser, DbSession, Reads
+from clawhq.api.deps import Admin, CurrentUser, Reads
 from clawhq.api.problems import problem_responses
-from clawhq.api.schemas_rollouts import PlanName
 from clawhq.api.schemas_usage import (
     AgentUsage,
     Budget,
     Limits,
     MyUsage,
-    PlanLlm,
-    PlanLlmChange,
     UsageGroup,
     UsageReport,
     UsageTotals,
 )
 from clawhq.db.models import Plan, User
-from clawhq.errors import InvalidRequest, NotFound
+from clawhq.errors import InvalidRequest
 from clawhq.llm import ledger
 from clawhq.llm.limits import month_start
 from clawhq.services import agents
@@ -184,39 +180,3 @@ def admin_usage(
     begin, end = _span(start, to)
     with reads() as session:
         return _report(session, begin, end, group_by, user_id=user_id)
-
-
-@router.get(
-    "/api/admin/plans",
-    response_model=list[PlanLlm],
-    response_model_by_alias=True,
-    responses=problem_responses(403),
-)
-def list_plans(admin: Admin, reads: Reads) -> list[PlanLlm]:
-    """The plans with their model budgets and limits."""
-    with reads() as session:
-        return [PlanLlm.model_validate(p) for p in session.query(Plan).order_by(Plan.name)]
-
-
-@router.patch(
-    "/api/admin/plans/{plan_name}/llm",
-    response_model=PlanLlm,
-    response_model_by_alias=True,
-    responses=problem_responses(403, 404),
-)
-def change_plan_llm(
-    plan_name: Annotated[PlanName, Path()],
-    body: PlanLlmChange,
-    admin: Admin,
-    session: DbSession,
-    audit: Audit,
-) -> PlanLlm:
-    """Set a plan's monthly token budget and per-agent limits: from the next model call on."""
-    with audit.action("admin.plan_llm"):
-        plan = session.get(Plan, plan_name, with_for_update=True)
-        if plan is None:
-            raise NotFound(f"plan {plan_name} not found", code="plan_not_found")
-        for name in body.model_fields_set:
-            setattr(plan, name, getattr(body, name))
-        session.commit()
-        return PlanLlm.model_validate(plan)
