@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.db.models import Agent, LlmCall
@@ -181,12 +190,25 @@ def totals(
     return [dict(row._mapping) for row in session.execute(query)]
 
 
+_c = LlmCall.__table__.c
+# Every value a bound parameter: loop reads hand the compiled SQL to the driver as it is.
+_SPENT_ALL = select(
+    func.coalesce(func.sum(_c.total_tokens), literal_column("0")).label("spent")
+).where(_c.user_id == bindparam("user_id"), _c.at >= bindparam("since"))
+_SPENT_BUNDLED = _SPENT_ALL.where(_c.key_source == bindparam("source"))
+
+
+def spent_query(bundled_only: bool) -> Select[Any]:
+    """The sum of tokens that count against a user's budget (bind :func:`spent_params`)."""
+    return _SPENT_BUNDLED if bundled_only else _SPENT_ALL
+
+
+def spent_params(user_id: str, since: datetime, bundled_only: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"user_id": user_id, "since": since}
+    return {**params, "source": "bundled"} if bundled_only else params
+
+
 def budget_spent(session: Session, user_id: str, start: datetime, *, bundled_only: bool) -> int:
     """Tokens that count against the user's budget since ``start``."""
-    c = LlmCall.__table__.c
-    query = select(func.coalesce(func.sum(c.total_tokens), 0)).where(
-        c.user_id == user_id, c.at >= start
-    )
-    if bundled_only:
-        query = query.where(c.key_source == "bundled")
-    return int(session.scalar(query) or 0)
+    params = spent_params(user_id, start, bundled_only)
+    return int(session.scalar(spent_query(bundled_only), params) or 0)

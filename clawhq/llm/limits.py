@@ -13,19 +13,11 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, literal_column, select
-
 from clawhq.db.loop_reads import LoopReads
-from clawhq.db.models import LlmCall
 from clawhq.llm.callers import Caller, Refused
+from clawhq.llm.ledger import spent_params, spent_query
 
 WINDOW = 60.0
-_c = LlmCall.__table__.c
-# Every value a bound parameter: loop reads hand the compiled SQL to the driver as it is.
-_SPENT_ALL = select(
-    func.coalesce(func.sum(_c.total_tokens), literal_column("0")).label("spent")
-).where(_c.user_id == bindparam("user_id"), _c.at >= bindparam("since"))
-_SPENT_BUNDLED = _SPENT_ALL.where(_c.key_source == bindparam("source"))
 
 
 def month_start(now: datetime) -> datetime:
@@ -37,10 +29,7 @@ def month_start(now: datetime) -> datetime:
 async def spent_this_month(reads: LoopReads, user_id: str, *, bundled_only: bool) -> int:
     """Tokens the user's agents used this month (on bundled keys only, or all)."""
     since = month_start(datetime.now(UTC))
-    if bundled_only:
-        row = await reads.first(_SPENT_BUNDLED, user_id=user_id, since=since, source="bundled")
-    else:
-        row = await reads.first(_SPENT_ALL, user_id=user_id, since=since)
+    row = await reads.first(spent_query(bundled_only), **spent_params(user_id, since, bundled_only))
     return int(row["spent"]) if row else 0
 
 
