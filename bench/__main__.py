@@ -325,7 +325,8 @@ def main() -> None:
     rows: list[Row] = []
     try:
         for number in chosen:
-            print(f"[bench] {number}. {BENCHMARKS[number].__doc__.splitlines()[0][3:]}", flush=True)
+            title = (BENCHMARKS[number].__doc__ or "").splitlines()[0].split(". ", 1)[-1]
+            print(f"[bench] {number}. {title}", flush=True)
             rows += BENCHMARKS[number](args.quick)
             remove_bench_containers()
     finally:

@@ -40,6 +40,9 @@ def median(values: list[float]) -> float:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (a fraction: 0.99 for p99) of ``values``; NaN for none."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"percentile takes a fraction in [0, 1], not {q}")
     if not values:
         return float("nan")
     ordered = sorted(values)
