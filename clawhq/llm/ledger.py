@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -66,26 +66,9 @@ def record(sessions: sessionmaker[Session], calls: list[CallRecord]) -> None:
     for call in calls:
         total = call.total_tokens
         per_agent[call.agent_id] = per_agent.get(call.agent_id, 0) + total
-        rows.append(
-            {
-                "at": now,
-                "agent_id": call.agent_id,
-                "user_id": call.user_id,
-                "plan": call.plan,
-                "provider": call.provider,
-                "model": call.model[:128] if call.model else None,
-                "key_source": call.key_source,
-                "streamed": call.streamed,
-                "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens,
-                "cache_read_tokens": call.cache_read_tokens,
-                "cache_write_tokens": call.cache_write_tokens,
-                "total_tokens": total,
-                "status": call.status,
-                "outcome": call.outcome,
-                "latency_ms": call.latency_ms,
-            }
-        )
+        row = {**asdict(call), "at": now, "total_tokens": total}
+        row["model"] = call.model[:128] if call.model else None
+        rows.append(row)
     with sessions.begin() as session:
         session.execute(insert(LlmCall), rows)
         for agent_id, total in sorted(per_agent.items()):  # one order: no deadlock between two
