@@ -92,11 +92,16 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
-            app.state.egress = await start_proxy(
+            app.state.egress, context.parts.egress_proxy = await start_proxy(
                 context.settings, context.parts.egress_gateway, context.loop_reads, context.metrics
             )
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
+            # The proxy starts only here (it needs the egress network's gateway): not later.
+            context.parts.egress_proxy = (
+                "not listening: not started, the container engine was not ready when ClawHQ "
+                "started (restart it once the engine answers)"
+            )
         context.start_background()
         try:
             yield

@@ -88,6 +88,9 @@ class Parts:
     #: Installs the agent firewall rules; True when they are in place (``clawhq serve`` sets it,
     #: so the rules go in as soon as the engine answers, at start or later).
     firewall_installer: Callable[[], bool] | None = None
+    #: The egress forward proxy as ``clawhq serve``'s lifespan left it: ``listening``,
+    #: ``not listening: <why>``, ``unknown`` (nobody tried: not ``serve``). See readiness.py.
+    egress_proxy: str = "unknown"
 
     def __post_init__(self) -> None:
         self.ports = PortPool(self.settings.port_range, str(self.settings.agent_bind_ip))

@@ -4,7 +4,9 @@ agents (and the host) reach it."""
 from __future__ import annotations
 
 import logging
+import os
 
+from clawhq.controller.readiness import LISTENING
 from clawhq.db.loop_reads import LoopReads
 from clawhq.egress.agents import identifier
 from clawhq.egress.proxy import EgressProxy
@@ -16,12 +18,13 @@ log = logging.getLogger("clawhq.egress")
 
 async def start_proxy(
     settings: Settings, gateway: str, reads: LoopReads, metrics: Metrics
-) -> EgressProxy | None:
-    """The running proxy, or ``None`` (logged) when it cannot listen: agents under the
-    allowlist policy then reach nothing outside, which is the safe way to fail."""
+) -> tuple[EgressProxy | None, str]:
+    """The running proxy and ``listening``, or ``None`` (logged) and ``not listening: <why>``
+    when it cannot listen: agents under the allowlist policy then reach nothing outside, which
+    is the safe way to fail. The state is what ``GET /health`` says as ``egressProxy``."""
     if not gateway:
         log.error("egress proxy not started: the egress network's gateway is not known yet")
-        return None
+        return None, "not listening: the egress network's gateway is not known"
 
     def record(agent_id: str, destination: str, verdict: str) -> None:
         metrics.egress_connections.labels(verdict).inc()
@@ -42,5 +45,10 @@ async def start_proxy(
             settings.egress_proxy_port,
             exc,
         )
-        return None
-    return proxy
+        # Not str(exc): asyncio's message names the gateway's address, and /health is public.
+        why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return None, (
+            f"not listening: cannot listen on port {settings.egress_proxy_port} of the egress "
+            f"network's gateway ({why})"
+        )
+    return proxy, LISTENING

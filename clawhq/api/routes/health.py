@@ -1,4 +1,5 @@
-"""``GET /health``: is ClawHQ itself able to work (database and engine reachable)."""
+"""``GET /health``: is ClawHQ itself able to work (database and engine reachable), and can
+agents run as their plans say (firewall, workspace disk caps, egress proxy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from clawhq.api.deps import Context
+from clawhq.controller import readiness
 from clawhq.errors import ClawHQError
 
 router = APIRouter(tags=["health"])
@@ -16,8 +18,11 @@ router = APIRouter(tags=["health"])
     "/health",
     responses={
         503: {
-            "description": "The database or the engine is unreachable, or (in production) the "
-            "agent firewall is not installed (same body)."
+            "description": "The database or the engine is unreachable, or (in production) "
+            "agents cannot start as their plans say: the agent firewall is not installed, "
+            "capped workspace disks cannot be made while a cap is configured (`disks`), or "
+            "the egress proxy is not listening while a plan uses the allowlist policy "
+            "(`egressProxy`). Same body."
         }
     },
 )
@@ -39,4 +44,10 @@ def health(context: Context) -> JSONResponse:
     parts = context.parts
     checks["firewall"] = parts.firewall
     healthy = healthy and parts.firewall_allows_agents()
+    # Nor without its workspace cap, and allowlist agents reach nothing without the proxy.
+    needs = readiness.plan_needs(context.read_sessions)
+    ready = readiness.assess(context.settings, context.runtime, parts.egress_proxy, needs)
+    checks["disks"] = ready.disks
+    checks["egressProxy"] = ready.egress_proxy
+    healthy = healthy and ready.ok
     return JSONResponse({"ok": healthy, **checks}, status_code=200 if healthy else 503)
