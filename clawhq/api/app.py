@@ -29,7 +29,7 @@ from clawhq.api.routes import (
 from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
-from clawhq.egress.service import start_proxy
+from clawhq.egress.service import EgressService
 from clawhq.errors import ClawHQError
 from clawhq.llm.gateway import Gateway
 from clawhq.proxy import http as proxy_http
@@ -88,26 +88,25 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
             context.sessions,
             context.metrics,
         )
-        app.state.egress = None
         try:
             context.controller.prepare()
             log.info("agents post webhooks to %s", context.parts.webhook_base_url)
-            app.state.egress, context.parts.egress_proxy = await start_proxy(
-                context.settings, context.parts.egress_gateway, context.loop_reads, context.metrics
-            )
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
-            # The proxy starts only here (it needs the egress network's gateway): not later.
-            context.parts.egress_proxy = (
-                "not listening: not started, the container engine was not ready when ClawHQ "
-                "started (restart it once the engine answers)"
-            )
+        parts = context.parts
+        app.state.egress = EgressService(
+            context.settings,
+            lambda: parts.egress_gateway,  # known once the engine answered (``prepare``)
+            context.loop_reads,
+            context.metrics,
+            report=lambda state: setattr(parts, "egress_proxy", state),
+        )
+        await app.state.egress.start()
         context.start_background()
         try:
             yield
         finally:
-            if app.state.egress is not None:
-                await app.state.egress.aclose()
+            await app.state.egress.aclose()
             await app.state.proxy_clients.aclose()
             await app.state.llm.aclose()
             await context.aclose()

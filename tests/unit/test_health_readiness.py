@@ -5,12 +5,14 @@ unhealthy (503), the way deploys fail closed (docs/disks.md, docs/egress.md)."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from clawhq.db.models import Plan
+from clawhq.egress import service
 from clawhq.errors import EngineError
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
@@ -184,10 +186,41 @@ def test_a_proxy_nobody_started_counts_as_not_listening_in_production(
     assert (status, body["ok"], body["egressProxy"]) == (503, False, "unknown")
 
 
-def test_an_engine_away_at_start_leaves_the_proxy_not_started(
-    start: Callable[..., Any], runtime: LoopbackRuntime
+def wait_for_proxy(api: Api) -> dict[str, Any]:
+    """Poll ``/health`` until the proxy listens (bounded: fails with the last body)."""
+    body: dict[str, Any] = {}
+    for _ in range(400):
+        body = health(api)[1]
+        if body["egressProxy"] == "listening":
+            return body
+        time.sleep(0.025)
+    raise AssertionError(f"the egress proxy never came up: {body}")
+
+
+def test_an_engine_away_at_start_delays_the_proxy_until_it_answers(
+    start: Callable[..., Any], runtime: LoopbackRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(service, "RETRY_SECONDS", 0.02)
     runtime.fail["ensure_network"] = EngineError("engine away", code="engine_unavailable")
     with start() as api:
         body = health(api)[1]
-    assert body["egressProxy"].startswith("not listening: not started, the container engine")
+        assert body["egressProxy"].startswith("not listening: the egress network's gateway")
+        del runtime.fail["ensure_network"]
+        api.context.controller.prepare()  # what the controller does once the engine answers
+        wait_for_proxy(api)
+
+
+def test_a_taken_port_is_tried_again_until_the_proxy_listens(
+    start: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "RETRY_SECONDS", 0.02)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = int(holder.getsockname()[1])
+    with start(egress_proxy_port=port) as api:
+        assert health(api)[1]["egressProxy"].startswith("not listening: cannot listen")
+        holder.close()
+        wait_for_proxy(api)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # ClawHQ's proxy is what listens there now
