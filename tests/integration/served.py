@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import TEST_EGRESS_NETWORK, TEST_IMAGE, TEST_NETWORK
+from tests.standins.gateway import free_port
 
 CLAWHQ = [sys.executable, "-m", "clawhq"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from clawhq.errors import EngineError
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.standins.gateway import free_port as standin_free_port
 
 NO_LOOP = "the host has no loop devices (/dev/loop-control is missing)"
 
@@ -36,9 +37,7 @@ def runtime() -> LoopbackRuntime:
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return standin_free_port()
 
 
 @pytest.fixture
