@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -262,10 +263,15 @@ def _knock(host: str, port: int) -> tuple[str, str]:
     except OSError as exc:
         return "closed", _why(exc)
     reply = b""
+    deadline = time.monotonic() + PROBE_SECONDS  # one deadline for the whole answer
     with sock:
         try:
             sock.sendall(request)
             while b"\r\n\r\n" not in reply and len(reply) < 16 * 1024:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                sock.settimeout(left)
                 chunk = sock.recv(4096)
                 if not chunk:
                     break

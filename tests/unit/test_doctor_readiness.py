@@ -214,3 +214,33 @@ def test_no_proxy_while_serve_answers_fails_in_production(
 def _ports(proxy: int) -> dict[str, Any]:
     """The proxy on ``proxy``; ClawHQ's API on a port nothing listens on, unless told."""
     return {"egress_proxy_port": proxy, "port": free_port()}
+
+
+def test_a_listener_that_drips_its_answer_is_given_up_on_at_one_deadline(
+    make_settings: MakeSettings, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte at a time, each well within the per-read wait: the knock still ends."""
+    from clawhq.cli import doctor
+
+    monkeypatch.setattr(doctor, "PROBE_SECONDS", 0.5)
+    stop = threading.Event()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def drip() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                while not stop.wait(0.05):
+                    conn.sendall(b"x")
+
+    threading.Thread(target=drip, daemon=True).start()
+    set_plan(make_settings, egress_policy="allowlist")
+    try:
+        port = int(server.getsockname()[1])
+        found = check(make_settings, runtime, "egress proxy", env="production", **_ports(port))
+    finally:
+        stop.set()
+        server.close()
+    assert not found.ok and "not ClawHQ's proxy" in found.detail
