@@ -61,8 +61,13 @@ class EgressService:
             await self.proxy.aclose()
 
     async def _retry(self) -> None:
-        while not await self._try():
+        while True:
             await asyncio.sleep(self._retry_seconds)
+            try:
+                if await self._try():
+                    return
+            except Exception:  # keep trying: the proxy is what lets allowlist agents out
+                log.exception("egress proxy: starting it failed")
 
     async def _try(self) -> bool:
         proxy, state = await self._listen(self._gateway())
