@@ -29,11 +29,17 @@ from clawhq.db.models import Base, Plan
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings, load_settings
 
+pytest.register_assert_rewrite("tests.image_guard")
+from tests import image_guard  # noqa: E402  (after its assertion rewriting is registered)
+
+pytest_plugins = ["tests.image_guard"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true" or bool(os.environ.get("CLAWHQ_TEST_STRICT"))
 POSTGRES_ADMIN_URL = os.environ.get(
     "CLAWHQ_TEST_POSTGRES_URL", "postgresql+psycopg://clawhq:clawhq@127.0.0.1:5432/postgres"
 )
 TEST_IMAGE = "clawhq-test-agent:latest"
+image_guard.provide("test_image", TEST_IMAGE)
 TEST_NETWORK = "clawhq-test-agents"
 TEST_EGRESS_NETWORK = "clawhq-test-egress"
 DEFAULT_PLANS = (
@@ -248,6 +254,8 @@ def docker_runtime() -> Iterator[Any]:
 #: The real OpenClaw image's tag in tests; a second checkout building at the same time sets
 #: its own, so the two never replace each other's image.
 OPENCLAW_TEST_TAG = os.environ.get("CLAWHQ_TEST_OPENCLAW_TAG", "clawhq-openclaw:test")
+image_guard.provide("openclaw_image", OPENCLAW_TEST_TAG)
+image_guard.provide("image_variant", "clawhq-test-agent:")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import docker
+import docker.errors
 
 from tests.conftest import Api
 
@@ -35,6 +36,21 @@ def deploy_running(api: Api, headers: dict[str, str], agent_id: str) -> dict[str
 
 def sdk() -> docker.DockerClient:
     return docker.from_env(version="1.41")
+
+
+def run_container(image: str, command: list[str] | None = None, **options: Any) -> Any:
+    """Create and start a detached container of ``image``, which must exist: tests never
+    pull (``containers.run`` would, from a registry this machine cannot reach)."""
+    client = sdk()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise AssertionError(
+            f"image {image} is not on the engine: depend on the fixture that builds it"
+        ) from None
+    container = client.containers.create(image, command, **options)
+    container.start()
+    return container
 
 
 def exec_in(container_id: str, *command: str) -> tuple[int, str]:

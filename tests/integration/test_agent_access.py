@@ -27,7 +27,7 @@ from clawhq.db.models import proxy_identity_context
 from clawhq.setting_values import decode_encryption_key
 from tests.conftest import TEST_NETWORK, clean_database
 from tests.integration.control_ui import control_ui_connect
-from tests.integration.helpers import sdk
+from tests.integration.helpers import run_container, sdk
 from tests.integration.served import Served, cli, serve_env
 from tests.integration.test_openclaw_secrets import as_agent, gateway_tree, scan
 from tests.standins.model import StandIn, serving_model
@@ -283,7 +283,7 @@ def test_the_control_ui_loads_and_its_websocket_connects_as_the_owner(access: Ac
     assert audit.json()["events"], "opening a session to the agent is audited"
 
 
-def test_nobody_else_reaches_the_gateway(access: Access) -> None:
+def test_nobody_else_reaches_the_gateway(access: Access, test_image: str) -> None:
     base = f"/agents/{access.agent_id}"
     other_email, other = access.user()
     assert access.http.get(f"{base}/", headers=other).status_code == 404
@@ -300,14 +300,13 @@ def test_nobody_else_reaches_the_gateway(access: Access) -> None:
     address = the_container(access.agent_id).attrs["NetworkSettings"]["Networks"][TEST_NETWORK][
         "IPAddress"
     ]
-    neighbour = sdk().containers.run(
-        "clawhq-test-agent:latest",
+    neighbour = run_container(
+        test_image,
         ["/bin/busybox", "wget", "-q", "-T", "5", "-O", "-", f"http://{address}:18789/healthz"],
         entrypoint=[],
         network=TEST_NETWORK,
         user="1001:1001",
         cap_drop=["ALL"],
-        detach=True,
     )
     try:
         code = neighbour.wait(timeout=60)["StatusCode"]

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import exec_in, scratch_bridge, sdk, wait_for
+from tests.integration.helpers import exec_in, run_container, scratch_bridge, sdk, wait_for
 from tests.integration.test_openclaw_image import HARDENING, agent_env, proxy_headers
 from tests.integration.test_openclaw_llm_paths import ANSWER, Recorder, recorder_handler
 
@@ -160,9 +160,8 @@ def agent(
         TELEGRAM_BOT_TOKEN=BOT_TOKEN,
         CLAWHQ_EGRESS_PROXY=f"http://{proxy.address}",
     )
-    container = sdk().containers.run(
+    container = run_container(
         openclaw_image,
-        detach=True,
         environment=env,
         hostname="agent-egress-test",
         volumes={volume: {"bind": "/home/openclaw", "mode": "rw"}},

@@ -23,6 +23,7 @@ from tests.integration.control_ui import control_ui_connect
 from tests.integration.helpers import (
     delete_leaves_nothing,
     exec_in,
+    run_container,
     scratch_bridge,
     sdk,
     wait_status,
@@ -76,10 +77,9 @@ def scratch_volume() -> Iterator[str]:
 
 def run_image(image: str, volume: str, env: dict[str, str], *args: str) -> tuple[int, str]:
     """Run the image to completion, hardened like ClawHQ's agents but with no network."""
-    container = sdk().containers.run(
+    container = run_container(
         image,
         list(args),
-        detach=True,
         environment=env,
         volumes={volume: {"bind": "/home/openclaw", "mode": "rw"}},
         labels={"clawhq.test": "openclaw-image"},
@@ -303,9 +303,8 @@ def wait_for_log(container: Any, text: str, timeout: float = 300) -> str:
 def test_channel_plugin_registers_as_trusted_and_starts_with_no_network(
     openclaw_image: str, scratch_volume: str, channel: str, env: dict[str, str], started: str | None
 ) -> None:
-    container = sdk().containers.run(
+    container = run_container(
         openclaw_image,
-        detach=True,
         environment=agent_env(
             CLAWHQ_CHANNELS=json.dumps([channel]),
             CLAWHQ_HEARTBEAT_INTERVAL="0",
@@ -429,11 +428,10 @@ def test_reporter_posts_heartbeats_and_usage_from_a_real_agent_turn(
     tmp_path.chmod(0o755)
     for path in tmp_path.iterdir():
         path.chmod(0o644)
-    container = sdk().containers.run(
+    container = run_container(
         openclaw_image,
         ["/t/run.sh"],
         entrypoint=["bash"],
-        detach=True,
         environment={"OPENCLAW_GATEWAY_PASSWORD": "gateway-password-0123456789"},
         volumes={str(tmp_path): {"bind": "/t", "mode": "ro"}},
         # The agent turn runs a second OpenClaw process (the CLI) beside the gateway.
@@ -461,9 +459,7 @@ def test_reporter_posts_heartbeats_and_usage_from_a_real_agent_turn(
 
 def run_config_json(image: str, env: dict[str, str]) -> str:
     """The config the entrypoint writes for ``env`` (--print-config)."""
-    container = sdk().containers.run(
-        image, ["--print-config"], detach=True, environment=agent_env(**env), **HARDENING
-    )
+    container = run_container(image, ["--print-config"], environment=agent_env(**env), **HARDENING)
     try:
         assert int(container.wait(timeout=60)["StatusCode"]) == 0
         return container.logs(stderr=False).decode()
@@ -609,9 +605,8 @@ def test_real_gateway_behind_clawhqs_proxy(
         CLAWHQ_HEARTBEAT_INTERVAL="2",
         CLAWHQ_USAGE_INTERVAL="2",
     )
-    container = sdk().containers.run(
+    container = run_container(
         openclaw_image,
-        detach=True,
         environment=env,
         hostname="agent-proxy-test",
         volumes={scratch_volume: {"bind": "/home/openclaw", "mode": "rw"}},

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import exec_in, scratch_bridge, sdk
+from tests.integration.helpers import exec_in, run_container, scratch_bridge, sdk
 from tests.integration.test_openclaw_image import HARDENING, agent_env, proxy_headers
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -229,15 +229,18 @@ def gateways(
             volume = sdk().volumes.create(f"clawhq-test-llm-{uuid.uuid4().hex[:10]}").name
             mount = {volume: {"bind": "/home/openclaw", "mode": "rw"}}
             seed = f'mkdir -p {AGENT_DIR} && printf %s "$SEED" > {AGENT_DIR}/models.json'
-            sdk().containers.run(
+            seeder = run_container(
                 openclaw_image,
                 ["-c", seed],
                 entrypoint=["bash"],
                 environment={"SEED": stale_models_json(recorder, case)},
                 volumes=mount,
-                remove=True,
                 **HARDENING,
             )
+            try:
+                assert seeder.wait(timeout=60)["StatusCode"] == 0, seeder.logs()
+            finally:
+                seeder.remove(force=True)
             env = agent_env(
                 CLAWHQ_MODEL_PROVIDER=provider,
                 CLAWHQ_MODEL=case.model,
@@ -247,9 +250,8 @@ def gateways(
                 CLAWHQ_HEARTBEAT_INTERVAL="0",
                 CLAWHQ_USAGE_INTERVAL="0",
             )
-            container = sdk().containers.run(
+            container = run_container(
                 openclaw_image,
-                detach=True,
                 environment=env,
                 hostname=f"agent-llm-{provider}",
                 volumes=mount,
