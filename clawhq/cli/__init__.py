@@ -66,7 +66,7 @@ def serve(
     from clawhq.db.engine import create_db_engine
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = settings_or_exit(**overrides)
+    settings = settings_or_exit(strict_names=True, **overrides)
     level = logging.getLogger().level
     logs.configure(settings.log_format, level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from clawhq.controller.readiness import PlanNeeds
 from clawhq.db import migrate
 from clawhq.errors import ClawHQError
 from clawhq.runtime.security import SecurityInspector
-from clawhq.settings import Settings
+from clawhq.settings import Settings, unknown_settings
 
 #: Seconds the egress proxy probe waits to connect and for an answer.
 PROBE_SECONDS = 2.0
@@ -28,9 +28,23 @@ class Check:
     detail: str
 
 
+def settings_check(settings: Settings, environ: dict[str, str] | None = None) -> Check:
+    """Every ``CLAWHQ_*`` variable is one ClawHQ reads; in production an unknown one fails."""
+    unknown = unknown_settings(environ)
+    if not unknown:
+        return Check("settings", True, "every CLAWHQ_* variable is a known setting")
+    production = settings.env == "production"
+    tail = (
+        "; CLAWHQ_ENV=production refuses to start with them"
+        if production
+        else "; ignored (a warning: production refuses to start with them)"
+    )
+    return Check("settings", not production, "; ".join(unknown) + tail)
+
+
 def run_checks(context: AppContext) -> list[Check]:
     settings = context.settings
-    checks: list[Check] = []
+    checks: list[Check] = [settings_check(settings)]
 
     if settings.encryption_key is not None:
         checks.append(Check("encryption key", True, "CLAWHQ_ENCRYPTION_KEY is set"))

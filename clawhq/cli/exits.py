@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from clawhq.errors import ClawHQError, ConfigError
-from clawhq.settings import Settings, load_settings
+from clawhq.settings import Settings, load_settings, unknown_settings
 
 if TYPE_CHECKING:
     from clawhq.context import AppContext
@@ -18,13 +18,29 @@ CONFIG_EXIT = 2
 FAILURE_EXIT = 1
 
 
-def settings_or_exit(**overrides: object) -> Settings:
-    """The settings, or exit 2 with the message that names the bad variable."""
+def settings_or_exit(*, strict_names: bool = False, **overrides: object) -> Settings:
+    """The settings, or exit 2 with the message that names the bad variable.
+
+    With ``strict_names`` (``serve``), every ``CLAWHQ_*`` variable no setting reads is named:
+    a warning in development, exit 2 in production (the operator believes it does something).
+    """
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except ConfigError as exc:
         typer.echo(f"clawhq: {exc.message}", err=True)
         raise typer.Exit(CONFIG_EXIT) from None
+    if strict_names and (unknown := unknown_settings()):
+        production = settings.env == "production"
+        for line in unknown:
+            typer.echo(f"clawhq: {'' if production else 'warning: '}{line}", err=True)
+        if production:
+            typer.echo(
+                "clawhq: CLAWHQ_ENV=production starts only with settings it knows: remove or "
+                "correct them",
+                err=True,
+            )
+            raise typer.Exit(CONFIG_EXIT)
+    return settings
 
 
 def fail(exc: ClawHQError) -> typer.Exit:

@@ -35,3 +35,27 @@ def test_invalid_settings_stop_with_the_variable_name(monkeypatch) -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 2
     assert "CLAWHQ_PORT_RANGE" in result.output
+
+
+def test_serve_in_production_refuses_unknown_settings(tmp_path, monkeypatch) -> None:
+    from clawhq.crypto import generate_key
+
+    monkeypatch.setenv("CLAWHQ_ENV", "production")
+    monkeypatch.setenv("CLAWHQ_ENCRYPTION_KEY", generate_key())
+    monkeypatch.setenv("CLAWHQ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLAWHQ_AGENT_MEMROY", "4g")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "CLAWHQ_AGENT_MEMROY" in result.output
+    assert "did you mean CLAWHQ_AGENT_MEMORY?" in result.output
+    assert not (tmp_path / "clawhq.db").exists()  # refused before anything was made
+
+
+def test_doctor_names_unknown_settings(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CLAWHQ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")  # no engine: its checks fail
+    monkeypatch.setenv("CLAWHQ_RUNTIME_TYPO", "swarm")
+    result = runner.invoke(app, ["doctor"])
+    line = next(x for x in result.output.splitlines() if "] settings:" in x)
+    assert line.startswith("[ok  ]")  # development: named, not fatal
+    assert "CLAWHQ_RUNTIME_TYPO is not a ClawHQ setting" in line

@@ -73,3 +73,46 @@ def test_parse_size() -> None:
     assert parse_size(4096) == 4096
     with pytest.raises(ValueError, match="not a size"):
         parse_size("1.5g")
+
+
+def test_unknown_variables_are_named_with_the_closest_known_one() -> None:
+    from clawhq.settings import unknown_settings
+
+    found = unknown_settings(
+        {
+            "CLAWHQ_AGENT_MEMROY": "4g",
+            "CLAWHQ_NOT_A_THING": "1",
+            "CLAWHQ_AGENT_MEMORY": "4g",  # known: not named
+            "CLAWHQ_TEST_STRICT": "1",  # the test suite's own
+            "CLAWHQ_IMAGE_CACHE": "/tmp",  # read by the image build
+            "PATH": "/bin",
+        }
+    )
+    assert found == [
+        "CLAWHQ_AGENT_MEMROY is not a ClawHQ setting and does nothing "
+        "(did you mean CLAWHQ_AGENT_MEMORY?)",
+        "CLAWHQ_NOT_A_THING is not a ClawHQ setting and does nothing",
+    ]
+
+
+def test_every_group_keeps_its_validators() -> None:
+    """The groups are combined by inheritance: two validators of one name would silently
+    replace each other, so each size is checked here."""
+    from clawhq.settings import load_settings
+
+    settings = load_settings(llm_max_body="1k", proxy_max_message="2k", agent_disk="32m")
+    assert (settings.llm_max_body, settings.proxy_max_message) == (1024, 2048)
+    assert settings.agent_disk == 32 * 1024**2
+
+
+def test_no_two_groups_name_a_validator_alike() -> None:
+    from clawhq.settings import Settings
+
+    seen: dict[str, str] = {}
+    for group in Settings.__mro__[1:]:
+        if not group.__module__.startswith("clawhq.settings"):
+            continue
+        for name in vars(group):
+            if name.startswith("_") and not name.startswith(("__", "_abc")):
+                assert name not in seen, f"{name} in {group.__name__} and {seen[name]}"
+                seen[name] = group.__name__
