@@ -71,7 +71,7 @@ class Parts:
     clock: Clock
     metrics: Metrics
     instance_id: str
-    observed: ObservedState = field(default_factory=ObservedState)
+    observed: ObservedState = field(init=False)
     webhook_base_url: str | None = None
     #: The agent network's gateway: where ClawHQ's connections to agents come from.
     proxy_address: str = ""
@@ -93,6 +93,7 @@ class Parts:
     egress_proxy: str = "unknown"
 
     def __post_init__(self) -> None:
+        self.observed = ObservedState(self.clock.monotonic)
         self.ports = PortPool(self.settings.port_range, str(self.settings.agent_bind_ip))
         hours = self.settings.stopped_lease_hours
         self.rules = Rules(

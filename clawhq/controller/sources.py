@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from clawhq.controller.controller import Controller
+from clawhq.controller.observed import observe_agent
 from clawhq.controller.planner import plan
 from clawhq.controller.rollouts import unfinished
 from clawhq.db.models import Agent
@@ -32,7 +33,6 @@ from clawhq.runtime import labels
 log = logging.getLogger(__name__)
 
 MAX_EVENT_BACKOFF = 30.0
-EVENT_SETTLE_DELAYS = (0.0, 0.3, 1.0)
 #: The events that change what an agent is doing. Not ``create``: a container is created, then
 #: started, and one made by hand (or by another process) must not be judged in between.
 WATCHED_EVENTS = frozenset({"start", "die", "oom", "kill", "stop", "destroy"})
@@ -48,8 +48,12 @@ class Sources:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_resync = 0.0
+        self._started_at: datetime | None = None
 
     def start(self) -> None:
+        # Events from the moment supervision starts, so none falls between the first full
+        # listing (the resync thread's) and the stream's subscription.
+        self._started_at = datetime.now(UTC)
         for name, target in (("events", self._follow_events), ("resync", self._resync_loop)):
             thread = threading.Thread(target=target, name=f"clawhq-{name}", daemon=True)
             thread.start()
@@ -67,22 +71,32 @@ class Sources:
 
     # -- full resync ----------------------------------------------------------------------
 
-    def resync(self) -> list[str]:
-        """List everything, refresh the cache, queue every agent; returns the agents queued."""
+    def resync(self, *, strict: bool = False) -> list[str]:
+        """List everything, refresh the cache, queue every agent; returns the agents queued.
+
+        With ``strict`` an engine that cannot list raises (the event stream's reconnect
+        retries until one listing works); otherwise the cache is marked stale and it says so.
+        """
         self._last_resync = time.monotonic()
         parts = self.parts
+        epoch = parts.observed.epoch
         try:
             containers = parts.runtime.list_managed()
-            parts.observed.replace_all(containers)
-            self._resolve_images()
+            parts.observed.replace_all(containers, epoch)
         except ClawHQError as exc:
             parts.observed.lost()
+            if strict:
+                raise
             log.warning("resync: engine unavailable: %s", exc.message)
             return []
         try:
+            self._resolve_images()
             with parts.read_sessions() as session:
                 agent_ids = list(session.scalars(select(Agent.id)))
                 rollouts = unfinished(session)
+        except ClawHQError as exc:
+            log.warning("resync: engine unavailable: %s", exc.message)
+            return []
         except SQLAlchemyError as exc:
             log.warning("resync: database unavailable: %s", type(exc).__name__)
             return []
@@ -140,45 +154,53 @@ class Sources:
 
     # -- the event stream -----------------------------------------------------------------
 
-    def on_event(self, agent_id: str) -> None:
-        """Something happened to one of the agent's containers."""
+    def on_event(self, agent_id: str, container_id: str = "") -> None:
+        """Something happened to one of the agent's containers: the sync that follows inspects
+        that container (the engine's listing may not show the change yet)."""
+        if container_id:
+            self.parts.observed.note(agent_id, container_id)
         if self.supervise or self.controller.prober.starting(agent_id):
-            # Again a moment later: the event may come before the engine's own view changed.
-            for delay in EVENT_SETTLE_DELAYS:
-                self.controller.enqueue(agent_id, delay)
+            self.controller.enqueue(agent_id)
             return
         try:  # observe only: keep the cache true
-            found = self.parts.runtime.list_managed({labels.AGENT_ID: agent_id})
+            found = observe_agent(self.parts.runtime, self.parts.observed, agent_id)
         except ClawHQError:
             return
         self.parts.observed.replace_agent(agent_id, found)
 
     def _follow_events(self) -> None:
-        since: datetime | None = None
+        since: datetime | None = self._started_at
         delay = 1.0
         first = True
         while not self._stop.is_set():
             try:
                 stream = self.parts.runtime.events(since=since or datetime.now(UTC))
                 if not first:
-                    self.resync()  # catch up on what the gap hid
+                    # What the gap hid: one full listing before any further event, so the API
+                    # is truthful again. An engine still coming up may answer events and not
+                    # yet list: that counts as the stream failing, and is tried again.
+                    self.resync(strict=True)
                 first = False
                 for event in stream:
                     if self._stop.is_set():
                         return
                     since = event.time
                     agent_id = event.labels.get(labels.AGENT_ID)
+                    log.debug("engine event %s of agent %s", event.action, agent_id)
                     if agent_id and event.action in WATCHED_EVENTS:
-                        self.on_event(agent_id)
+                        self.on_event(agent_id, event.container_id)
                     delay = 1.0
                 if self._stop.is_set():
                     return
                 raise ClawHQError("the engine closed its event stream")
-            except ClawHQError as exc:
+            except Exception as exc:  # the stream (or its catch-up) broke: reconnect
                 if self._stop.is_set():
                     return
                 self.parts.observed.lost()
-                log.warning("engine events: %s; reconnecting in %.0fs", exc.message, delay)
+                why = exc.message if isinstance(exc, ClawHQError) else repr(exc)
+                if not isinstance(exc, ClawHQError | SQLAlchemyError):
+                    log.exception("engine events: unexpected error")
+                log.warning("engine events: %s; reconnecting in %.0fs", why, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_EVENT_BACKOFF)
                 first = False

@@ -22,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clawhq.controller import transitions
+from clawhq.controller.observed import observe_agent
 from clawhq.controller.parts import Parts, plan_terms
 from clawhq.controller.planner import Action, AgentView, Do, is_starting, plan
 from clawhq.controller.steps import Steps
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
-from clawhq.runtime import labels
 from clawhq.status import AgentStatus, DesiredState
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ class AgentSync:
         parts = self.parts
         if not parts.prepared:
             parts.prepare()  # the engine was away at start: the network may be missing
+        noted = parts.observed.take_noted(agent_id)  # inspected at every look of this sync
         for _ in range(MAX_RETRIES):
             snapshot = self._snapshot(agent_id)
-            found = parts.runtime.list_managed({labels.AGENT_ID: agent_id})
+            found = observe_agent(parts.runtime, parts.observed, agent_id, noted)
             parts.observed.replace_agent(agent_id, found)
             with parts.sessions.begin() as session:
                 agent = lock(session, agent_id)

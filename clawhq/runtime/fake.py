@@ -86,6 +86,11 @@ class FakeRuntime:
         self.files: dict[str, dict[str, PutFile]] = {}
         self.started_with: dict[str, list[dict[str, PutFile]]] = {}
         self.reachable = True
+        #: Like Docker's list endpoint, which answers from a view it updates after the event
+        #: (a container listed as running right after its ``die``): while True, a changed
+        #: container is listed as it was until :meth:`catch_up`; ``inspect`` is current.
+        self.list_lags = False
+        self._listed_as: dict[str, Container] = {}
         self._ids = itertools.count(1)
         self._builds = itertools.count(1)
         self._lock = threading.Lock()
@@ -224,7 +229,14 @@ class FakeRuntime:
                 raise EngineError(f"no such container: {ref}")
             changed = replace(container, **changes)  # type: ignore[arg-type]
             self.containers[container.id] = changed
+            if self.list_lags:
+                self._listed_as.setdefault(container.id, container)
             return container, changed
+
+    def catch_up(self) -> None:
+        """The list view catches up with the containers (see ``list_lags``)."""
+        with self._lock:
+            self._listed_as.clear()
 
     def put_file(
         self, container_id: str, path: str, content: bytes, *, owner: str, mode: int = 0o400
@@ -327,7 +339,7 @@ class FakeRuntime:
         self._check("list_managed")
         wanted = dict(filters or {})
         return [
-            c
+            self._listed_as.get(c.id, c)
             for c in list(self.containers.values())
             if self._in_scope(c.labels) and all(c.labels.get(k) == v for k, v in wanted.items())
         ]
