@@ -30,7 +30,7 @@ from clawhq.controller.spec import (
 )
 from clawhq.db import audit, history
 from clawhq.db.models import Agent, PortLease
-from clawhq.errors import ClawHQError
+from clawhq.errors import ClawHQError, EngineError, EngineUnavailable, ImageNotFound
 from clawhq.runtime import Container, ContainerSpec, labels
 from clawhq.status import AgentStatus, DesiredState
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 S = AgentStatus
 Work = Callable[[], None]
 LOG_TAIL_LINES = 5
+#: Seconds between tries of a start the engine could not take (it was away or coming up).
+ENGINE_RETRY_SECONDS = 3.0
 
 
 class Steps:
@@ -191,6 +193,9 @@ class Steps:
                     session, agent_id, "container_started", "waiting for a healthy answer"
                 )
         except ClawHQError as exc:
+            if self._engine_not_ready(exc):
+                self._defer(agent_id, attempt, kind, exc)
+                return
             self._failed(agent_id, attempt, kind, f"deploy failed: {exc.message}", container)
             raise
 
@@ -201,6 +206,9 @@ class Steps:
             if self._hand_over(agent_id, attempt, container):
                 self.parts.runtime.start(container.id)
         except ClawHQError as exc:
+            if self._engine_not_ready(exc):
+                self._defer(agent_id, attempt, kind, exc)
+                return
             self._failed(agent_id, attempt, kind, f"start failed: {exc.message}", container)
             raise
 
@@ -216,6 +224,9 @@ class Steps:
             if self._hand_over(agent_id, attempt, container):
                 self.parts.runtime.start(container.id)
         except ClawHQError as exc:
+            if self._engine_not_ready(exc):
+                self._defer(agent_id, attempt, "restart", exc)
+                return
             self._failed(agent_id, attempt, "restart", f"restart failed: {exc.message}", None)
             raise
 
@@ -232,6 +243,38 @@ class Steps:
             content = handover.rotate(agent, p.keyring)
         handover.hand_over(p.runtime, container, content)
         return True
+
+    def _engine_not_ready(self, exc: ClawHQError) -> bool:
+        """Whether a start failed because of the engine, not the agent: it cannot be reached,
+        or it came back moments ago and still fails what it will do shortly (its volume
+        store loading, say). A missing image is the agent's, whenever it happens."""
+        if isinstance(exc, ImageNotFound):
+            return False
+        if isinstance(exc, EngineUnavailable):
+            return True
+        return isinstance(exc, EngineError) and self.parts.observed.engine_settling()
+
+    def _defer(self, agent_id: str, attempt: int, kind: str, exc: ClawHQError) -> None:
+        """The start waits for the engine: tried again on the engine's schedule, without a
+        restart counted, a backoff step or ``ERROR`` (the container, if any, is kept)."""
+        p = self.parts
+        log.warning(
+            "agent %s: the container engine could not take its start (%s); again in %gs",
+            agent_id,
+            exc.message,
+            ENGINE_RETRY_SECONDS,
+        )
+        with p.sessions.begin() as session:
+            agent = self._current(session, agent_id, attempt)
+            if agent is None:
+                return  # superseded meanwhile
+            t.defer_start(
+                agent,
+                f"waiting for the container engine: {exc.message}",
+                p.clock.now(),
+                ENGINE_RETRY_SECONDS,
+                counted=kind == "restart",
+            )
 
     def _failed(
         self, agent_id: str, attempt: int, kind: str, reason: str, container: Container | None

@@ -140,6 +140,18 @@ def schedule_restart(
     return delay
 
 
+def defer_start(agent: Agent, reason: str, now: datetime, delay: float, *, counted: bool) -> None:
+    """The engine could not take the start (unreachable, or still coming up): the agent waits
+    for it, ``RESTARTING`` in ``delay`` seconds, with no restart counted (``counted``: the
+    start was one, and is taken back) and no step added to its backoff."""
+    if counted:
+        agent.restart_count = max(agent.restart_count - 1, 0)
+    agent.next_restart_at = now + timedelta(seconds=delay)
+    agent.start_deadline_at = None
+    set_status(agent, S.RESTARTING, now)
+    set_error(agent, reason)
+
+
 def mark_unhealthy(agent: Agent, failures: int, now: datetime, timing: Timing) -> float:
     delay = _back_off(agent, now, timing)
     set_status(agent, S.UNHEALTHY, now)
