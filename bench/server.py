@@ -39,7 +39,7 @@ def main() -> None:
 
     @app.get("/bench/address/{agent_id}", include_in_schema=False)
     def address(agent_id: str) -> dict[str, str]:
-        found = context.parts.observed.containers(agent_id)
+        found = context.deps.observed.containers(agent_id)
         return {"address": next((c.address for c in found if c.address), "")}
 
     @app.get("/bench/bare", include_in_schema=False)

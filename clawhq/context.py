@@ -1,4 +1,10 @@
-"""The composition root: settings, database, keyring, runtime and controller, built once."""
+"""ClawHQ's core, wired once: settings, database, key ring, engine, the controller and what
+feeds it. :func:`build_context` is the only place these objects are made and connected; the
+API adds its own on top of it in one place too (:func:`clawhq.api.services.build_services`).
+
+Everything here is fixed once built, but :class:`~clawhq.controller.host.HostState`, what
+the process learns about its host while it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from clawhq.controller import desired
 from clawhq.controller.clock import Clock, SystemClock
 from clawhq.controller.controller import Controller
+from clawhq.controller.deps import ControllerDeps, rules_of, timing_of
+from clawhq.controller.gateways import Gateways
 from clawhq.controller.health import Probe, http_probe
+from clawhq.controller.host import HostState
+from clawhq.controller.keys import AgentKey, Key
+from clawhq.controller.networks import AgentNetworks, FirewallInstaller
+from clawhq.controller.observed import ObservedState
 from clawhq.controller.operations import Operations
-from clawhq.controller.parts import Parts
+from clawhq.controller.ports import PortPool
+from clawhq.controller.probes import Prober
+from clawhq.controller.queue import WorkQueue
 from clawhq.controller.rollouts import RolloutDriver
 from clawhq.controller.sources import Sources
+from clawhq.controller.specs import AgentSpecs
+from clawhq.controller.sync import AgentSync
 from clawhq.controller.views import AgentViews
 from clawhq.crypto import Keyring, load_keyring
 from clawhq.db import installation
@@ -33,7 +49,7 @@ from clawhq.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppContext:
     settings: Settings
     engine: Engine
@@ -42,7 +58,8 @@ class AppContext:
     loop_reads: LoopReads
     keyring: Keyring
     runtime: Runtime
-    parts: Parts
+    deps: ControllerDeps
+    gateways: Gateways
     controller: Controller
     operations: Operations
     views: AgentViews
@@ -50,6 +67,18 @@ class AppContext:
     usage: UsageSampler | None
     metrics: Metrics
     threads: bool = True
+
+    @property
+    def host(self) -> HostState:
+        return self.deps.host
+
+    @property
+    def networks(self) -> AgentNetworks:
+        return self.deps.networks
+
+    @property
+    def instance_id(self) -> str:
+        return self.deps.instance_id
 
     def start_background(self) -> None:
         """Start the controller, its sources and usage sampling (the API's lifespan)."""
@@ -89,12 +118,15 @@ def build_context(
     clock: Clock | None = None,
     threads: bool = True,
     instance_required: bool = True,
+    firewall_installer: FirewallInstaller | None = None,
 ) -> AppContext:
     """Wire everything from ``settings``; tests pass their own runtime, probe or clock.
 
     Without ``threads`` nothing runs in the background: operations run the controller on
     the caller's thread (deterministic tests). The installation's id comes from the database:
-    without it (``instance_required=False``, for ``clawhq doctor``) the runtime is unscoped."""
+    without it (``instance_required=False``, for ``clawhq doctor``) the runtime is unscoped.
+    ``firewall_installer`` (``clawhq serve``'s) puts the agent firewall's rules in as soon as
+    the engine answers."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
@@ -114,28 +146,45 @@ def build_context(
         instance_id = None
     inner = runtime if runtime is not None else docker_runtime(settings, instance_id)
     metered = MeteredRuntime(inner, metrics)
-    parts = Parts(
+    clock = clock or SystemClock()
+    observed = ObservedState(clock.monotonic)
+    host = HostState()
+    networks = AgentNetworks(settings, metered, host, instance_id or "", firewall_installer)
+    specs = AgentSpecs(settings, metered, observed, lambda: networks.placement)
+    deps = ControllerDeps(
         settings=settings,
         sessions=sessions,
         read_sessions=read_sessions,
         runtime=metered,
         keyring=keyring,
-        clock=clock or SystemClock(),
+        clock=clock,
         metrics=metrics,
         instance_id=instance_id or "",
-        webhook_base_url=settings.webhook_base_url,
-        supervise=settings.supervise,
+        observed=observed,
+        host=host,
+        networks=networks,
+        specs=specs,
+        ports=PortPool(settings.port_range, str(settings.agent_bind_ip)),
+        rules=rules_of(settings),
+        timing=timing_of(settings),
     )
-    controller = Controller(parts, probe)
-    controller.rollout_sync = RolloutDriver(
+    gateways = Gateways(observed, host, settings.agent_internal_port, settings.agent_health_path)
+    queue: WorkQueue[Key] = WorkQueue(clock)
+
+    def enqueue(agent_id: str, delay: float = 0.0) -> None:
+        queue.add(AgentKey(agent_id), delay)
+
+    prober = Prober(settings, probe, clock, enqueue, gateways.health_url, metrics)
+    rollouts = RolloutDriver(
         sessions,
         request_recreate=desired.request_recreate,
-        enqueue_agent=controller.enqueue,
-        intended_config=parts.intended_summary,
-        now=parts.clock.now,
-    ).sync
-    operations = Operations(parts, controller, inline=not threads)
-    sources = Sources(controller, supervise=settings.supervise)
+        enqueue_agent=enqueue,
+        intended_config=specs.intended_summary,
+        now=clock.now,
+    )
+    controller = Controller(queue, prober, AgentSync(deps, prober), rollouts.sync)
+    operations = Operations(deps, controller, inline=not threads)
+    sources = Sources(controller, deps)
     usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
 
     def agents_by_status() -> dict[str, int]:
@@ -148,7 +197,7 @@ def build_context(
     def ports() -> tuple[int, int]:
         try:
             with read_sessions() as session:
-                in_use = parts.ports.in_use(session)
+                in_use = deps.ports.in_use(session)
         except SQLAlchemyError:
             return (0, 0)
         return in_use, settings.port_count - in_use
@@ -169,10 +218,11 @@ def build_context(
         loop_reads,
         keyring,
         metered,
-        parts,
+        deps,
+        gateways,
         controller,
         operations,
-        AgentViews(parts),
+        AgentViews(settings, metered, observed, specs),
         sources,
         usage,
         metrics,

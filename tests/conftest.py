@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, delete, insert, text
 
 from clawhq.api.app import create_app
+from clawhq.api.services import ApiServices
 from clawhq.context import AppContext, build_context
 from clawhq.crypto import generate_key
 from clawhq.db import migrate
@@ -158,6 +159,12 @@ class Api:
     def __init__(self, client: TestClient, context: AppContext) -> None:
         self.client = client
         self.context = context
+
+    @property
+    def services(self) -> ApiServices:
+        """What the app was wired with (its lifespan's :func:`build_services`)."""
+        services: ApiServices = self.client.app.state.services  # type: ignore[attr-defined]
+        return services
 
     def user(self, plan: str = "free", email: str | None = None) -> dict[str, str]:
         """Register a user, move it to ``plan``; return auth headers (and ``id``)."""

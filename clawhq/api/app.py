@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI
 
 from clawhq.api import deps, middleware, problems
-from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.routes import (
     admin,
     agent_access,
@@ -26,16 +24,9 @@ from clawhq.api.routes import (
     usage,
     webhooks,
 )
-from clawhq.api.streams import StreamSlots
-from clawhq.api.tokencache import TokenCache
+from clawhq.api.services import build_services
 from clawhq.context import AppContext
-from clawhq.egress.service import EgressService
 from clawhq.errors import ClawHQError
-from clawhq.llm.gateway import Gateway
-from clawhq.proxy import http as proxy_http
-from clawhq.proxy.activity import Activity
-from clawhq.proxy.upstreams import Upstreams
-from clawhq.services.webhooks import DedupWindow
 
 log = logging.getLogger(__name__)
 
@@ -43,73 +34,24 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Limits:
-    auth: RateLimiter
-    user: RateLimiter
-    webhook: RateLimiter
-    register: RateLimiter
-    login_account: RateLimiter
-
-
 def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     """The API. ``make_context`` runs at start-up, so tests and the CLI wire their own."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = make_context()
-        app.state.context = context
-        app.state.tokens = TokenCache()
-        app.state.limits = Limits(
-            auth=RateLimiter(context.settings.rate_limit_auth),
-            user=RateLimiter(context.settings.rate_limit_user),
-            webhook=RateLimiter(context.settings.rate_limit_webhook),
-            register=RateLimiter(context.settings.rate_limit_register, window=3600.0),
-            login_account=RateLimiter(context.settings.rate_limit_login_account, window=3600.0),
-        )
-        app.state.webhook_events = DedupWindow(context.settings.webhook_dedup_hours)
-        app.state.streams = StreamSlots(
-            context.settings.streams_per_user, context.settings.streams_total
-        )
-        app.state.proxy_slots = StreamSlots(
-            context.settings.proxy_connections_per_user,
-            context.settings.proxy_connections_total,
-            noun="connections to agents",
-            setting="CLAWHQ_PROXY_CONNECTIONS_PER_USER",
-            code="too_many_connections",
-        )
-        app.state.upstreams = Upstreams(context.parts, context.loop_reads)
-        app.state.activity = Activity(context.sessions)
-        app.state.proxy_clients = proxy_http.Clients(context.settings)
-        app.state.llm = Gateway(
-            context.settings,
-            context.keyring,
-            context.loop_reads,
-            context.sessions,
-            context.metrics,
-        )
+        services = build_services(make_context())
+        app.state.services = services
+        context = services.context
         try:
-            context.controller.prepare()
-            log.info("agents post webhooks to %s", context.parts.webhook_base_url)
+            context.networks.prepare()
+            log.info("agents post webhooks to %s", context.host.webhook_base_url)
         except ClawHQError as exc:
             log.error("container engine not ready (%s); agent operations will retry", exc)
-        parts = context.parts
-        app.state.egress = EgressService(
-            context.settings,
-            lambda: parts.egress_gateway,  # known once the engine answered (``prepare``)
-            context.loop_reads,
-            context.metrics,
-            report=lambda state: setattr(parts, "egress_proxy", state),
-        )
-        await app.state.egress.start()
-        context.start_background()
+        await services.start()
         try:
             yield
         finally:
-            await app.state.egress.aclose()
-            await app.state.proxy_clients.aclose()
-            await app.state.llm.aclose()
-            await context.aclose()
+            await services.aclose()
 
     app = FastAPI(
         title="ClawHQ",

@@ -15,11 +15,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from clawhq.api import sessions
+from clawhq.api.ratelimit import Limits
+from clawhq.api.services import ApiServices, services_of
+from clawhq.api.streams import StreamSlots
+from clawhq.api.tokencache import TokenCache
 from clawhq.clients import client_address
 from clawhq.context import AppContext
 from clawhq.controller.operations import Operations
 from clawhq.db.models import User
+from clawhq.egress.service import EgressService
 from clawhq.errors import Forbidden, InvalidRequest
+from clawhq.llm.gateway import Gateway
+from clawhq.proxy.activity import Activity
+from clawhq.proxy.http import Clients
+from clawhq.proxy.upstreams import Upstreams
+from clawhq.services.webhooks import DedupWindow
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -28,11 +38,73 @@ _bearer = HTTPBearer(
 )
 
 
-async def get_context(request: Request) -> AppContext:
-    return request.app.state.context  # type: ignore[no-any-return]
+async def get_services(conn: HTTPConnection) -> ApiServices:
+    return services_of(conn)
 
 
+#: Everything the API was wired with (:mod:`clawhq.api.services`); routes take the narrower
+#: aliases below.
+Services = Annotated[ApiServices, Depends(get_services)]
+
+
+async def get_context(services: Services) -> AppContext:
+    return services.context
+
+
+#: ClawHQ's core: settings, database, engine, controller (:mod:`clawhq.context`).
 Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_tokens(services: Services) -> TokenCache:
+    return services.tokens
+
+
+async def get_limits(services: Services) -> Limits:
+    return services.limits
+
+
+async def get_webhook_events(services: Services) -> DedupWindow:
+    return services.webhook_events
+
+
+async def get_streams(services: Services) -> StreamSlots:
+    return services.streams
+
+
+async def get_proxy_slots(services: Services) -> StreamSlots:
+    return services.proxy_slots
+
+
+async def get_upstreams(services: Services) -> Upstreams:
+    return services.upstreams
+
+
+async def get_activity(services: Services) -> Activity:
+    return services.activity
+
+
+async def get_proxy_clients(services: Services) -> Clients:
+    return services.proxy_clients
+
+
+async def get_llm(services: Services) -> Gateway:
+    return services.llm
+
+
+async def get_egress(services: Services) -> EgressService:
+    return services.egress
+
+
+Tokens = Annotated[TokenCache, Depends(get_tokens)]
+RateLimits = Annotated[Limits, Depends(get_limits)]
+WebhookEvents = Annotated[DedupWindow, Depends(get_webhook_events)]
+#: Server-Sent Event stream slots (``CLAWHQ_STREAMS_*``).
+Streams = Annotated[StreamSlots, Depends(get_streams)]
+ProxySlots = Annotated[StreamSlots, Depends(get_proxy_slots)]
+AgentUpstreams = Annotated[Upstreams, Depends(get_upstreams)]
+AgentActivity = Annotated[Activity, Depends(get_activity)]
+ProxyClients = Annotated[Clients, Depends(get_proxy_clients)]
+LlmGateway = Annotated[Gateway, Depends(get_llm)]
 
 
 def get_session(context: Context) -> Iterator[Session]:
@@ -77,24 +149,24 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 def client_of(conn: HTTPConnection) -> str:
     """The caller's address: the TCP peer, or the client a trusted proxy names for it
     (``CLAWHQ_TRUSTED_PROXIES``, :mod:`clawhq.clients`); "" if the server gives none."""
-    settings = conn.app.state.context.settings
+    settings = services_of(conn).context.settings
     return client_address(conn.scope, settings.trusted_proxies)
 
 
-async def limit_auth_attempts(request: Request) -> None:
+async def limit_auth_attempts(request: Request, limits: RateLimits) -> None:
     """Login and registration budgets per client address (OWASP API4: password guessing)."""
     client = client_of(request) or "unknown"
-    request.app.state.limits.auth.check(client, "login or registration attempts")
+    limits.auth.check(client, "login or registration attempts")
 
 
 AuthAttempt = Depends(limit_auth_attempts)
 
 
-async def limit_registrations(request: Request) -> None:
+async def limit_registrations(request: Request, limits: RateLimits) -> None:
     """New accounts per client address an hour: free accounts are not a way to take the
     shared port pool (or anything else) by numbers."""
     client = client_of(request) or "unknown"
-    request.app.state.limits.register.check(client, "registrations from this address")
+    limits.register.check(client, "registrations from this address")
 
 
 Registration = Depends(limit_registrations)

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clawhq.api.services import wired
 from clawhq.observability import logs
 
 log = logging.getLogger("clawhq.access")
@@ -57,11 +58,11 @@ class RequestObserver:
         # The route's template, never the raw path: ids would explode the label set.
         template = getattr(route, "path", "unmatched")
         method = scope.get("method", "")
-        app = scope.get("app")
-        context = getattr(getattr(app, "state", None), "context", None)
-        if context is not None and template != "/metrics":
-            context.metrics.requests.labels(method, template, str(status)).inc()
-            context.metrics.request_seconds.labels(method, template).observe(elapsed)
+        services = wired(scope.get("app"))
+        if services is not None and template != "/metrics":
+            metrics = services.context.metrics
+            metrics.requests.labels(method, template, str(status)).inc()
+            metrics.request_seconds.labels(method, template).observe(elapsed)
         state = scope.get("state") or {}
         path_params = scope.get("path_params") or {}
         with logs.bound(user_id=state.get("user_id"), agent_id=path_params.get("agent_id")):

@@ -11,8 +11,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from clawhq.errors import TooManyRequests
+from clawhq.settings import Settings
 
 #: Keys kept at most. Past it, full budgets are forgotten (nothing is lost), then the least
 #: recently used go until a tenth is free: memory stays bounded however many keys are sprayed
@@ -86,3 +88,24 @@ class RateLimiter:
         if len(self._buckets) > keep:
             for key in list(self._buckets)[: len(self._buckets) - keep]:  # oldest use first
                 del self._buckets[key]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The API's request budgets, one limiter each (``CLAWHQ_RATE_LIMIT_*``)."""
+
+    auth: RateLimiter
+    user: RateLimiter
+    webhook: RateLimiter
+    register: RateLimiter
+    login_account: RateLimiter
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            auth=RateLimiter(settings.rate_limit_auth),
+            user=RateLimiter(settings.rate_limit_user),
+            webhook=RateLimiter(settings.rate_limit_webhook),
+            register=RateLimiter(settings.rate_limit_register, window=3600.0),
+            login_account=RateLimiter(settings.rate_limit_login_account, window=3600.0),
+        )

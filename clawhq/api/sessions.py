@@ -31,6 +31,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from clawhq.api.services import services_of
 from clawhq.api.tokencache import TokenCache
 from clawhq.context import AppContext
 from clawhq.credentials import hash_token
@@ -147,11 +148,11 @@ def _request_origin(conn: HTTPConnection) -> str | None:
 
 
 def _context(conn: HTTPConnection) -> AppContext:
-    return conn.app.state.context  # type: ignore[no-any-return]
+    return services_of(conn).context
 
 
 async def _user_for_token(conn: HTTPConnection, token: str) -> tuple[User, str]:
-    cache: TokenCache = conn.app.state.tokens
+    cache = services_of(conn).tokens
     digest = hash_token(token)
     user = cache.get(digest)
     if user is None:  # only a token not seen for a few seconds costs a database read
@@ -194,7 +195,7 @@ def _check_csrf(conn: HTTPConnection, token: str, csrf: Literal["header", "origi
 
 def _bind(conn: HTTPConnection, user: User, digest: str, via: Via) -> None:
     """Charge the user's request budget and record who is calling, for logs and audit."""
-    conn.app.state.limits.user.check(user.id, "requests")
+    services_of(conn).limits.user.check(user.id, "requests")
     # Bound here, in the request's own context, the ids reach every log line of the endpoint
     # (a sync dependency would run in a copy of that context).
     logs.user_id.set(user.id)

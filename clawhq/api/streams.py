@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -80,12 +79,11 @@ class StreamSlots:
 
 
 def stream_response(
-    request: Request, user_id: str, make: Callable[[float], AsyncIterator[str]]
+    slots: StreamSlots, lifetime: float, user_id: str, make: Callable[[float], AsyncIterator[str]]
 ) -> StreamingResponse:
-    """An SSE response holding one of ``user_id``'s stream slots; ``make(seconds)`` builds
-    the stream, which must end within that many seconds of its start."""
-    release = request.app.state.streams.acquire(user_id)
-    lifetime = request.app.state.context.settings.stream_max_seconds
+    """An SSE response holding one of ``user_id``'s ``slots``; ``make(lifetime)`` builds the
+    stream, which must end within that many seconds of its start."""
+    release = slots.acquire(user_id)
     return StreamingResponse(
         holding(release, make(lifetime)),
         media_type=SSE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
@@ -73,15 +74,15 @@ def serve(
     schema = create_db_engine(settings.resolved_database_url)
     migrate.upgrade(schema)
     schema.dispose()
-    context = context_or_exit(settings)
-    hosts = [settings.host]
+    # The rules go in with the agent network, now or once the engine answers.
+    context = context_or_exit(
+        settings, firewall_installer=functools.partial(network.install_at_start, settings)
+    )
     if settings.firewall == "off":
         network.install_at_start(settings, context.runtime)  # says what that leaves open
-        context.parts.firewall = "off"
-    # The rules go in with the agent network, now or once the engine answers.
-    context.parts.firewall_installer = lambda: network.install_at_start(settings, context.runtime)
+    hosts = [settings.host]
     try:
-        gateway = context.controller.prepare()
+        gateway = context.networks.prepare()
     except ClawHQError as exc:
         logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
         gateway = None

@@ -103,7 +103,7 @@ def run_checks(context: AppContext) -> list[Check]:
     checks.append(_disk_caps(context, needs))
     checks.append(_egress_proxy(context, needs))
 
-    pool = context.parts.ports
+    pool = context.deps.ports
     try:
         with context.sessions() as session:
             leased = pool.in_use(session)

@@ -13,6 +13,7 @@ from clawhq.settings import Settings, load_settings, unknown_settings
 
 if TYPE_CHECKING:
     from clawhq.context import AppContext
+    from clawhq.controller.networks import FirewallInstaller
 
 CONFIG_EXIT = 2
 FAILURE_EXIT = 1
@@ -49,12 +50,21 @@ def fail(exc: ClawHQError) -> typer.Exit:
     return typer.Exit(FAILURE_EXIT)
 
 
-def context_or_exit(settings: Settings, *, instance_required: bool = True) -> AppContext:
+def context_or_exit(
+    settings: Settings,
+    *,
+    instance_required: bool = True,
+    firewall_installer: FirewallInstaller | None = None,
+) -> AppContext:
     """The application's context, or exit 1 with why it cannot be built."""
     from clawhq.context import build_context
 
     try:
-        return build_context(settings, instance_required=instance_required)
+        return build_context(
+            settings,
+            instance_required=instance_required,
+            firewall_installer=firewall_installer,
+        )
     except ClawHQError as exc:
         raise fail(exc) from None
 

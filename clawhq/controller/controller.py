@@ -17,11 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from clawhq.controller.health import Probe
-from clawhq.controller.parts import Parts
+from clawhq.controller.keys import AgentKey, Key, RolloutKey
 from clawhq.controller.planner import Action
 from clawhq.controller.probes import Prober
 from clawhq.controller.queue import WorkQueue
@@ -31,8 +31,9 @@ from clawhq.observability import logs
 
 log = logging.getLogger(__name__)
 
-ROLLOUT = "rollout:"
 MAX_ERROR_BACKOFF = 30.0
+#: One step of a rollout: seconds until its next look, or None when it is done.
+RolloutSync = Callable[[str], float | None]
 
 
 class Completions:
@@ -69,46 +70,49 @@ class Completions:
 
 
 class Controller:
-    def __init__(self, parts: Parts, probe: Probe, *, workers: int = 8) -> None:
-        self.parts = parts
-        self.queue: WorkQueue[str] = WorkQueue(parts.clock)
-        self.prober = Prober(
-            parts.settings, probe, parts.clock, self.enqueue, parts.health_url, parts.metrics
-        )
-        parts.prober = self.prober
-        self.agents = AgentSync(parts)
+    """Works the queue: ``queue``, ``prober``, ``agents`` and ``rollouts`` are made by the
+    composition root (:func:`clawhq.context.build_context`), which wires them to each other."""
+
+    def __init__(
+        self,
+        queue: WorkQueue[Key],
+        prober: Prober,
+        agents: AgentSync,
+        rollouts: RolloutSync,
+        *,
+        workers: int = 8,
+    ) -> None:
+        self.queue = queue
+        self.prober = prober
+        self.agents = agents
+        self.rollouts = rollouts
         self.completions = Completions()
-        self.rollout_sync: Callable[[str], float | None] | None = None
         self._workers = workers
-        self._errors: dict[str, float] = {}
+        self._errors: dict[Key, float] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-
-    def prepare(self) -> str:
-        """Make sure the agent network exists; return its gateway address on the host."""
-        return self.parts.prepare()
 
     # -- feeding the queue ----------------------------------------------------------------
 
     def enqueue(self, agent_id: str, delay: float = 0.0) -> None:
-        self.queue.add(agent_id, delay)
+        self.queue.add(AgentKey(agent_id), delay)
 
     def enqueue_rollout(self, rollout_id: str, delay: float = 0.0) -> None:
-        self.queue.add(ROLLOUT + rollout_id, delay)
+        self.queue.add(RolloutKey(rollout_id), delay)
 
     # -- working ----------------------------------------------------------------------------
 
-    def process(self, key: str) -> None:
-        """Sync one key (an agent id or a rollout) and schedule what follows."""
+    def process(self, key: Key) -> None:
+        """Sync one key (an agent or a rollout) and schedule what follows."""
         try:
-            if key.startswith(ROLLOUT):
-                again = self.rollout_sync(key[len(ROLLOUT) :]) if self.rollout_sync else None
+            if isinstance(key, RolloutKey):
+                again = self.rollouts(key.rollout_id)
                 if again is not None:
                     self.queue.add(key, again)
                 self._errors.pop(key, None)
                 return
-            with logs.bound(agent_id=key):
-                outcome = self.agents.sync(key)
+            with logs.bound(agent_id=key.agent_id):
+                outcome = self.agents.sync(key.agent_id)
             self._after(key, outcome)
         except (ClawHQError, SQLAlchemyError) as exc:
             error = (
@@ -116,16 +120,18 @@ class Controller:
                 if isinstance(exc, ClawHQError)
                 else DatabaseUnavailable("the database is unavailable; try again shortly")
             )
-            self.completions.resolve(key, None, error, all_=True)
-            self._retry(key, f"sync of {key} failed: {error.message}")
+            if isinstance(key, AgentKey):
+                self.completions.resolve(key.agent_id, None, error, all_=True)
+            self._retry(key, f"sync of {describe(key)} failed: {error.message}")
         except Exception:  # one bad sync never stops the controller
-            log.exception("sync of %s failed", key)
+            log.exception("sync of %s failed", describe(key))
             self._retry(key, None)
 
-    def _after(self, key: str, outcome: Outcome) -> None:
-        self.completions.resolve(key, outcome.handled, outcome.error, all_=outcome.deleted)
+    def _after(self, key: AgentKey, outcome: Outcome) -> None:
+        agent_id = key.agent_id
+        self.completions.resolve(agent_id, outcome.handled, outcome.error, all_=outcome.deleted)
         if outcome.error is not None:
-            self._retry(key, f"agent {key}: {outcome.error.message}")
+            self._retry(key, f"agent {agent_id}: {outcome.error.message}")
             return
         self._errors.pop(key, None)
         if outcome.again_in is not None:
@@ -133,7 +139,7 @@ class Controller:
         if outcome.rollout_id is not None:
             self.enqueue_rollout(outcome.rollout_id)
 
-    def _retry(self, key: str, message: str | None) -> None:
+    def _retry(self, key: Key, message: str | None) -> None:
         delay = min(self._errors.get(key, 0.25) * 2, MAX_ERROR_BACKOFF)
         self._errors[key] = delay
         if message:
@@ -191,7 +197,7 @@ class Controller:
         thread.start()
         self._threads.append(thread)
 
-    def _work(self, queue: WorkQueue[str], handle: Callable[[str], None]) -> None:
+    def _work(self, queue: WorkQueue[Any], handle: Callable[[Any], None]) -> None:
         while not self._stop.is_set():
             key = queue.get(timeout=1.0)
             if key is None:
@@ -213,3 +219,8 @@ class Controller:
         self.prober.queue.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+def describe(key: Key) -> str:
+    """The key as log lines name it."""
+    return key.agent_id if isinstance(key, AgentKey) else f"rollout:{key.rollout_id}"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from clawhq import status as states
 from clawhq.controller import desired
 from clawhq.controller.controller import Controller
-from clawhq.controller.parts import Parts
+from clawhq.controller.deps import ControllerDeps
 from clawhq.controller.secrets import check_api_key
 from clawhq.db.models import Agent
 from clawhq.errors import NotFound, TooManyRequests
@@ -46,8 +46,10 @@ def load(session: Session, agent_id: str, owner_id: str | None = None) -> Agent:
 
 
 class Operations:
-    def __init__(self, parts: Parts, controller: Controller, *, inline: bool = False) -> None:
-        self.parts = parts
+    def __init__(
+        self, deps: ControllerDeps, controller: Controller, *, inline: bool = False
+    ) -> None:
+        self.deps = deps
         self.controller = controller
         #: Tests without controller threads: operations run the controller themselves.
         self.inline = inline
@@ -55,7 +57,7 @@ class Operations:
     def deploy(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """(Re)create the agent's container from its current spec and start it."""
         self._engine_ready()
-        with self.parts.sessions.begin() as session:
+        with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             states.require(agent.status, states.DEPLOY_FROM, "deploy")
             self._admit(session, agent)
@@ -66,7 +68,7 @@ class Operations:
     def start(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """Start a stopped agent (in its container, or a new one when it has none or it is
         out of date); a running or deploying agent is left as it is."""
-        with self.parts.sessions.begin() as session:
+        with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             if agent.status in (S.RUNNING, S.DEPLOYING):
                 if agent.desired_state is DesiredState.RUNNING:
@@ -82,7 +84,7 @@ class Operations:
 
     def stop(self, agent_id: str, owner_id: str | None = None) -> Agent:
         """Stop gracefully (SIGTERM, then SIGKILL after ``CLAWHQ_STOP_TIMEOUT``)."""
-        with self.parts.sessions.begin() as session:
+        with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             if agent.status is S.STOPPED and agent.desired_state is DesiredState.STOPPED:
                 return agent
@@ -98,14 +100,14 @@ class Operations:
         """Remove the container, the port lease, the workspace unless kept, and the row.
 
         The wish is recorded first: a crash half-way is finished by the controller."""
-        with self.parts.sessions.begin() as session:
+        with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             desired.request_delete(agent, keep_workspace=keep_workspace)
             generation = agent.generation
         self._wait(agent_id, generation)
 
     def get(self, agent_id: str) -> Agent:
-        with self.parts.sessions() as session:
+        with self.deps.sessions() as session:
             agent = session.get(Agent, agent_id)
             if agent is None:
                 raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
@@ -131,12 +133,12 @@ class Operations:
 
     def _admit(self, session: Session, agent: Agent) -> None:
         """Firewall, disk cap, capacity, key and port, checked before anything changes."""
-        self.parts.require_firewall()
-        self.parts.disk_of(session, agent)  # in production: no start without a cap
+        self.deps.networks.require_firewall()
+        self.deps.specs.disk_of(session, agent)  # in production: no start without a cap
         in_flight = session.scalar(
             select(func.count()).select_from(Agent).where(Agent.status == S.DEPLOYING)
         )
-        limit = self.parts.settings.max_deploys_in_flight
+        limit = self.deps.settings.max_deploys_in_flight
         if (in_flight or 0) >= limit:
             raise TooManyRequests(
                 f"{in_flight} deploys are already in flight "
@@ -144,13 +146,13 @@ class Operations:
                 code="deploy_capacity_reached",
                 retry_after=5,
             )
-        check_api_key(session, agent, self.parts.settings)
-        self.parts.ports.lease(session, agent.id)  # exhausted: rolled back, nothing changed
+        check_api_key(session, agent, self.deps.settings)
+        self.deps.ports.lease(session, agent.id)  # exhausted: rolled back, nothing changed
 
     def _engine_ready(self) -> None:
         """Refuse at once, changing nothing, while the engine cannot be reached."""
-        parts = self.parts
-        if parts.observed.fresh and parts.prepared:
+        deps = self.deps
+        if deps.observed.fresh and deps.host.prepared:
             return
-        parts.runtime.ping()
-        self.controller.prepare()
+        deps.runtime.ping()
+        deps.networks.prepare()

@@ -53,6 +53,16 @@ class Do(StrEnum):
     WAIT = "wait"  # nothing to do yet: look again in ``after`` seconds
 
 
+class StartKind(StrEnum):
+    """What kind of start an action makes (the deploy-duration metric's ``kind`` label)."""
+
+    DEPLOY = "deploy"  # the owner's deploy: a new container
+    START = "start"  # the owner's start
+    RESTART = "restart"  # the supervisor's, after a crash or failed probes
+    RESUMED = "resumed"  # a start found half done (created, never started: a crash of
+    # ClawHQ) carried on; not a new start, so no new attempt begins
+
+
 def is_starting(status: AgentStatus, next_restart_at: datetime | None) -> bool:
     """A start is under way: one the owner asked for, or a restart not waiting any more."""
     return status is S.DEPLOYING or (status is S.RESTARTING and next_restart_at is None)
@@ -112,9 +122,13 @@ class Action:
     do: Do
     agent_id: str | None
     container: Container | None = None
-    #: ``deploy``, ``start`` or ``restart`` (what the deploy-duration metric calls it).
-    kind: str = ""
+    #: The kind of start (``CREATE``, ``START``, ``RESTART``).
+    kind: StartKind | None = None
     reason: str = ""
+    #: Failed probes in a row (``UNHEALTHY``).
+    failures: int = 0
+    #: The start had no healthy answer in time (``FAIL_START``).
+    timed_out: bool = False
     port: int | None = None
     after: float | None = None
 
@@ -196,12 +210,12 @@ def _plan_running(
 ) -> list[Action]:
     if agent.op_pending:
         if agent.recreate_generation > agent.handled_generation:
-            return [act(Do.CREATE, kind="deploy")]
+            return [act(Do.CREATE, kind=StartKind.DEPLOY)]
         if agent.status in (S.STOPPED, S.ERROR, S.RESTARTING, S.STOPPING):
             # A start. A stopped agent picks up the current spec as it starts.
             if recorded is not None and up_to_date(agent, recorded) and agent.has_llm_token:
-                return [act(Do.START, recorded, kind="start")]
-            return [act(Do.CREATE, kind="start")]
+                return [act(Do.START, recorded, kind=StartKind.START)]
+            return [act(Do.CREATE, kind=StartKind.START)]
     if agent.status is S.ERROR:
         return [act(Do.REMOVE, recorded)] if recorded is not None else []
     if agent.status in (S.STOPPED, S.STOPPING):
@@ -212,8 +226,8 @@ def _plan_running(
         if agent.next_restart_at is not None and agent.next_restart_at > now:
             return [act(Do.WAIT, after=_seconds(agent.next_restart_at - now))]
         if recorded is None:
-            return [act(Do.CREATE, kind="restart")]
-        return [act(Do.RESTART, recorded, kind="restart")]
+            return [act(Do.CREATE, kind=StartKind.RESTART)]
+        return [act(Do.RESTART, recorded, kind=StartKind.RESTART)]
     # RUNNING or UNHEALTHY
     if recorded is None or not recorded.is_running:
         return [act(Do.CRASHED, recorded)]
@@ -222,14 +236,14 @@ def _plan_running(
             return [act(Do.RECOVERED)]
         if agent.next_restart_at is not None:
             if agent.next_restart_at <= now:
-                return [act(Do.RESTART, recorded, kind="restart")]
+                return [act(Do.RESTART, recorded, kind=StartKind.RESTART)]
             return [act(Do.WAIT, after=_seconds(agent.next_restart_at - now))]
         return []
     if probe is not None:
         if probe.healthy:
             return [act(Do.HEALTHY)]
         if probe.failures >= rules.failure_threshold:
-            return [act(Do.UNHEALTHY, reason=str(probe.failures))]
+            return [act(Do.UNHEALTHY, failures=probe.failures)]
     return []
 
 
@@ -257,14 +271,14 @@ def _plan_starting(
             return [act(Do.CRASHED)]
         return [act(Do.FAIL_START, reason="the agent's container disappeared")]
     if recorded.state is ContainerState.CREATED:
-        return [act(Do.START, recorded, kind="resumed")]  # created, never started: a crash
+        return [act(Do.START, recorded, kind=StartKind.RESUMED)]  # created, never started: a crash
     if not recorded.is_running:
         return [act(Do.FAIL_START if agent.followed else Do.CRASHED, recorded)]
     if probe is not None and probe.healthy:
         return [act(Do.MARK_RUNNING)]
     deadline = agent.start_deadline_at
     if deadline is not None and deadline <= now:
-        return [act(Do.FAIL_START, recorded, reason="timeout")]
+        return [act(Do.FAIL_START, recorded, timed_out=True)]
     after = START_RECHECK_SECONDS
     if deadline is not None:
         after = min(after, _seconds(deadline - now))

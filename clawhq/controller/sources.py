@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from clawhq.controller.controller import Controller
+from clawhq.controller.deps import ControllerDeps
 from clawhq.controller.observed import observe_agent
 from clawhq.controller.planner import plan
 from clawhq.controller.rollouts import unfinished
@@ -41,10 +42,10 @@ ROLLOUT_POLL_TICKS = 2
 
 
 class Sources:
-    def __init__(self, controller: Controller, *, supervise: bool) -> None:
+    def __init__(self, controller: Controller, deps: ControllerDeps) -> None:
         self.controller = controller
-        self.parts = controller.parts
-        self.supervise = supervise
+        self.deps = deps
+        self.supervise = deps.supervise
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_resync = 0.0
@@ -78,7 +79,7 @@ class Sources:
         retries until one listing works); otherwise the cache is marked stale and it says so.
         """
         self._last_resync = time.monotonic()
-        parts = self.parts
+        parts = self.deps
         epoch = parts.observed.epoch
         try:
             containers = parts.runtime.list_managed()
@@ -113,7 +114,7 @@ class Sources:
         return queued
 
     def _resolve_images(self) -> None:
-        parts = self.parts
+        parts = self.deps
         refs = {parts.settings.agent_image}
         with parts.read_sessions() as session:
             from clawhq.db.models import Plan
@@ -132,7 +133,7 @@ class Sources:
 
     def _resync_loop(self) -> None:
         self.resync()
-        interval = self.parts.settings.reconcile_interval
+        interval = self.deps.settings.reconcile_interval
         ticks = 0
         while not self._stop.wait(1.0):
             ticks += 1
@@ -146,7 +147,7 @@ class Sources:
 
     def _queue_rollouts(self) -> None:
         try:
-            with self.parts.read_sessions() as session:
+            with self.deps.read_sessions() as session:
                 for rollout_id in unfinished(session):
                     self.controller.enqueue_rollout(rollout_id)
         except SQLAlchemyError as exc:
@@ -158,15 +159,15 @@ class Sources:
         """Something happened to one of the agent's containers: the sync that follows inspects
         that container (the engine's listing may not show the change yet)."""
         if container_id:
-            self.parts.observed.note(agent_id, container_id)
+            self.deps.observed.note(agent_id, container_id)
         if self.supervise or self.controller.prober.starting(agent_id):
             self.controller.enqueue(agent_id)
             return
         try:  # observe only: keep the cache true
-            found = observe_agent(self.parts.runtime, self.parts.observed, agent_id)
+            found = observe_agent(self.deps.runtime, self.deps.observed, agent_id)
         except ClawHQError:
             return
-        self.parts.observed.replace_agent(agent_id, found)
+        self.deps.observed.replace_agent(agent_id, found)
 
     def _follow_events(self) -> None:
         since: datetime | None = self._started_at
@@ -174,7 +175,7 @@ class Sources:
         first = True
         while not self._stop.is_set():
             try:
-                stream = self.parts.runtime.events(since=since or datetime.now(UTC))
+                stream = self.deps.runtime.events(since=since or datetime.now(UTC))
                 if not first:
                     # What the gap hid: one full listing before any further event, so the API
                     # is truthful again. An engine still coming up may answer events and not
@@ -196,7 +197,7 @@ class Sources:
             except Exception as exc:  # the stream (or its catch-up) broke: reconnect
                 if self._stop.is_set():
                     return
-                self.parts.observed.lost()
+                self.deps.observed.lost()
                 why = exc.message if isinstance(exc, ClawHQError) else repr(exc)
                 if not isinstance(exc, ClawHQError | SQLAlchemyError):
                     log.exception("engine events: unexpected error")

@@ -8,18 +8,17 @@ start is still the one it worked for: a start superseded meanwhile is left alone
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clawhq.controller import handover
 from clawhq.controller import transitions as t
-from clawhq.controller.parts import Parts, plan_terms
-from clawhq.controller.planner import Action, Do
+from clawhq.controller.deps import ControllerDeps
+from clawhq.controller.failures import Failures, StartLog, current_start
+from clawhq.controller.planner import Action, Do, StartKind
+from clawhq.controller.probes import Prober
 from clawhq.controller.secrets import secrets_for
 from clawhq.controller.spec import (
     container_name,
@@ -28,9 +27,10 @@ from clawhq.controller.spec import (
     volume_name,
     with_attempt,
 )
+from clawhq.controller.specs import plan_terms
 from clawhq.db import audit, history
 from clawhq.db.models import Agent, PortLease
-from clawhq.errors import ClawHQError, EngineError, EngineUnavailable, ImageNotFound
+from clawhq.errors import ClawHQError
 from clawhq.runtime import Container, ContainerSpec, labels
 from clawhq.status import AgentStatus, DesiredState
 
@@ -38,34 +38,37 @@ log = logging.getLogger(__name__)
 
 S = AgentStatus
 Work = Callable[[], None]
-LOG_TAIL_LINES = 5
-#: Seconds between tries of a start the engine could not take (it was away or coming up).
-ENGINE_RETRY_SECONDS = 3.0
 
 
 class Steps:
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-        #: When each start began and what kind it was, for the deploy-duration metric.
-        self._starts: dict[str, tuple[int, str, float]] = {}
+    def __init__(self, deps: ControllerDeps, prober: Prober) -> None:
+        self.deps = deps
+        self.prober = prober
+        self.starts = StartLog(deps)
+        self.failures = Failures(deps, self.starts)
+
+    def follows(self, agent_id: str, attempt: int) -> bool:
+        """Whether this process made that start of the agent."""
+        return self.starts.follows(agent_id, attempt)
 
     # -- in the planning transaction ------------------------------------------------------
 
     def prepare(self, session: Session, agent: Agent | None, action: Action) -> Work | None:
-        p = self.parts
+        p = self.deps
         now = p.clock.now()
         do = action.do
         if agent is None:  # a stray container: no row holds it
             return lambda: self._remove(action.agent_id, action.container, "container.remove_stray")
         if do is Do.CREATE:
-            return self._prepare_create(session, agent, action.kind)
+            return self._prepare_create(session, agent, action.kind or StartKind.DEPLOY)
         if do is Do.START:
-            if action.kind != "resumed":
-                self._begin(agent, action.kind)
+            kind = action.kind or StartKind.START
+            if kind is not StartKind.RESUMED:
+                self.starts.begin(agent, kind)
             attempt = agent.start_generation
-            return lambda: self._start(agent.id, attempt, action.kind, action.container)
+            return lambda: self._start(agent.id, attempt, kind, action.container)
         if do is Do.RESTART:
-            attempt = self._begin(agent, "restart")
+            attempt = self.starts.begin(agent, StartKind.RESTART)
             p.metrics.restarts.inc()
             return lambda: self._restart(agent.id, attempt, action.container)
         if do is Do.ADOPT and action.container is not None:
@@ -75,14 +78,14 @@ class Steps:
             return lambda: self._remove(agent.id, action.container, "container.remove_stray")
         elif do is Do.MARK_RUNNING:
             t.mark_running(agent, now)
-            self._observe(agent.id, agent.start_generation, "running")
+            self.starts.observe(agent.id, agent.start_generation, "running")
             log.info("agent %s is RUNNING", agent.id)
         elif do in (Do.FAIL_START, Do.CRASHED):
             attempt = agent.start_generation
             starting = do is Do.FAIL_START
-            return lambda: self._down(agent.id, attempt, action, starting=starting)
+            return lambda: self.failures.down(agent.id, attempt, action, starting=starting)
         elif do is Do.UNHEALTHY:
-            t.mark_unhealthy(agent, int(action.reason or 0), now, p.timing)
+            t.mark_unhealthy(agent, action.failures, now, p.timing)
         elif do is Do.RECOVERED:
             t.mark_recovered(agent, now)
         elif do is Do.HEALTHY:
@@ -104,28 +107,18 @@ class Steps:
                 t.repair_port(agent, action.port)
         return None
 
-    def follows(self, agent_id: str, attempt: int) -> bool:
-        """Whether this process made that start of the agent."""
-        found = self._starts.get(agent_id)
-        return found is not None and found[0] == attempt
-
-    def _begin(self, agent: Agent, kind: str) -> int:
-        attempt = t.begin_start(agent, kind, self.parts.clock.now(), self.parts.timing)
-        self._starts[agent.id] = (attempt, kind, time.monotonic())
-        return attempt
-
-    def _prepare_create(self, session: Session, agent: Agent, kind: str) -> Work | None:
-        p = self.parts
-        attempt = self._begin(agent, kind)
+    def _prepare_create(self, session: Session, agent: Agent, kind: StartKind) -> Work | None:
+        p = self.deps
+        attempt = self.starts.begin(agent, kind)
         try:
-            p.require_firewall()
+            p.networks.require_firewall()
             terms = plan_terms(session, agent.user_id)
-            disk = p.disk_of(session, agent, terms)
+            disk = p.specs.disk_of(session, agent, terms)
             secrets = secrets_for(session, agent, p.settings, p.keyring)
             port = p.ports.lease(session, agent.id)
         except ClawHQError as exc:
             reason = f"deploy failed: {exc.message}"
-            self._fail_now(session, agent, kind, reason)
+            self.failures.fail_now(session, agent, kind, reason)
             raise_later = exc
 
             def report() -> None:
@@ -135,28 +128,12 @@ class Steps:
         identity = p.keyring.seal(secrets.proxy_identity, agent.proxy_identity_context)
         t.container_planned(agent, port, handover.token_hashes(secrets), identity)
         content = secrets_file(agent, secrets)
-        image = p.image_of(agent, session, terms)
-        spec = p.spec_for(agent, port, secrets, image, terms.egress, disk)
+        image = p.specs.image_of(agent, session, terms)
+        spec = p.specs.spec_for(agent, port, secrets, image, terms.egress, disk)
         session.flush()  # the status change enters the history before the steps that follow
         history.record(session, agent.id, "port_leased", f"host port {port}")
         spec = with_attempt(spec, attempt)
         return lambda: self._create(agent.id, agent.user_id, attempt, kind, spec, content)
-
-    def _fail_now(self, session: Session, agent: Agent, kind: str, reason: str) -> None:
-        now = self.parts.clock.now()
-        if not (
-            agent.status is S.DEPLOYING
-            or (agent.status is S.RESTARTING and agent.next_restart_at is None)
-        ):
-            return  # no start under way any more: another process reported it first
-        if kind == "restart":
-            t.schedule_restart(agent, reason, now, self.parts.timing)
-            return
-        keep = agent.rollout_id is not None
-        t.fail_start(agent, reason, now, keep_port=keep)
-        if not keep:
-            self.parts.ports.release(session, agent.id)
-        self._observe(agent.id, agent.start_generation, "failed")
 
     # -- engine work ----------------------------------------------------------------------
 
@@ -165,12 +142,12 @@ class Steps:
         agent_id: str,
         user_id: str,
         attempt: int,
-        kind: str,
+        kind: StartKind,
         spec: ContainerSpec,
         secrets: bytes,
     ) -> None:
-        p = self.parts
-        if kind == "restart":
+        p = self.deps
+        if kind is StartKind.RESTART:
             self._audit("agent.recreate", agent_id)
         container: Container | None = None
         try:
@@ -179,7 +156,7 @@ class Steps:
             self._remove_all(agent_id, user_id, graceful=True)
             container = p.runtime.create(spec)
             with p.sessions.begin() as session:
-                agent = self._current(session, agent_id, attempt)
+                agent = current_start(session, agent_id, attempt)
                 if agent is None:
                     p.runtime.remove(container.id)  # superseded while it was being made
                     return
@@ -193,23 +170,27 @@ class Steps:
                     session, agent_id, "container_started", "waiting for a healthy answer"
                 )
         except ClawHQError as exc:
-            if self._engine_not_ready(exc):
-                self._defer(agent_id, attempt, kind, exc)
+            if self.failures.engine_not_ready(exc):
+                self.failures.defer(agent_id, attempt, kind, exc)
                 return
-            self._failed(agent_id, attempt, kind, f"deploy failed: {exc.message}", container)
+            reason = f"deploy failed: {exc.message}"
+            self.failures.failed(agent_id, attempt, kind, reason, container)
             raise
 
-    def _start(self, agent_id: str, attempt: int, kind: str, container: Container | None) -> None:
+    def _start(
+        self, agent_id: str, attempt: int, kind: StartKind, container: Container | None
+    ) -> None:
         if container is None:
             return
         try:
             if self._hand_over(agent_id, attempt, container):
-                self.parts.runtime.start(container.id)
+                self.deps.runtime.start(container.id)
         except ClawHQError as exc:
-            if self._engine_not_ready(exc):
-                self._defer(agent_id, attempt, kind, exc)
+            if self.failures.engine_not_ready(exc):
+                self.failures.defer(agent_id, attempt, kind, exc)
                 return
-            self._failed(agent_id, attempt, kind, f"start failed: {exc.message}", container)
+            reason = f"start failed: {exc.message}"
+            self.failures.failed(agent_id, attempt, kind, reason, container)
             raise
 
     def _restart(self, agent_id: str, attempt: int, container: Container | None) -> None:
@@ -218,131 +199,35 @@ class Steps:
         log.info("restarting agent %s", agent_id)
         self._audit("agent.restart", agent_id)
         try:
-            self.parts.require_firewall()
+            self.deps.networks.require_firewall()
             if container.is_running:
-                self.parts.runtime.stop(container.id, self.parts.settings.stop_timeout)
+                self.deps.runtime.stop(container.id, self.deps.settings.stop_timeout)
             if self._hand_over(agent_id, attempt, container):
-                self.parts.runtime.start(container.id)
+                self.deps.runtime.start(container.id)
         except ClawHQError as exc:
-            if self._engine_not_ready(exc):
-                self._defer(agent_id, attempt, "restart", exc)
+            if self.failures.engine_not_ready(exc):
+                self.failures.defer(agent_id, attempt, StartKind.RESTART, exc)
                 return
-            self._failed(agent_id, attempt, "restart", f"restart failed: {exc.message}", None)
+            reason = f"restart failed: {exc.message}"
+            self.failures.failed(agent_id, attempt, StartKind.RESTART, reason, None)
             raise
 
     def _hand_over(self, agent_id: str, attempt: int, container: Container) -> bool:
         """New secrets for this start of an existing container, recorded and written into it
         (it is not running); False when the start was superseded meanwhile: no start then."""
-        p = self.parts
+        p = self.deps
         if not handover.takes_secrets_file(container):
             return True  # made by an earlier ClawHQ: its secrets are in its env, unchanged
         with p.sessions.begin() as session:
-            agent = self._current(session, agent_id, attempt)
+            agent = current_start(session, agent_id, attempt)
             if agent is None:
                 return False
             content = handover.rotate(agent, p.keyring)
         handover.hand_over(p.runtime, container, content)
         return True
 
-    def _engine_not_ready(self, exc: ClawHQError) -> bool:
-        """Whether a start failed because of the engine, not the agent: it cannot be reached,
-        or it came back moments ago and still fails what it will do shortly (its volume
-        store loading, say). A missing image is the agent's, whenever it happens."""
-        if isinstance(exc, ImageNotFound):
-            return False
-        if isinstance(exc, EngineUnavailable):
-            return True
-        return isinstance(exc, EngineError) and self.parts.observed.engine_settling()
-
-    def _defer(self, agent_id: str, attempt: int, kind: str, exc: ClawHQError) -> None:
-        """The start waits for the engine: tried again on the engine's schedule, without a
-        restart counted, a backoff step or ``ERROR`` (the container, if any, is kept)."""
-        p = self.parts
-        log.warning(
-            "agent %s: the container engine could not take its start (%s); again in %gs",
-            agent_id,
-            exc.message,
-            ENGINE_RETRY_SECONDS,
-        )
-        with p.sessions.begin() as session:
-            agent = self._current(session, agent_id, attempt)
-            if agent is None:
-                return  # superseded meanwhile
-            t.defer_start(
-                agent,
-                f"waiting for the container engine: {exc.message}",
-                p.clock.now(),
-                ENGINE_RETRY_SECONDS,
-                counted=kind == "restart",
-            )
-
-    def _failed(
-        self, agent_id: str, attempt: int, kind: str, reason: str, container: Container | None
-    ) -> None:
-        """A start failed: a supervised one waits for its next try, one the owner asked
-        for is ``ERROR`` and leaves no container (and no port, unless a rollout rolls back)."""
-        p = self.parts
-        log.warning("agent %s failed to start: %s", agent_id, reason)
-        with p.sessions() as session:
-            agent = session.get(Agent, agent_id)
-            if agent is None or agent.start_generation != attempt:
-                return  # superseded: stopped, deleted or started again meanwhile
-            supervised = agent.status is S.RESTARTING
-        # Clean up first, so that whoever sees the failure also sees nothing left behind.
-        if container is not None:
-            try:
-                if not supervised:
-                    p.runtime.remove(container.id)
-                elif container.is_running:
-                    p.runtime.stop(container.id, p.settings.stop_timeout)
-            except ClawHQError as exc:  # the next sync removes it once the engine is back
-                log.error("could not clean up after agent %s: %s", agent_id, exc.message)
-        with p.sessions.begin() as session:
-            agent = self._current(session, agent_id, attempt)
-            if agent is not None:
-                self._fail_now(session, agent, "restart" if supervised else kind, reason)
-
-    def _down(self, agent_id: str, attempt: int, action: Action, *, starting: bool) -> None:
-        """The start failed or the agent crashed: say why, with its last log lines."""
-        p = self.parts
-        container = action.container
-        if container is not None:  # a listing has no exit code: ask for the details
-            with contextlib.suppress(ClawHQError):
-                container = p.runtime.inspect(container.id) or container
-        if action.reason == "timeout":
-            reason = (
-                f"no healthy answer on {p.settings.agent_health_path} within "
-                f"{p.settings.start_timeout:g}s"
-            )
-        elif container is None:
-            reason = action.reason or "the agent's container disappeared"
-        else:
-            reason = container.describe_exit()
-        if container is not None:
-            reason += self._log_tail(container.id)
-        if starting:
-            self._failed(agent_id, attempt, "deploy", reason, container)
-            return
-        with p.sessions.begin() as session:
-            agent = self._current(session, agent_id, attempt)
-            if agent is None or agent.status not in (
-                S.RUNNING,
-                S.UNHEALTHY,
-                S.DEPLOYING,  # an abandoned start (see the planner)
-                S.RESTARTING,
-            ):
-                return
-            if agent.status is S.RESTARTING and agent.next_restart_at is not None:
-                return  # already waiting out a backoff
-            exit_code = container.exit_code if container is not None else None
-            oom = container.oom_killed if container is not None else None
-            delay = t.schedule_restart(
-                agent, reason, p.clock.now(), p.timing, exit_code=exit_code, oom_killed=oom
-            )
-        log.warning("agent %s is down (%s); restart in %.0fs", agent_id, reason, delay)
-
     def _stop(self, agent_id: str, container: Container | None) -> None:
-        p = self.parts
+        p = self.deps
         if container is not None:
             p.runtime.stop(container.id, p.settings.stop_timeout)
         with p.sessions.begin() as session:
@@ -351,7 +236,7 @@ class Steps:
                 t.mark_stopped(agent, p.clock.now())
 
     def _finish_delete(self, agent_id: str) -> None:
-        p = self.parts
+        p = self.deps
         with p.sessions() as session:
             agent = session.get(Agent, agent_id)
             if agent is None or agent.desired_state is not DesiredState.DELETED:
@@ -369,9 +254,8 @@ class Steps:
             if agent is not None:
                 session.delete(agent)
         p.observed.forget(agent_id)
-        self._starts.pop(agent_id, None)
-        if p.prober is not None:
-            p.prober.untrack(agent_id)
+        self.starts.forget(agent_id)
+        self.prober.untrack(agent_id)
 
     def remove_stray(self, action: Action) -> None:
         self._remove(action.agent_id, action.container, "container.remove_stray")
@@ -380,7 +264,7 @@ class Steps:
         if container is None:
             return
         log.info("removing container %s", container.id[:12])
-        if self.parts.runtime.remove(container.id):
+        if self.deps.runtime.remove(container.id):
             self._audit(what, agent_id, container.id[:12])
 
     def _remove_all(
@@ -392,46 +276,21 @@ class Steps:
         graceful: bool = False,
     ) -> None:
         """Remove the agent's containers: the recorded one, by name, and any labelled one."""
-        runtime = self.parts.runtime
+        runtime = self.deps.runtime
         found = runtime.list_managed({labels.AGENT_ID: agent_id})
         if graceful:
             for container in found:
                 if container.is_running:
-                    runtime.stop(container.id, self.parts.settings.stop_timeout)
+                    runtime.stop(container.id, self.deps.settings.stop_timeout)
         refs = {container_id, container_name(user_id, agent_id)} | {c.id for c in found}
         for ref in refs - {None}:
             runtime.remove(str(ref))
 
     # -- helpers --------------------------------------------------------------------------
 
-    @staticmethod
-    def _current(session: Session, agent_id: str, attempt: int) -> Agent | None:
-        """The agent, locked, if ``attempt`` is still its latest start."""
-        agent = session.scalars(
-            select(Agent).where(Agent.id == agent_id).with_for_update()
-        ).one_or_none()
-        if agent is None or agent.start_generation != attempt:
-            return None
-        return agent
-
-    def _log_tail(self, container_id: str) -> str:
-        try:
-            tail = self.parts.runtime.logs(container_id, LOG_TAIL_LINES).strip()
-        except ClawHQError:
-            return ""
-        return f"; last log lines: {tail}" if tail else ""
-
-    def _observe(self, agent_id: str, attempt: int, outcome: str) -> None:
-        found = self._starts.get(agent_id)
-        if found is None or found[0] != attempt:
-            kind, began = "resumed", time.monotonic()
-        else:
-            _, kind, began = found
-        self.parts.metrics.deploy_seconds.labels(kind, outcome).observe(time.monotonic() - began)
-
     def _audit(self, action: str, agent_id: str | None, detail: str = "") -> None:
         audit.append(
-            self.parts.sessions,
+            self.deps.sessions,
             actor="supervisor",
             action=action,
             agent_id=agent_id,

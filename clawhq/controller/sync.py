@@ -22,9 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clawhq.controller import transitions
+from clawhq.controller.deps import ControllerDeps
 from clawhq.controller.observed import observe_agent
-from clawhq.controller.parts import Parts, plan_terms
 from clawhq.controller.planner import Action, AgentView, Do, is_starting, plan
+from clawhq.controller.probes import Prober
+from clawhq.controller.specs import plan_terms
 from clawhq.controller.steps import Steps
 from clawhq.db.models import Agent, PortLease
 from clawhq.errors import ClawHQError
@@ -58,16 +60,17 @@ def lock(session: Session, agent_id: str) -> Agent | None:
 
 
 class AgentSync:
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-        self.steps = Steps(parts)
+    def __init__(self, deps: ControllerDeps, prober: Prober) -> None:
+        self.deps = deps
+        self.prober = prober
+        self.steps = Steps(deps, prober)
         #: Actions taken so far (not counting waits and passing probes): tests watch it.
         self.acted = 0
 
     def view(self, session: Session, agent: Agent) -> AgentView:
         lease = session.scalar(select(PortLease.port).where(PortLease.agent_id == agent.id))
         terms = plan_terms(session, agent.user_id)
-        image = self.parts.image_of(agent, session, terms)
+        image = self.deps.specs.image_of(agent, session, terms)
         return AgentView(
             id=agent.id,
             status=agent.status,
@@ -82,28 +85,28 @@ class AgentSync:
             start_deadline_at=agent.start_deadline_at,
             status_changed_at=agent.status_changed_at,
             in_rollout=agent.rollout_id is not None,
-            intended_hash=self.parts.intended_hash(
+            intended_hash=self.deps.specs.intended_hash(
                 agent, agent.container_port, image, terms.egress
             ),
-            intended_image_id=self.parts.observed.image_id(image),
+            intended_image_id=self.deps.observed.image_id(image),
             followed=self.steps.follows(agent.id, agent.start_generation),
             has_llm_token=agent.llm_token_hash is not None,
             start_began_at=(
-                agent.start_deadline_at - timedelta(seconds=self.parts.settings.start_timeout)
+                agent.start_deadline_at - timedelta(seconds=self.deps.settings.start_timeout)
                 if agent.start_deadline_at is not None
                 else None
             ),
         )
 
     def _snapshot(self, agent_id: str) -> AgentView | None:
-        with self.parts.read_sessions() as session:
+        with self.deps.read_sessions() as session:
             agent = session.get(Agent, agent_id)
             return self.view(session, agent) if agent is not None else None
 
     def sync(self, agent_id: str) -> Outcome:
-        parts = self.parts
-        if not parts.prepared:
-            parts.prepare()  # the engine was away at start: the network may be missing
+        parts = self.deps
+        if not parts.host.prepared:
+            parts.networks.prepare()  # the engine was away at start: the network may be missing
         noted = parts.observed.take_noted(agent_id)  # inspected at every look of this sync
         for _ in range(MAX_RETRIES):
             snapshot = self._snapshot(agent_id)
@@ -115,8 +118,8 @@ class AgentSync:
                 if current != snapshot:
                     continue  # changed between the read and the lock: look again
                 probe = None
-                if agent is not None and parts.prober is not None:
-                    probe = parts.prober.result(agent_id, agent.start_generation)
+                if agent is not None:
+                    probe = self.prober.result(agent_id, agent.start_generation)
                 actions = plan(current, found, probe, parts.clock.now(), parts.rules)
                 handled = None
                 rollout_id = agent.rollout_id if agent is not None else None
@@ -162,9 +165,7 @@ class AgentSync:
 
     def _track(self, agent_id: str) -> None:
         """Point the prober at the agent's current start, or stop probing it."""
-        p = self.parts
-        if p.prober is None:
-            return
+        p, prober = self.deps, self.prober
         with p.read_sessions() as session:
             row = session.execute(
                 select(
@@ -176,11 +177,11 @@ class AgentSync:
                 ).where(Agent.id == agent_id)
             ).one_or_none()
         if row is None or row.desired_state is not DesiredState.RUNNING or not row.container_id:
-            p.prober.untrack(agent_id)
+            prober.untrack(agent_id)
             return
         if is_starting(row.status, row.next_restart_at):
-            p.prober.track(agent_id, row.container_id, row.start_generation, startup=True)
+            prober.track(agent_id, row.container_id, row.start_generation, startup=True)
         elif row.status in (S.RUNNING, S.UNHEALTHY) and p.supervise:
-            p.prober.track(agent_id, row.container_id, row.start_generation, startup=False)
+            prober.track(agent_id, row.container_id, row.start_generation, startup=False)
         else:
-            p.prober.untrack(agent_id)
+            prober.untrack(agent_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from clawhq.controller.planner import backoff_delay
+from clawhq.controller.planner import StartKind, backoff_delay
 from clawhq.crypto import Sealed
 from clawhq.db.models import Agent
 from clawhq.status import AgentStatus
@@ -47,7 +47,7 @@ def acknowledge(agent: Agent) -> None:
     agent.handled_generation = agent.generation
 
 
-def begin_start(agent: Agent, kind: str, now: datetime, timing: Timing) -> int:
+def begin_start(agent: Agent, kind: StartKind, now: datetime, timing: Timing) -> int:
     """A start begins (``deploy``, ``start``, ``restart``); returns its attempt number.
 
     One the owner asked for is ``DEPLOYING`` and forgets the last failure; one the controller
@@ -56,7 +56,7 @@ def begin_start(agent: Agent, kind: str, now: datetime, timing: Timing) -> int:
     agent.start_generation += 1
     agent.start_deadline_at = now + timedelta(seconds=timing.start_timeout)
     agent.next_restart_at = None
-    if kind == "restart":
+    if kind is StartKind.RESTART:
         agent.restart_count += 1
         set_status(agent, S.RESTARTING, now)
     else:

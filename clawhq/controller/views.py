@@ -10,45 +10,53 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from clawhq.controller.parts import Parts
+from clawhq.controller.observed import ObservedState
 from clawhq.controller.planner import AgentView, up_to_date
 from clawhq.controller.secrets import llm_access_problem
 from clawhq.controller.spec import agent_image, differences, summary, volume_name
+from clawhq.controller.specs import AgentSpecs
 from clawhq.errors import Conflict
-from clawhq.runtime import Container, ContainerStats, DiskUsage, LogLine
+from clawhq.runtime import Container, ContainerStats, DiskUsage, LogLine, Runtime
+from clawhq.settings import Settings
 from clawhq.status import AgentStatus, DesiredState
 
 
 class AgentViews:
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
+    def __init__(
+        self, settings: Settings, runtime: Runtime, observed: ObservedState, specs: AgentSpecs
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._observed = observed
+        self._specs = specs
 
     def container_state(self, agent_id: str, container_id: str | None) -> str:
-        return self.parts.observed.state(agent_id, container_id)
+        return self._observed.state(agent_id, container_id)
 
     def drift(self, row: Mapping[str, Any]) -> tuple[bool, list[str]]:
         """``(upToDate, what differs)`` for an agent row (a mapping of its columns).
 
         An agent with no container is up to date: its next start makes one from the spec.
         """
-        parts = self.parts
-        container = parts.observed.container(row["id"], row.get("container_id"))
+        container = self._observed.container(row["id"], row.get("container_id"))
         if container is None:
             return True, []
-        image = agent_image(parts.settings, row.get("image"), row.get("plan_image"))
+        image = agent_image(self._settings, row.get("image"), row.get("plan_image"))
         egress = row.get("plan_egress") or "open"
         fields = _Fields(row)
         view = AgentView(
             id=row["id"],
             status=AgentStatus(row["status"]),
             desired=DesiredState(row["desired_state"]),
-            intended_hash=parts.intended_hash(fields, row.get("container_port"), image, egress),
-            intended_image_id=parts.observed.image_id(image),
+            intended_hash=self._specs.intended_hash(
+                fields, row.get("container_port"), image, egress
+            ),
+            intended_image_id=self._observed.image_id(image),
         )
         if up_to_date(view, container):
             return True, []
-        spec = parts.spec_for(fields, row.get("container_port"), image=image, egress=egress)
-        intended = summary(spec, parts.observed.image_id(image))
+        spec = self._specs.spec_for(fields, row.get("container_port"), image=image, egress=egress)
+        intended = summary(spec, self._observed.image_id(image))
         found = differences(intended, row.get("applied_config"))
         if not found and view.intended_image_id != getattr(container, "image_id", ""):
             found = ["image_id"]
@@ -59,7 +67,7 @@ class AgentViews:
         plan may have changed since it started: the gateway decides at every call)."""
         own = bool(row.get("has_api_key"))
         problem = llm_access_problem(
-            own, bool(row.get("plan_bundled_keys")), row["model_provider"], self.parts.settings
+            own, bool(row.get("plan_bundled_keys")), row["model_provider"], self._settings
         )
         return {
             "ok": problem is None,
@@ -70,32 +78,32 @@ class AgentViews:
 
     def running_container(self, agent_id: str, container_id: str | None) -> Container:
         """The agent's container, which must exist (and is usually running)."""
-        container = self.parts.runtime.inspect(container_id) if container_id else None
+        container = self._runtime.inspect(container_id) if container_id else None
         if container is None:
             raise Conflict("the agent has no container: deploy it first", code="agent_not_deployed")
         return container
 
     def logs(self, agent_id: str, container_id: str | None, tail: int) -> list[str]:
         container = self.running_container(agent_id, container_id)
-        return self.parts.runtime.logs(container.id, tail).splitlines()
+        return self._runtime.logs(container.id, tail).splitlines()
 
     def log_lines(
         self, agent_id: str, container_id: str | None, tail: int, since: datetime | None = None
     ) -> tuple[list[LogLine], bool]:
         """Timestamped log lines and whether the container still runs."""
         container = self.running_container(agent_id, container_id)
-        lines = self.parts.runtime.log_lines(container.id, tail=tail, since=since)
+        lines = self._runtime.log_lines(container.id, tail=tail, since=since)
         return lines, container.is_running
 
     def stats(self, agent_id: str, container_id: str | None) -> ContainerStats:
         container = self.running_container(agent_id, container_id)
         if not container.is_running:
             raise Conflict("the agent is not running", code="agent_not_running")
-        return self.parts.runtime.stats(container.id)
+        return self._runtime.stats(container.id)
 
     def disk(self, agent_id: str) -> DiskUsage | None:
         """The agent's workspace use, when it has a capped disk (``None``: a plain volume)."""
-        return self.parts.runtime.disk_usage(volume_name(agent_id))
+        return self._runtime.disk_usage(volume_name(agent_id))
 
 
 class _Fields:

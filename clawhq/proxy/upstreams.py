@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import bindparam, select
 
-from clawhq.controller.parts import Parts
-from clawhq.crypto import Sealed
+from clawhq.crypto import Keyring, Sealed
 from clawhq.db.loop_reads import LoopReads
 from clawhq.db.models import Agent, proxy_identity_context
 from clawhq.errors import AgentNotRunning, NotFound
@@ -47,11 +47,21 @@ class Upstream:
     proxy_address: str = ""  # where ClawHQ's connections to it come from
 
 
+class GatewayLocator(Protocol):
+    """Where agents' gateways answer (:class:`clawhq.controller.gateways.Gateways`)."""
+
+    def gateway_url(self, agent_id: str, container_id: str | None) -> str | None: ...
+
+    @property
+    def proxy_address(self) -> str: ...
+
+
 class Upstreams:
     """Finds the gateway for ``(user, agent)``; the opened identities are cached per container."""
 
-    def __init__(self, parts: Parts, reads: LoopReads) -> None:
-        self._parts = parts
+    def __init__(self, gateways: GatewayLocator, keyring: Keyring, reads: LoopReads) -> None:
+        self._gateways = gateways
+        self._keyring = keyring
         self._reads = reads
         self._lock = threading.Lock()
         self._identities: dict[tuple[str, str, str, bytes], str] = {}
@@ -71,7 +81,7 @@ class Upstreams:
                 agent_status=status.value,
                 transient=status in TRANSIENT,
             )
-        base = self._parts.gateway_url(agent_id, row["container_id"])
+        base = self._gateways.gateway_url(agent_id, row["container_id"])
         ciphertext, key_id = row["proxy_identity_ciphertext"], row["proxy_identity_key_id"]
         if base is None or ciphertext is None or not key_id:
             raise AgentNotRunning(
@@ -81,7 +91,7 @@ class Upstreams:
             )
         sealed = Sealed(bytes(ciphertext), key_id)
         identity = self._identity(agent_id, row["container_id"] or "", sealed)
-        return Upstream(agent_id, user_id, base, identity, self._parts.proxy_address)
+        return Upstream(agent_id, user_id, base, identity, self._gateways.proxy_address)
 
     def _identity(self, agent_id: str, container_id: str, sealed: Sealed) -> str:
         # The identity rotates with every start, of a new container or of the same one.
@@ -89,7 +99,7 @@ class Upstreams:
         with self._lock:
             found = self._identities.get(key)
         if found is None:
-            found = self._parts.keyring.open(sealed, proxy_identity_context(agent_id))
+            found = self._keyring.open(sealed, proxy_identity_context(agent_id))
             with self._lock:
                 if len(self._identities) > 10_000:
                     self._identities.clear()

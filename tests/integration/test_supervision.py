@@ -129,7 +129,7 @@ def test_orphan_labelled_container_is_removed(docker_app, docker_runtime, test_i
             labels={
                 labels.SERVICE: labels.SERVICE_AGENT,
                 labels.AGENT_ID: "no-such-agent",
-                labels.INSTANCE: api.context.parts.instance_id,
+                labels.INSTANCE: api.context.instance_id,
             },
             network="clawhq-test-agents",
         )
@@ -167,7 +167,7 @@ def test_crash_between_create_and_commit_converges(docker_app, docker_runtime) -
                 row,
                 19450,
                 AgentSecrets("k", "t", "g"),
-                Placement("http://x:1", api.context.parts.instance_id),
+                Placement("http://x:1", api.context.instance_id),
             )
         docker_runtime.ensure_network(settings.agent_network)
         created = docker_runtime.create(spec)

@@ -107,7 +107,7 @@ def test_admins_revoke_every_token_of_a_user(fake_api: Api) -> None:
 def test_a_revoked_token_cannot_be_cached_again(fake_api: Api) -> None:
     """A lookup that read the row before the revocation does not put it back in the cache."""
     me = fake_api.user()
-    cache = fake_api.client.app.state.tokens  # type: ignore[attr-defined]
+    cache = fake_api.services.tokens
     from clawhq.credentials import hash_token
     from clawhq.db.models import User
 

@@ -235,7 +235,7 @@ def test_a_restart_the_engine_cannot_take_while_it_comes_back_waits_for_it(
 ) -> None:
     """After dockerd restarts it answers before it can do everything (its volume store still
     loading): a start failing then is the engine's failure, not the agent's."""
-    from clawhq.controller.steps import ENGINE_RETRY_SECONDS
+    from clawhq.controller.failures import ENGINE_RETRY_SECONDS
     from clawhq.errors import EngineError
 
     agent_id, container_id = deploy_running(world)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from clawhq.controller.host import FirewallState
 from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import running_app
@@ -30,7 +31,8 @@ def test_production_starts_no_agent_without_the_firewall(
         health = api.client.get("/health")
         assert health.status_code == 503 and health.json()["firewall"] == "unknown"
 
-        api.context.parts.firewall = "installed"  # what `clawhq serve` records once it is in
+        # What `clawhq serve` records once the rules are in:
+        api.context.host.firewall = FirewallState.INSTALLED
         reply = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me)
         assert reply.status_code == 202, reply.text
         assert api.client.get("/health").json()["ok"] is True

@@ -180,7 +180,7 @@ def test_a_proxy_nobody_started_counts_as_not_listening_in_production(
     with start(env="production") as api:
         set_plan(api, egress_policy="allowlist")
         assert health(api)[0] == 200
-        api.context.parts.egress_proxy = "unknown"  # as in a process that never started it
+        api.context.host.report_egress_proxy("unknown")  # as in a process that never started it
         status, body = health(api)
     assert (status, body["ok"], body["egressProxy"]) == (503, False, "unknown")
 
@@ -205,7 +205,7 @@ def test_an_engine_away_at_start_delays_the_proxy_until_it_answers(
         body = health(api)[1]
         assert body["egressProxy"].startswith("not listening: the egress network's gateway")
         del runtime.fail["ensure_network"]
-        api.context.controller.prepare()  # what the controller does once the engine answers
+        api.context.networks.prepare()  # what the controller does once the engine answers
         wait_for_proxy(api)
 
 

@@ -172,9 +172,9 @@ CASES = [
     case("starting-waits-until-deadline", starting(start_deadline_at=sec(RECHECK / 2)), [UP],
          A(Do.WAIT, after=RECHECK / 2)),
     case("starting-timeout", starting(start_deadline_at=sec(-1)), [UP],
-         A(Do.FAIL_START, UP, reason="timeout")),
+         A(Do.FAIL_START, UP, timed_out=True)),
     case("starting-timeout-exactly", starting(start_deadline_at=NOW), [UP],
-         A(Do.FAIL_START, UP, reason="timeout"), probe=failing(2)),
+         A(Do.FAIL_START, UP, timed_out=True), probe=failing(2)),
     case("starting-exited", starting(), [EXITED], A(Do.FAIL_START, EXITED)),
     case("starting-created-resumes", starting(), [CREATED], A(Do.START, CREATED, kind="resumed")),
     case("starting-none-followed", starting(container_id=None, status_changed_at=sec(-5)), [],
@@ -201,7 +201,7 @@ CASES = [
     case("abandoned-created-resumes", lost(), [CREATED], A(Do.START, CREATED, kind="resumed")),
     case("abandoned-healthy", lost(), [UP], A(Do.MARK_RUNNING), probe=healthy()),
     case("abandoned-timeout", lost(start_deadline_at=sec(-1)), [UP],
-         A(Do.FAIL_START, UP, reason="timeout")),
+         A(Do.FAIL_START, UP, timed_out=True)),
     case("adopt-unrecorded", lost(container_id=None, start_generation=3), [box(start=3)],
          A(Do.ADOPT, box(start=3)), A(Do.WAIT, after=RECHECK)),
     case("adopt-then-healthy", lost(container_id=None, start_generation=3), [box(start=3)],
@@ -225,8 +225,8 @@ CASES = [
     case("running-no-probe", agent(), [UP]),
     case("probe-healthy", agent(), [UP], A(Do.HEALTHY), probe=healthy()),
     case("probe-below-threshold", agent(), [UP], probe=failing(2)),
-    case("probe-at-threshold", agent(), [UP], A(Do.UNHEALTHY, reason="3"), probe=failing(3)),
-    case("probe-above-threshold", agent(), [UP], A(Do.UNHEALTHY, reason="7"), probe=failing(7)),
+    case("probe-at-threshold", agent(), [UP], A(Do.UNHEALTHY, failures=3), probe=failing(3)),
+    case("probe-above-threshold", agent(), [UP], A(Do.UNHEALTHY, failures=7), probe=failing(7)),
     case("unhealthy-recovers", agent(S.UNHEALTHY), [UP], A(Do.RECOVERED), probe=healthy()),
     case("unhealthy-restart-due", agent(S.UNHEALTHY, next_restart_at=NOW), [UP],
          A(Do.RESTART, UP, kind="restart"), probe=failing(5)),
@@ -304,7 +304,7 @@ def test_case_ids_are_unique() -> None:
 
 @pytest.mark.parametrize(
     ("threshold", "failures", "expected"),
-    [(5, 4, []), (5, 5, [A(Do.UNHEALTHY, reason="5")]), (1, 1, [A(Do.UNHEALTHY, reason="1")])],
+    [(5, 4, []), (5, 5, [A(Do.UNHEALTHY, failures=5)]), (1, 1, [A(Do.UNHEALTHY, failures=1)])],
     ids=["below-custom", "at-custom", "threshold-one"],
 )
 def test_failure_threshold_comes_from_rules(

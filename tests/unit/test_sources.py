@@ -44,7 +44,7 @@ def test_a_reconnect_lists_everything_before_trusting_the_stream(
     watched: tuple[AppContext, FakeRuntime],
 ) -> None:
     context, fake = watched
-    observed = context.parts.observed
+    observed = context.deps.observed
     assert eventually(lambda: observed.fresh)  # the first full listing
     # dockerd restarts: its stream ends, then it is unreachable for a moment ...
     fake.reachable = False

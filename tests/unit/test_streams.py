@@ -41,7 +41,7 @@ def test_log_streams_are_capped_per_user_and_end_at_their_lifetime(
         deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=me).json()
         fake_runtime.written_logs[deployed["containerId"]] = ["hello"]
         url = f"/api/agents/{agent['id']}/logs?follow=true"
-        slots = api.client.app.state.streams  # type: ignore[attr-defined]
+        slots = api.services.streams
 
         held = slots.acquire(me["X-User-Id"])  # one stream already open
         refused = api.client.get(url, headers=me)

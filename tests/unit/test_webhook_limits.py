@@ -84,7 +84,7 @@ def test_the_window_is_configurable(settings: Settings, fake_runtime: FakeRuntim
 def test_one_agent_keeps_a_bounded_number_of_event_ids(
     fake_api: Api, fake_runtime: FakeRuntime
 ) -> None:
-    window = fake_api.client.app.state.webhook_events  # type: ignore[attr-defined]
+    window = fake_api.services.webhook_events
     window.max_per_agent, window.check_every = 5, 1
     agent_id, hook = deployed_agent(fake_api, fake_runtime)
     other_id, other_hook = deployed_agent(fake_api, fake_runtime)

@@ -6,10 +6,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import Admin, Context, DbSession, Ops, Reads
+from clawhq.api.deps import Admin, Context, DbSession, Ops, Reads, Tokens
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, Before, public
 from clawhq.api.schemas import (
@@ -23,7 +23,6 @@ from clawhq.api.schemas import (
     UserPublic,
 )
 from clawhq.api.schemas_rollouts import AgentImage, ImagePin, PlanImage, PlanName
-from clawhq.api.tokencache import TokenCache
 from clawhq.db import audit as audit_log
 from clawhq.db.models import Agent, Plan
 from clawhq.errors import InvalidRequest, NotFound
@@ -201,11 +200,10 @@ def pin_agent_image(
     "/users/{user_id}/tokens", response_model=TokensRevoked, responses=problem_responses(404)
 )
 def revoke_user_tokens(
-    user_id: UserId, admin: Admin, request: Request, session: DbSession, audit: Audit
+    user_id: UserId, admin: Admin, session: DbSession, audit: Audit, tokens: Tokens
 ) -> TokensRevoked:
     """Revoke every API token of a user (they log in again; their agents keep running)."""
     with audit.action("admin.tokens_revoke", target_user_id=user_id):
         digests = users.revoke_all_tokens(session, user_id)
-        cache: TokenCache = request.app.state.tokens
-        cache.evict(digests)
+        tokens.evict(digests)
         return TokensRevoked(revoked=len(digests))

@@ -17,10 +17,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 
-from clawhq.api.deps import CurrentUser, client_of
+from clawhq.api.deps import CurrentUser, Services, client_of
 from clawhq.api.problems import problem, problem_responses
+from clawhq.api.services import ApiServices
 from clawhq.api.sessions import user_from_request, user_from_websocket
-from clawhq.context import AppContext
 from clawhq.controller.spec import access_path
 from clawhq.db import audit
 from clawhq.errors import ClawHQError, Unauthorized
@@ -47,33 +47,31 @@ def is_proxied(path: str) -> bool:
     return path.startswith("/agents/") or bool(_CHAT.match(path))
 
 
-def _context(request: Request | WebSocket) -> AppContext:
-    return request.app.state.context  # type: ignore[no-any-return]
-
-
-async def _upstream(request: Request | WebSocket, user_id: str, agent_id: str) -> Upstream:
+async def _upstream(services: ApiServices, user_id: str, agent_id: str) -> Upstream:
     logs.agent_id.set(agent_id)
-    return await request.app.state.upstreams.resolve(user_id, agent_id)  # type: ignore[no-any-return]
+    return await services.upstreams.resolve(user_id, agent_id)
 
 
-def _note_activity(request: Request | WebSocket, agent_id: str) -> None:
-    activity = request.app.state.activity
+def _note_activity(services: ApiServices, agent_id: str) -> None:
+    activity = services.activity
     if activity.due(agent_id):  # written off the request's path: it never waits on it
         asyncio.get_running_loop().run_in_executor(None, activity.record, agent_id)
 
 
-async def _forward(request: Request, user_id: str, agent_id: str, path: str) -> Response:
-    settings = _context(request).settings
-    upstream = await _upstream(request, user_id, agent_id)
-    release = request.app.state.proxy_slots.acquire(user_id)
+async def _forward(
+    services: ApiServices, request: Request, user_id: str, agent_id: str, path: str
+) -> Response:
+    settings = services.context.settings
+    upstream = await _upstream(services, user_id, agent_id)
+    release = services.proxy_slots.acquire(user_id)
     try:
         body = await http.read_body(request, settings.proxy_max_message)
-        clients = request.app.state.proxy_clients
+        clients = services.proxy_clients
         answer = await http.open_upstream(clients, request, upstream, path, body, settings)
     except BaseException:
         release()
         raise
-    _note_activity(request, agent_id)
+    _note_activity(services, agent_id)
     return http.StreamedResponse(answer, settings.proxy_idle_seconds, release)
 
 
@@ -83,7 +81,9 @@ async def control_ui_root(agent_id: AgentId) -> Response:
 
 
 @router.api_route("/agents/{agent_id}/{path:path}", methods=ALL_METHODS, include_in_schema=False)
-async def control_ui(agent_id: AgentId, path: str, request: Request) -> Response:
+async def control_ui(
+    agent_id: AgentId, path: str, request: Request, services: Services
+) -> Response:
     """The agent's gateway, for its owner: Control UI pages, assets and HTTP calls."""
     try:
         user = await user_from_request(request, csrf="origin")
@@ -94,28 +94,32 @@ async def control_ui(agent_id: AgentId, path: str, request: Request) -> Response
             )
             return RedirectResponse(f"/login?next={target}", status_code=303)
         raise
-    return await _forward(request, user.id, agent_id, f"{access_path(agent_id)}/{path}")
+    upstream_path = f"{access_path(agent_id)}/{path}"
+    return await _forward(services, request, user.id, agent_id, upstream_path)
 
 
 @router.websocket("/agents/{agent_id}")
-async def control_ui_root_socket(websocket_: WebSocket, agent_id: str) -> None:
+async def control_ui_root_socket(websocket_: WebSocket, agent_id: str, services: Services) -> None:
     """The gateway's WebSocket where the Control UI opens it: the base path itself."""
-    await _socket(websocket_, agent_id, access_path(agent_id))
+    await _socket(services, websocket_, agent_id, access_path(agent_id))
 
 
 @router.websocket("/agents/{agent_id}/{path:path}")
-async def control_ui_socket(websocket_: WebSocket, agent_id: str, path: str) -> None:
+async def control_ui_socket(
+    websocket_: WebSocket, agent_id: str, path: str, services: Services
+) -> None:
     """The gateway's WebSocket (the Control UI's and WebChat's), for the agent's owner."""
-    await _socket(websocket_, agent_id, f"{access_path(agent_id)}/{path}")
+    await _socket(services, websocket_, agent_id, f"{access_path(agent_id)}/{path}")
 
 
-async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> None:
-    state = websocket_.app.state
-    settings = _context(websocket_).settings
+async def _socket(
+    services: ApiServices, websocket_: WebSocket, agent_id: str, upstream_path: str
+) -> None:
+    settings = services.context.settings
     try:
         user = await user_from_websocket(websocket_)
-        upstream = await _upstream(websocket_, user.id, agent_id)
-        release = state.proxy_slots.acquire(user.id)
+        upstream = await _upstream(services, user.id, agent_id)
+        release = services.proxy_slots.acquire(user.id)
     except ClawHQError as exc:
         await _refuse(websocket_, exc)
         return
@@ -130,8 +134,8 @@ async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> N
         except BaseException:  # the browser left during the handshake
             await gateway.close()
             raise
-        _note_activity(websocket_, agent_id)
-        _audit_session(websocket_, user.id, agent_id)
+        _note_activity(services, agent_id)
+        _audit_session(services, websocket_, user.id, agent_id)
         await websocket.Relay(websocket_, gateway, settings.proxy_idle_seconds).run()
     finally:
         release()
@@ -148,23 +152,29 @@ async def _socket(websocket_: WebSocket, agent_id: str, upstream_path: str) -> N
     },
     openapi_extra=CHAT_BODY,
 )
-async def chat_completions(agent_id: AgentId, request: Request, user: CurrentUser) -> Response:
+async def chat_completions(
+    agent_id: AgentId, request: Request, user: CurrentUser, services: Services
+) -> Response:
     """A chat turn with the agent (OpenAI's Chat Completions format, ``stream`` or not),
     answered by its gateway; the ``user`` field keeps a conversation going."""
-    return await _forward(request, user.id, agent_id, "/v1/chat/completions")
+    return await _forward(services, request, user.id, agent_id, "/v1/chat/completions")
 
 
 @router.get(
     "/api/agents/{agent_id}/v1/models",
     responses=problem_responses(401, 404, 409, 429, 503, 504),
 )
-async def models(agent_id: AgentId, request: Request, user: CurrentUser) -> Response:
+async def models(
+    agent_id: AgentId, request: Request, user: CurrentUser, services: Services
+) -> Response:
     """The models the agent's gateway offers (OpenAI's format)."""
-    return await _forward(request, user.id, agent_id, "/v1/models")
+    return await _forward(services, request, user.id, agent_id, "/v1/models")
 
 
-def _audit_session(websocket_: WebSocket, user_id: str, agent_id: str) -> None:
-    context = _context(websocket_)
+def _audit_session(
+    services: ApiServices, websocket_: WebSocket, user_id: str, agent_id: str
+) -> None:
+    context = services.context
     client = client_of(websocket_) or None
 
     def write() -> None:

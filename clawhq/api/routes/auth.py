@@ -9,9 +9,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from clawhq.api.audit import Audit
-from clawhq.api.deps import AuthAttempt, Context, CurrentUser, DbSession, Reads, Registration
+from clawhq.api.deps import (
+    AuthAttempt,
+    Context,
+    CurrentUser,
+    DbSession,
+    RateLimits,
+    Reads,
+    Registration,
+    Tokens,
+)
 from clawhq.api.problems import problem_responses
-from clawhq.api.ratelimit import RateLimiter
 from clawhq.api.schemas import (
     BrowserSession,
     Credentials,
@@ -22,7 +30,6 @@ from clawhq.api.schemas import (
     UserPublic,
 )
 from clawhq.api.sessions import SESSION_TOKEN_NAME, clear_session_cookies, set_session_cookies
-from clawhq.api.tokencache import TokenCache
 from clawhq.errors import ClawHQError
 from clawhq.services import users
 
@@ -62,6 +69,7 @@ def login(
     session: DbSession,
     context: Context,
     audit: Audit,
+    limits: RateLimits,
 ) -> Session | BrowserSession:
     """A new API token for the account; with ``cookie: true`` a browser session instead.
 
@@ -74,7 +82,7 @@ def login(
     # Spent before the password is checked (parallel guesses cannot overdraw it) and given back
     # on success: only failures count, and a success leaves others' failures standing.
     account = _account_key(body.email)
-    per_account: RateLimiter = request.app.state.limits.login_account
+    per_account = limits.login_account
     per_account.check(account, "failed logins for this account")
     if body.cookie:
         ttl, name = timedelta(hours=settings.session_ttl_hours), SESSION_TOKEN_NAME
@@ -116,15 +124,19 @@ def _caller_digest(request: Request) -> str:
     "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403, 429)
 )
 def logout(
-    user: CurrentUser, request: Request, session: DbSession, context: Context, audit: Audit
+    user: CurrentUser,
+    request: Request,
+    session: DbSession,
+    context: Context,
+    audit: Audit,
+    tokens: Tokens,
 ) -> Response:
     """Revoke the token this request is made with (the caller's other tokens stay valid); a
     browser session's cookies are cleared too (its ``X-CSRF-Token`` is needed, 403
     ``csrf_failed`` without)."""
     digest = _caller_digest(request)
     users.revoke_token_hash(session, digest)
-    cache: TokenCache = request.app.state.tokens
-    cache.evict([digest])
+    tokens.evict([digest])
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     if getattr(request.state, "auth_via", None) == "cookie":
         clear_session_cookies(response, context.settings)
@@ -161,11 +173,10 @@ def list_tokens(user: CurrentUser, request: Request, reads: Reads) -> TokenList:
     responses=problem_responses(401, 404, 429),
 )
 def revoke_token(
-    token_id: TokenId, user: CurrentUser, request: Request, session: DbSession, audit: Audit
+    token_id: TokenId, user: CurrentUser, session: DbSession, audit: Audit, tokens: Tokens
 ) -> Response:
     """Revoke one of the caller's tokens (another user's is 404 ``token_not_found``)."""
     with audit.action("auth.token_revoke"):
         digest = users.revoke_token(session, user.id, token_id)
-        cache: TokenCache = request.app.state.tokens
-        cache.evict([digest])
+        tokens.evict([digest])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -41,12 +41,12 @@ def health(context: Context) -> JSONResponse:
         checks["engine"] = f"error: {exc.code}"
     healthy = all(v == "ok" for v in checks.values())
     # In production no agent starts without the firewall rules: that is not healthy.
-    parts = context.parts
-    checks["firewall"] = parts.firewall
-    healthy = healthy and parts.firewall_allows_agents()
+    host = context.host
+    checks["firewall"] = host.firewall.value
+    healthy = healthy and context.networks.firewall_allows_agents()
     # Nor without its workspace cap, and allowlist agents reach nothing without the proxy.
     needs = readiness.plan_needs(context.read_sessions)
-    ready = readiness.assess(context.settings, context.runtime, parts.egress_proxy, needs)
+    ready = readiness.assess(context.settings, context.runtime, host.egress_proxy_text, needs)
     checks["disks"] = ready.disks
     checks["egressProxy"] = ready.egress_proxy
     healthy = healthy and ready.ok

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clawhq.llm.gateway import Gateway
+from clawhq.api.deps import LlmGateway
 
 router = APIRouter(tags=["llm gateway"])
 
@@ -35,8 +35,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/llm/{provider}/{path:path}", operation_id="llm_get", responses=RESPONSES)
 @router.post("/llm/{provider}/{path:path}", operation_id="llm_post", responses=RESPONSES)
-async def llm_call(provider: str, path: str, request: Request) -> Response:
+async def llm_call(provider: str, path: str, request: Request, gateway: LlmGateway) -> Response:
     """The provider's own API, with the real key added and every token metered. The answer
     (streamed or not) is the provider's, passed through as it comes."""
-    gateway: Gateway = request.app.state.llm
     return await gateway.handle(request, provider, f"/{path}")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from clawhq.api.audit import Audit, AuditTrail
-from clawhq.api.deps import Admin, Context, DbSession, Reads
+from clawhq.api.deps import Admin, Context, DbSession, Reads, Streams
 from clawhq.api.problems import problem_responses
 from clawhq.api.schemas_rollouts import RolloutCreate, RolloutList, RolloutPublic
 from clawhq.api.streams import stream_response
@@ -114,6 +114,7 @@ def get_rollout(
     admin: Admin,
     reads: Reads,
     context: Context,
+    streams: Streams,
     request: Request,
     follow: Annotated[
         bool, Query(description="Stream progress as Server-Sent Events until it finishes")
@@ -125,7 +126,10 @@ def get_rollout(
         reply = public(session, rollouts.get(session, rollout_id))
     if not (follow or SSE in request.headers.get("accept", "")):
         return reply
-    return stream_response(request, admin.id, lambda end: _follow(context, rollout_id, end))
+    lifetime = context.settings.stream_max_seconds
+    return stream_response(
+        streams, lifetime, admin.id, lambda end: _follow(context, rollout_id, end)
+    )
 
 
 def _sse(data: object, event: str) -> str:

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.api.deps import Context, CurrentUser, Reads
+from clawhq.api.deps import Context, CurrentUser, Reads, Streams
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId, Before
 from clawhq.api.schemas import AgentEventList, AgentEventPublic, AgentLogs, AgentStats
@@ -63,7 +63,7 @@ async def agent_logs(
     user: CurrentUser,
     reads: Reads,
     context: Context,
-    request: Request,
+    streams: Streams,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
     follow: bool = False,
 ) -> AgentLogs | StreamingResponse:
@@ -74,7 +74,10 @@ async def agent_logs(
     lines, _ = await run_in_threadpool(context.views.log_lines, agent.id, agent.container_id, tail)
     if not follow:
         return AgentLogs(lines=[line.text for line in lines])
-    return stream_response(request, user.id, lambda end: _follow(context, agent, lines, end))
+    lifetime = context.settings.stream_max_seconds
+    return stream_response(
+        streams, lifetime, user.id, lambda end: _follow(context, agent, lines, end)
+    )
 
 
 def _owned(reads: sessionmaker[Session], user: User, agent_id: str) -> Agent:
@@ -161,7 +164,7 @@ def agent_events(
     },
 )
 def agent_progress(
-    agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context, request: Request
+    agent_id: AgentId, user: CurrentUser, reads: Reads, context: Context, streams: Streams
 ) -> StreamingResponse:
     """The current deploy's progress as Server-Sent Events, ending once the agent settles.
 
@@ -170,7 +173,10 @@ def agent_progress(
     with reads() as session:
         agent = agents.get_owned(session, user, agent_id)
         after = agents.last_deploy_event_id(session, agent.id)
-    return stream_response(request, user.id, lambda end: _progress(context, agent.id, after, end))
+    lifetime = context.settings.stream_max_seconds
+    return stream_response(
+        streams, lifetime, user.id, lambda end: _progress(context, agent.id, after, end)
+    )
 
 
 async def _progress(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from clawhq.api.deps import BearerToken, DbSession
+from clawhq.api.deps import BearerToken, DbSession, RateLimits, WebhookEvents
 from clawhq.api.problems import problem_responses
 from clawhq.api.routes.agents import AgentId
 from clawhq.api.schemas import AgentEvent, Heartbeat, WebhookAck
@@ -19,9 +19,10 @@ router = APIRouter(
 def receive_event(
     agent_id: AgentId,
     event: AgentEvent,
-    request: Request,
     session: DbSession,
     credentials: BearerToken,
+    limits: RateLimits,
+    window: WebhookEvents,
 ) -> WebhookAck:
     """Authenticated with the agent's ``CLAWHQ_WEBHOOK_TOKEN``; usage counts once per eventId
     (remembered for ``CLAWHQ_WEBHOOK_DEDUP_HOURS``). ``CLAWHQ_RATE_LIMIT_WEBHOOK`` posts per
@@ -29,10 +30,9 @@ def receive_event(
     token = credentials.credentials if credentials else None
     agent = webhooks.authenticate_agent(session, agent_id, token)
     # Charged once the token is known good, so nobody else can spend an agent's budget.
-    request.app.state.limits.webhook.check(agent.id, "webhook posts")
+    limits.webhook.check(agent.id, "webhook posts")
     if isinstance(event, Heartbeat):
         webhooks.record_heartbeat(session, agent)
         return WebhookAck(accepted=True)
-    window: webhooks.DedupWindow = request.app.state.webhook_events
     counted = webhooks.record_usage(session, agent, event.event_id, event.messages, window)
     return WebhookAck(accepted=True, duplicate=not counted)
