@@ -30,7 +30,7 @@ def main() -> None:
     fake = os.environ.get("BENCH_FAKE_ENGINE") == "1"
     extra: dict[str, Any] = {}
     if fake:
-        from clawhq.runtime.fake import FakeRuntime
+        from tests.doubles.runtime import FakeRuntime
 
         extra = {"runtime": FakeRuntime(images={settings.agent_image}), "probe": lambda u: True}
     context = build_context(settings, **extra)

@@ -147,45 +147,98 @@ def build_context(
     inner = runtime if runtime is not None else docker_runtime(settings, instance_id)
     metered = MeteredRuntime(inner, metrics)
     clock = clock or SystemClock()
+    deps = controller_deps(
+        settings,
+        sessions,
+        read_sessions,
+        metered,
+        keyring,
+        clock,
+        metrics,
+        instance_id or "",
+        firewall_installer,
+    )
+    gateways = Gateways(
+        deps.observed, deps.host, settings.agent_internal_port, settings.agent_health_path
+    )
+    controller = wire_controller(deps, probe, gateways)
+    usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
+    metrics.add_collector(state_collector(deps, usage))
+    return AppContext(
+        settings,
+        engine,
+        sessions,
+        read_sessions,
+        loop_reads,
+        keyring,
+        metered,
+        deps,
+        gateways,
+        controller,
+        Operations(deps, controller, inline=not threads),
+        AgentViews(settings, metered, deps.observed, deps.specs),
+        Sources(controller, deps),
+        usage,
+        metrics,
+        threads,
+    )
+
+
+def controller_deps(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    read_sessions: sessionmaker[Session],
+    runtime: Runtime,
+    keyring: Keyring,
+    clock: Clock,
+    metrics: Metrics,
+    instance_id: str,
+    firewall_installer: FirewallInstaller | None = None,
+) -> ControllerDeps:
+    """What the controller's pieces share, fixed from here on (but the host's state)."""
     observed = ObservedState(clock.monotonic)
     host = HostState()
-    networks = AgentNetworks(settings, metered, host, instance_id or "", firewall_installer)
-    specs = AgentSpecs(settings, metered, observed, lambda: networks.placement)
-    deps = ControllerDeps(
+    networks = AgentNetworks(settings, runtime, host, instance_id, firewall_installer)
+    return ControllerDeps(
         settings=settings,
         sessions=sessions,
         read_sessions=read_sessions,
-        runtime=metered,
+        runtime=runtime,
         keyring=keyring,
         clock=clock,
         metrics=metrics,
-        instance_id=instance_id or "",
+        instance_id=instance_id,
         observed=observed,
         host=host,
         networks=networks,
-        specs=specs,
+        specs=AgentSpecs(settings, runtime, observed, lambda: networks.placement),
         ports=PortPool(settings.port_range, str(settings.agent_bind_ip)),
         rules=rules_of(settings),
         timing=timing_of(settings),
     )
-    gateways = Gateways(observed, host, settings.agent_internal_port, settings.agent_health_path)
-    queue: WorkQueue[Key] = WorkQueue(clock)
+
+
+def wire_controller(deps: ControllerDeps, probe: Probe, gateways: Gateways) -> Controller:
+    """One work queue, fed by the prober and the rollouts, worked by the controller."""
+    queue: WorkQueue[Key] = WorkQueue(deps.clock)
 
     def enqueue(agent_id: str, delay: float = 0.0) -> None:
         queue.add(AgentKey(agent_id), delay)
 
-    prober = Prober(settings, probe, clock, enqueue, gateways.health_url, metrics)
+    prober = Prober(deps.settings, probe, deps.clock, enqueue, gateways.health_url, deps.metrics)
     rollouts = RolloutDriver(
-        sessions,
+        deps.sessions,
         request_recreate=desired.request_recreate,
         enqueue_agent=enqueue,
-        intended_config=specs.intended_summary,
-        now=clock.now,
+        intended_config=deps.specs.intended_summary,
+        now=deps.clock.now,
     )
-    controller = Controller(queue, prober, AgentSync(deps, prober), rollouts.sync)
-    operations = Operations(deps, controller, inline=not threads)
-    sources = Sources(controller, deps)
-    usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
+    return Controller(queue, prober, AgentSync(deps, prober), rollouts.sync)
+
+
+def state_collector(deps: ControllerDeps, usage: UsageSampler | None) -> StateCollector:
+    """The gauges read at each scrape: agents by status, the port pool, per-user use."""
+    read_sessions, settings = deps.read_sessions, deps.settings
 
     def agents_by_status() -> dict[str, int]:
         try:
@@ -202,29 +255,9 @@ def build_context(
             return (0, 0)
         return in_use, settings.port_count - in_use
 
-    metrics.add_collector(
-        StateCollector(
-            agents_by_status,
-            ports,
-            usage.by_user if usage else list,
-            usage.disks if usage else list,
-        )
-    )
-    return AppContext(
-        settings,
-        engine,
-        sessions,
-        read_sessions,
-        loop_reads,
-        keyring,
-        metered,
-        deps,
-        gateways,
-        controller,
-        operations,
-        AgentViews(settings, metered, observed, specs),
-        sources,
-        usage,
-        metrics,
-        threads,
+    return StateCollector(
+        agents_by_status,
+        ports,
+        usage.by_user if usage else list,
+        usage.disks if usage else list,
     )

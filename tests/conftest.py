@@ -27,8 +27,8 @@ from clawhq.crypto import generate_key
 from clawhq.db import migrate
 from clawhq.db.engine import create_db_engine, normalize_url
 from clawhq.db.models import Base, Plan
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings, load_settings
+from tests.doubles.runtime import FakeRuntime
 
 pytest.register_assert_rewrite("tests.image_guard")
 from tests import image_guard  # noqa: E402  (after its assertion rewriting is registered)

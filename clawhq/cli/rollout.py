@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clawhq.api.schemas_rollouts import RolloutPublic
 from clawhq.cli.exits import fail, settings_or_exit
 from clawhq.controller import rollouts
+from clawhq.controller.rollout_transitions import IN_FLIGHT, RolloutState
 from clawhq.controller.rollout_view import newest, summarize
 from clawhq.db.models import Rollout
 from clawhq.errors import ClawHQError, DatabaseUnavailable, NotFound
@@ -128,7 +129,6 @@ def start(
             created_by="cli",
             image_exists=checker,
         )
-        session.commit()
         summary = _public(session, rollout)
     target = image or "their current spec"
     typer.echo(
@@ -161,7 +161,7 @@ def status(
                 last, summary = summary, _load(sessions, summary.id)
                 if summary.model_dump() != last.model_dump():
                     _show(summary, as_json, changed=True)
-    if watch and summary.state == rollouts.RolloutState.FAILED:
+    if watch and summary.state == RolloutState.FAILED:
         raise typer.Exit(1)
 
 
@@ -206,7 +206,7 @@ def _render(summary: RolloutPublic) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    flying = sum(summary.counts.get(state, 0) for state in rollouts.IN_FLIGHT)
+    flying = sum(summary.counts.get(state, 0) for state in IN_FLIGHT)
     finished = summary.total - summary.counts.get("pending", 0) - flying
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
@@ -247,7 +247,6 @@ def _change(action: str, rollout_id: str | None) -> None:
             rollout = rollouts.resume(session, rollout_id)
         else:
             rollout = rollouts.abort(session, rollout_id, datetime.now(UTC))
-        session.commit()
         summary = _public(session, rollout)
     typer.echo(f"rollout {summary.id} is {summary.state}")
 

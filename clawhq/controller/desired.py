@@ -6,13 +6,9 @@ controller compares ``generation`` with ``handled_generation`` to see there is s
 
 from __future__ import annotations
 
+from clawhq.controller import transitions
 from clawhq.db.models import Agent
 from clawhq.status import DesiredState
-
-
-def revoke_llm_token(agent: Agent) -> None:
-    """The LLM gateway refuses the agent's token from now on (at once: the next call)."""
-    agent.llm_token_hash = None
 
 
 def _bump(agent: Agent) -> None:
@@ -34,12 +30,18 @@ def request_start(agent: Agent) -> None:
 
 def request_stop(agent: Agent) -> None:
     agent.desired_state = DesiredState.STOPPED
-    revoke_llm_token(agent)
+    transitions.revoke_llm_token(agent)  # at once: the gateway refuses its next call
     _bump(agent)
+
+
+def pin_image(agent: Agent, image: str | None) -> None:
+    """Run ``image`` (None: the plan's, else ``CLAWHQ_AGENT_IMAGE``) from its next container
+    on: drift until then."""
+    agent.image = image
 
 
 def request_delete(agent: Agent, *, keep_workspace: bool) -> None:
     agent.desired_state = DesiredState.DELETED
-    revoke_llm_token(agent)
+    transitions.revoke_llm_token(agent)
     agent.keep_workspace = keep_workspace
     _bump(agent)

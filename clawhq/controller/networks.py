@@ -25,6 +25,8 @@ class AgentNetworks:
         instance_id: str,
         firewall_installer: FirewallInstaller | None = None,
     ) -> None:
+        """``firewall_installer`` (``clawhq serve``'s) puts the rules in when the networks are
+        prepared; with ``CLAWHQ_FIREWALL=off`` the firewall is off on purpose instead."""
         self._settings = settings
         self._runtime = runtime
         self._host = host

@@ -106,6 +106,13 @@ class Operations:
             generation = agent.generation
         self._wait(agent_id, generation)
 
+    def pin_image(self, agent_id: str, image: str | None) -> Agent:
+        """Pin the agent's image (an admin's): drift until a rollout or its next start."""
+        with self.deps.sessions.begin() as session:
+            agent = load(session, agent_id)
+            desired.pin_image(agent, image)
+        return self.get(agent_id)
+
     def get(self, agent_id: str) -> Agent:
         with self.deps.sessions() as session:
             agent = session.get(Agent, agent_id)

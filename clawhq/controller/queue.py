@@ -7,7 +7,7 @@
   at most one per key (the earliest): a level-driven sync sets the next one itself.
 
 Workers block in :meth:`get` until a key is due; :meth:`get_nowait` serves tests that run
-the queue by hand with a :class:`~clawhq.controller.clock.ManualClock`.
+the queue by hand with a manual clock (``tests/doubles/clock.py``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clawhq.controller.rollouts import FINISHED_MEMBER, MemberState, members_of
+from clawhq.controller.rollout_transitions import FINISHED_MEMBER, MemberState
+from clawhq.controller.rollouts import members_of
 from clawhq.db.models import Rollout
 
 

@@ -15,12 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from clawhq.controller import desired
+from clawhq.controller import rollout_transitions as rt
+from clawhq.controller.rollout_transitions import (
+    ACTIVE,
+    IN_FLIGHT,
+    MemberState,
+    RolloutState,
+)
 from clawhq.db.models import Agent, Plan, Rollout, RolloutAgent, User
 from clawhq.errors import Conflict, InvalidRequest, NotFound
 from clawhq.status import AgentStatus, DesiredState
@@ -28,26 +35,6 @@ from clawhq.status import AgentStatus, DesiredState
 log = logging.getLogger(__name__)
 
 
-class RolloutState(StrEnum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    ABORTED = "aborted"
-
-
-class MemberState(StrEnum):
-    PENDING = "pending"
-    UPDATING = "updating"
-    DONE = "done"
-    ROLLING_BACK = "rolling_back"
-    ROLLED_BACK = "rolled_back"
-    SKIPPED = "skipped"
-
-
-ACTIVE = frozenset({RolloutState.RUNNING, RolloutState.PAUSED})
-IN_FLIGHT = frozenset({MemberState.UPDATING, MemberState.ROLLING_BACK})
-FINISHED_MEMBER = frozenset({MemberState.DONE, MemberState.ROLLED_BACK, MemberState.SKIPPED})
 SETTLED = frozenset({AgentStatus.RUNNING, AgentStatus.ERROR, AgentStatus.STOPPED})
 #: While members are in flight, how soon ``sync`` asks to be called again should no agent
 #: settle (the controller calls it on every settle; this is only a safety net).
@@ -94,9 +81,9 @@ class RolloutDriver:
             if rollout.state == RolloutState.RUNNING:
                 self._start_more(session, rollout, members, touched)
             elif rollout.state == RolloutState.ABORTED:
-                _skip_pending(members, "rollout aborted", self._now())
+                rt.skip_pending(members, "rollout aborted", self._now())
             in_flight = any(m.state in IN_FLIGHT for m in members)
-            _finish_if_idle(rollout, members, self._now())
+            rt.finish_if_idle(rollout, members, self._now())
             session.commit()
         for agent_id in touched:
             self._enqueue_agent(agent_id)
@@ -110,28 +97,28 @@ class RolloutDriver:
         agent = session.get(Agent, member.agent_id, with_for_update=True)
         now = self._now()
         if agent is None or agent.desired_state is DesiredState.DELETED:
-            _finish(member, MemberState.SKIPPED, "agent deleted during the rollout", now)
+            rt.finish(member, MemberState.SKIPPED, "agent deleted during the rollout", now)
             return
         if agent.handled_generation < member.generation or agent.status not in SETTLED:
             return  # the controller has not finished the step asked for yet
         if agent.status is AgentStatus.STOPPED:
-            _release(agent, rollout)
-            _finish(member, MemberState.SKIPPED, "stopped by its owner during the rollout", now)
+            rt.release(agent, rollout)
+            rt.finish(member, MemberState.SKIPPED, "stopped by its owner during the rollout", now)
             return
         error = agent.last_error or "no reason given"
         if member.state == MemberState.UPDATING:
             if agent.status is AgentStatus.RUNNING:
-                _release(agent, rollout)
-                _finish(member, MemberState.DONE, None, now)
+                rt.release(agent, rollout)
+                rt.finish(member, MemberState.DONE, None, now)
                 return
             self._roll_back(rollout, member, agent, error, touched)
             return
-        _release(agent, rollout)
+        rt.release(agent, rollout)
         if agent.status is AgentStatus.RUNNING:
             reason = f"{member.reason}; pinned to its previous image {member.previous_image}"
         else:
             reason = f"{member.reason}; the rollback failed too: {error}"
-        _finish(member, MemberState.ROLLED_BACK, reason, now)
+        rt.finish(member, MemberState.ROLLED_BACK, reason, now)
 
     def _roll_back(
         self,
@@ -142,21 +129,11 @@ class RolloutDriver:
         touched: list[str],
     ) -> None:
         """Back to the previous image, same port and workspace; count the failure."""
-        agent.image = member.previous_image
-        agent.rollout_id = rollout.id
+        desired.pin_image(agent, member.previous_image)
         self._request_recreate(agent)
-        member.generation = agent.generation
-        member.state = MemberState.ROLLING_BACK
-        member.reason = f"rolled back: {error}"
-        rollout.failures += 1
+        rt.rolling_back(member, rollout, agent, error)
         touched.append(agent.id)
         log.warning("rollout %s: agent %s failed, rolling back: %s", rollout.id, agent.id, error)
-        if rollout.failures >= rollout.max_failures and rollout.state in ACTIVE:
-            rollout.state = RolloutState.FAILED
-            rollout.message = (
-                f"stopped after {rollout.failures} failure(s) (max {rollout.max_failures}); "
-                f"last: agent {agent.id}: {error}"
-            )
 
     # -- starting members ------------------------------------------------------------------
 
@@ -183,29 +160,26 @@ class RolloutDriver:
         agent = session.get(Agent, member.agent_id, with_for_update=True)
         now = self._now()
         if agent is None or agent.desired_state is DesiredState.DELETED:
-            _finish(member, MemberState.SKIPPED, "agent deleted before its turn", now)
+            rt.finish(member, MemberState.SKIPPED, "agent deleted before its turn", now)
             return False
-        member.previous_pin = agent.image
+        rt.remember_pin(member, agent)
         if agent.desired_state is not DesiredState.RUNNING:
             if rollout.image:
-                agent.image = rollout.image
+                desired.pin_image(agent, rollout.image)
             reason = "stopped; picks the new spec up on its next start"
-            _finish(member, MemberState.DONE, reason, now)
+            rt.finish(member, MemberState.DONE, reason, now)
             return False
         if self._intended_config(session, agent, rollout.image) == agent.applied_config:
             if rollout.image:
-                agent.image = rollout.image
-            _finish(member, MemberState.SKIPPED, "already up to date", now)
+                desired.pin_image(agent, rollout.image)
+            rt.finish(member, MemberState.SKIPPED, "already up to date", now)
             return False
         applied = agent.applied_config or {}
-        member.previous_image = applied.get("image") or self._current_image(session, agent)
+        previous = applied.get("image") or self._current_image(session, agent)
         if rollout.image:
-            agent.image = rollout.image
-        agent.rollout_id = rollout.id
+            desired.pin_image(agent, rollout.image)
         self._request_recreate(agent)
-        member.generation = agent.generation
-        member.state = MemberState.UPDATING
-        member.started_at = now
+        rt.updating(member, rollout, agent, previous, now)
         touched.append(agent.id)
         return True
 
@@ -225,38 +199,6 @@ def members_of(session: Session, rollout_id: str) -> list[RolloutAgent]:
         .order_by(RolloutAgent.position)
     )
     return list(session.scalars(query))
-
-
-def _finish(member: RolloutAgent, state: MemberState, reason: str | None, now: datetime) -> None:
-    member.state = state
-    member.reason = reason
-    member.finished_at = now
-
-
-def _release(agent: Agent, rollout: Rollout) -> None:
-    if agent.rollout_id == rollout.id:
-        agent.rollout_id = None
-
-
-def _skip_pending(members: Sequence[RolloutAgent], reason: str, now: datetime) -> None:
-    for member in members:
-        if member.state == MemberState.PENDING:
-            _finish(member, MemberState.SKIPPED, reason, now)
-
-
-def _finish_if_idle(rollout: Rollout, members: Sequence[RolloutAgent], now: datetime) -> None:
-    """Nothing in flight and nothing left to start: the rollout is over."""
-    if rollout.finished_at is not None or any(m.state in IN_FLIGHT for m in members):
-        return
-    if rollout.state == RolloutState.RUNNING:
-        if any(m.state == MemberState.PENDING for m in members):
-            return
-        rollout.state = RolloutState.COMPLETED
-        rolled_back = sum(1 for m in members if m.state == MemberState.ROLLED_BACK)
-        rollout.message = f"completed; {rolled_back} agent(s) rolled back" if rolled_back else ""
-    elif rollout.state == RolloutState.PAUSED:
-        return
-    rollout.finished_at = now
 
 
 # -- the operator's actions (API and CLI) ------------------------------------------------------
@@ -292,7 +234,7 @@ def start(
     created_by: str | None,
     image_exists: Callable[[str], bool] | None = None,
 ) -> Rollout:
-    """A new rollout over a snapshot of the selected agents (not committed: the caller does).
+    """A new rollout over a snapshot of the selected agents (committed).
 
     ``selector`` is ``{"agents": [ids]}``, ``{"plan": name}`` or ``{"all": True}``.
     """
@@ -336,7 +278,7 @@ def start(
         )
         for position, agent in enumerate(agents)
     )
-    session.flush()
+    session.commit()
     return rollout
 
 
@@ -358,28 +300,26 @@ def _select(session: Session, selector: dict[str, Any]) -> list[Agent]:
 
 
 def pause(session: Session, rollout_id: str) -> Rollout:
-    """No new member starts; members in flight finish."""
+    """No new member starts; members in flight finish (committed)."""
     rollout = _active(session, rollout_id, "pause")
-    if rollout.state == RolloutState.RUNNING:
-        rollout.state = RolloutState.PAUSED
+    rt.pause(rollout)
+    session.commit()
     return rollout
 
 
 def resume(session: Session, rollout_id: str) -> Rollout:
+    """Go on with a paused rollout (committed)."""
     rollout = _active(session, rollout_id, "resume")
-    if rollout.state == RolloutState.PAUSED:
-        rollout.state = RolloutState.RUNNING
+    rt.resume(rollout)
+    session.commit()
     return rollout
 
 
 def abort(session: Session, rollout_id: str, now: datetime) -> Rollout:
-    """Pending members are skipped; members in flight finish (rollbacks included)."""
+    """Pending members are skipped; members in flight finish, rollbacks included (committed)."""
     rollout = _active(session, rollout_id, "abort")
-    rollout.state = RolloutState.ABORTED
-    rollout.message = "aborted by an operator"
-    members = members_of(session, rollout.id)
-    _skip_pending(members, "rollout aborted", now)
-    _finish_if_idle(rollout, members, now)
+    rt.abort(rollout, members_of(session, rollout.id), now)
+    session.commit()
     return rollout
 
 

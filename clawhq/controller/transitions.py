@@ -85,6 +85,11 @@ def secrets_rotated(agent: Agent, token_hashes: tuple[str, str], proxy_identity:
     agent.proxy_identity_key_id = proxy_identity.key_id
 
 
+def revoke_llm_token(agent: Agent) -> None:
+    """The LLM gateway refuses the agent's token from now on (a stop, a delete)."""
+    agent.llm_token_hash = None
+
+
 def adopt(agent: Agent, container_id: str) -> None:
     """A container made for this start but never recorded (ClawHQ died in between)."""
     agent.container_id = container_id
@@ -112,7 +117,7 @@ def mark_running(agent: Agent, now: datetime) -> None:
 def fail_start(agent: Agent, reason: str, now: datetime, *, keep_port: bool) -> None:
     """A start the owner asked for failed: ``ERROR`` with why, and no container."""
     agent.container_id = None
-    agent.llm_token_hash = None
+    revoke_llm_token(agent)
     if not keep_port:
         agent.container_port = None
     agent.start_deadline_at = None

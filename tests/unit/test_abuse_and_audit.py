@@ -9,9 +9,9 @@ from sqlalchemy.exc import DBAPIError
 from clawhq.api.ratelimit import RateLimiter
 from clawhq.crypto import Keyring, Sealed, generate_key
 from clawhq.db.models import api_key_context
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.setting_values import decode_encryption_key
 from tests.conftest import Api, handed_secrets, running_app
+from tests.doubles.runtime import FakeRuntime
 
 PLANTED = "sk-ant-PLANTED-audit-0xC0FFEE"
 

@@ -17,9 +17,9 @@ from starlette.testclient import WebSocketDenialResponse
 
 from clawhq.crypto import Sealed
 from clawhq.db.models import Agent, AuditEvent, proxy_identity_context
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import free_port, serving
 from tests.unit.test_api_agents import wait_status
 

@@ -16,9 +16,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clawhq.api.app import create_app
 from clawhq.context import build_context
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import free_port, serving
 
 LIMIT = 64 * 1024

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from clawhq.credentials import hash_token
 from clawhq.errors import EngineError
-from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api, handed_secrets
+from tests.doubles.runtime import FakeRuntime
 
 SECRET = "sk-test-0123456789"
 

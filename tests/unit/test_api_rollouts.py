@@ -12,9 +12,9 @@ import pytest
 
 from clawhq.controller import rollouts
 from clawhq.db.models import Agent, RolloutAgent
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_abuse_and_audit import admin_headers
 from tests.unit.test_api_agents import wait_status
 

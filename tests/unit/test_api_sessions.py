@@ -24,9 +24,9 @@ from clawhq.api import sessions
 from clawhq.credentials import hash_token
 from clawhq.db.models import Agent, ApiToken, AuditEvent
 from clawhq.errors import ClawHQError
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.doubles.runtime import FakeRuntime
 
 PASSWORD = "correct horse battery"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api, handed_secrets
+from tests.doubles.runtime import FakeRuntime
 
 
 def deployed_agent(api: Api, runtime: FakeRuntime) -> tuple[str, dict[str, str]]:

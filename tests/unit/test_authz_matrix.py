@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from clawhq.api.app import create_app
-from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api, handed_secrets
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import serving
 from tests.unit.test_api_agents import wait_status
 

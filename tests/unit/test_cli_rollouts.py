@@ -15,8 +15,8 @@ from clawhq.cli.images import ImageKind
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.db.models import Agent, ImageVersion, Rollout, User
 from clawhq.errors import ConfigError
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.status import AgentStatus, DesiredState
+from tests.doubles.runtime import FakeRuntime
 
 runner = CliRunner()
 

@@ -19,17 +19,17 @@ from sqlalchemy import select
 
 from clawhq.context import AppContext, build_context
 from clawhq.controller import probes
-from clawhq.controller.clock import ManualClock
 from clawhq.controller.planner import START_GRACE
 from clawhq.credentials import hash_token
 from clawhq.crypto import generate_key
 from clawhq.db.models import Agent, PortLease
 from clawhq.runtime import ContainerState
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.services import agents, users
 from clawhq.settings import Settings
 from clawhq.status import AgentStatus as S
 from tests.conftest import TEST_IMAGE, handed_secrets
+from tests.doubles.clock import ManualClock
+from tests.doubles.runtime import FakeRuntime
 
 HEALTH_INTERVAL = 30.0
 BACKOFF = 10.0  # CLAWHQ_RESTART_BACKOFF_INITIAL's default

@@ -12,9 +12,9 @@ import pytest
 
 from clawhq.controller import rollouts
 from clawhq.db.models import Rollout, RolloutAgent
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.status import AgentStatus as S
 from tests.conftest import TEST_IMAGE
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_controller import (  # noqa: F401 (fixtures)
     START_TIMEOUT,
     World,

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from clawhq.db.models import Plan
 from clawhq.runtime.docker_engine import DockerRuntime
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_observability import metric
 
 GIB = 1024**3

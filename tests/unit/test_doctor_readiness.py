@@ -16,9 +16,9 @@ from clawhq.cli.doctor import Check, run_checks
 from clawhq.context import build_context
 from clawhq.db.models import Plan
 from clawhq.egress.proxy import EgressAgent, EgressProxy
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.runtime.security import NetworkFacts
 from clawhq.settings import Settings
+from tests.doubles.runtime import FakeRuntime
 
 MakeSettings = Callable[..., Settings]
 NO_ROOT = "ClawHQ does not run as root (loop mounts need it)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_abuse_and_audit import admin_headers
 from tests.unit.test_api_rollouts import deployed
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clawhq.controller.host import FirewallState
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import running_app
+from tests.doubles.runtime import FakeRuntime
 
 
 def healthy(url: str) -> bool:

@@ -24,9 +24,9 @@ from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from clawhq.api.app import create_app
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, handed_secrets, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import free_port, serving
 from tests.unit.test_api_agents import wait_status
 

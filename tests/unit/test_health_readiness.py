@@ -14,9 +14,9 @@ import pytest
 from clawhq.db.models import Plan
 from clawhq.egress import service
 from clawhq.errors import EngineError
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import free_port as standin_free_port
 
 NO_LOOP = "the host has no loop devices (/dev/loop-control is missing)"

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from clawhq.api.app import create_app
 from clawhq.context import build_context
 from clawhq.db.models import Agent, LlmCall, User
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.services import users
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE, handed_secrets
+from tests.doubles.runtime import FakeRuntime
 from tests.standins.gateway import free_port, serving
 from tests.standins.llm import TOTALS, LLMStandIn
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from clawhq.observability.logs import JsonFormatter
-from clawhq.runtime.fake import FakeRuntime
 from tests.conftest import Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_api_agents import wait_status
 
 

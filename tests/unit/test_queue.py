@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from clawhq.controller.clock import ManualClock, SystemClock
+from clawhq.controller.clock import SystemClock
 from clawhq.controller.queue import WorkQueue
+from tests.doubles.clock import ManualClock
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ from clawhq.runtime.base import (
 )
 from clawhq.runtime.docker_engine import DockerRuntime
 from clawhq.runtime.docker_parse import container_from_inspect, container_from_summary
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.runtime.metered import MeteredRuntime
 from clawhq.runtime.security import SecurityInspector
+from tests.doubles.runtime import FakeRuntime
 
 IMAGE = "clawhq-test-agent:latest"
 ROLES = (AgentRuntime, ContainerTelemetry, VolumeStore, EngineAdmin, SecurityInspector)
@@ -81,8 +81,9 @@ def own_attributes(cls: type) -> dict[str, Any]:
 
 
 def runtime_classes() -> list[type]:
-    """Every class defined in the clawhq.runtime package that is not a protocol."""
-    classes = []
+    """Every class defined in the clawhq.runtime package that is not a protocol, and the
+    test double of tests/doubles/runtime.py."""
+    classes: list[type] = [FakeRuntime]
     for info in pkgutil.iter_modules(clawhq.runtime.__path__, "clawhq.runtime."):
         module = importlib.import_module(info.name)
         classes += [
@@ -119,7 +120,9 @@ def test_no_runtime_class_forwards_through_getattr() -> None:
     classes = runtime_classes()
     assert {DockerRuntime, MeteredRuntime, FakeRuntime} <= set(classes)
     for cls in classes:
-        ours = [vars(base) for base in cls.__mro__ if base.__module__.startswith("clawhq.")]
+        ours = [
+            vars(base) for base in cls.__mro__ if base.__module__.startswith(("clawhq.", "tests."))
+        ]
         for name in ("__getattr__", "__getattribute__", "claim"):
             assert all(name not in body for body in ours), f"{cls.__name__} defines {name}"
 

@@ -20,8 +20,8 @@ from clawhq.db.models import Agent
 from clawhq.errors import EngineError
 from clawhq.runtime import ContainerState, labels
 from clawhq.runtime.docker_files import file_archive
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.status import AgentStatus as S
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_controller import (  # noqa: F401 (fixtures)
     BACKOFF,
     World,

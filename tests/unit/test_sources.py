@@ -11,9 +11,9 @@ import pytest
 
 from clawhq.context import AppContext, build_context
 from clawhq.errors import EngineError
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import TEST_IMAGE
+from tests.doubles.runtime import FakeRuntime
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:

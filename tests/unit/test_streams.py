@@ -6,9 +6,9 @@ import pytest
 
 from clawhq.api.streams import StreamSlots
 from clawhq.errors import TooManyRequests
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import running_app
+from tests.doubles.runtime import FakeRuntime
 
 
 def test_slots_per_user_and_in_total() -> None:

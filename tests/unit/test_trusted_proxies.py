@@ -25,8 +25,8 @@ from clawhq.db.models import AuditEvent
 from clawhq.errors import ConfigError
 from clawhq.proxy.http import target
 from clawhq.proxy.upstreams import Upstream
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings, load_settings
+from tests.doubles.runtime import FakeRuntime
 
 PROXY = "10.0.0.1"
 PASSWORD = "correct horse battery"

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from clawhq.db.models import Agent, WebhookEvent
-from clawhq.runtime.fake import FakeRuntime
 from clawhq.settings import Settings
 from tests.conftest import Api, running_app
+from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_api_webhooks import deployed_agent
 
 

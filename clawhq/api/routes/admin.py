@@ -24,10 +24,8 @@ from clawhq.api.schemas import (
 )
 from clawhq.api.schemas_rollouts import AgentImage, ImagePin, PlanImage, PlanName
 from clawhq.db import audit as audit_log
-from clawhq.db.models import Agent, Plan
-from clawhq.errors import InvalidRequest, NotFound
-from clawhq.services import agents, users
-from clawhq.status import DesiredState
+from clawhq.errors import InvalidRequest
+from clawhq.services import agents, plans, users
 
 UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -165,11 +163,7 @@ def pin_plan_image(
     their container and show drift until a rollout; stopped ones take it on their next start."""
     with audit.action("admin.plan_image"):
         _check_image(context, body.image)
-        plan = session.get(Plan, plan_name, with_for_update=True)
-        if plan is None:
-            raise NotFound(f"plan {plan_name} not found", code="plan_not_found")
-        plan.image = body.image
-        session.commit()
+        plan = plans.pin_image(session, plan_name, body.image)
         return PlanImage(name=plan.name, image=plan.image)
 
 
@@ -178,18 +172,14 @@ def pin_agent_image(
     agent_id: AgentId,
     body: ImagePin,
     admin: Admin,
-    session: DbSession,
+    ops: Ops,
     context: Context,
     audit: Audit,
 ) -> AgentImage:
     """Pin one agent's image (null: its plan's, else CLAWHQ_AGENT_IMAGE); drift only."""
     with audit.action("admin.agent_image", agent_id=agent_id):
         _check_image(context, body.image)
-        agent = session.get(Agent, agent_id, with_for_update=True)
-        if agent is None or agent.desired_state is DesiredState.DELETED:
-            raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
-        agent.image = body.image
-        session.commit()
+        agent = ops.pin_image(agent_id, body.image)
         return AgentImage(id=agent.id, image=agent.image)
 
 

@@ -21,7 +21,7 @@ from clawhq.api.schemas_plans import PlanDiskChange, PlanEgressChange
 from clawhq.api.schemas_rollouts import PlanName
 from clawhq.api.schemas_usage import PlanLlm, PlanLlmChange
 from clawhq.db.models import Plan
-from clawhq.errors import NotFound
+from clawhq.services import plans
 
 router = APIRouter(
     prefix="/api/admin/plans", tags=["admin"], responses=problem_responses(400, 401, 403, 422)
@@ -29,17 +29,10 @@ router = APIRouter(
 PlanPath = Annotated[PlanName, Path()]
 
 
-def _change(
-    session: DbSession, audit: Audit, action: str, name: str, apply: Callable[[Plan], None]
-) -> PlanLlm:
-    """Change one plan under its row lock, audited as ``action``; answer the plan as it is."""
+def _answer(audit: Audit, action: str, change: Callable[[], Plan]) -> PlanLlm:
+    """``change`` one plan (a service call), audited as ``action``; answer the plan as it is."""
     with audit.action(action):
-        plan = session.get(Plan, name, with_for_update=True)
-        if plan is None:
-            raise NotFound(f"plan {name} not found", code="plan_not_found")
-        apply(plan)
-        session.commit()
-        return PlanLlm.model_validate(plan)
+        return PlanLlm.model_validate(change())
 
 
 @router.get("", response_model=list[PlanLlm], response_model_by_alias=True)
@@ -60,11 +53,8 @@ def change_plan_llm(
 ) -> PlanLlm:
     """Set a plan's monthly token budget and per-agent limits: from the next model call on."""
 
-    def apply(plan: Plan) -> None:
-        for name in body.model_fields_set:
-            setattr(plan, name, getattr(body, name))
-
-    return _change(session, audit, "admin.plan_llm", plan_name, apply)
+    terms = {name: getattr(body, name) for name in body.model_fields_set}
+    return _answer(audit, "admin.plan_llm", lambda: plans.set_llm_terms(session, plan_name, terms))
 
 
 @router.patch(
@@ -78,10 +68,9 @@ def change_plan_egress(
 ) -> PlanLlm:
     """Set where the plan's agents may connect (docs/egress.md)."""
 
-    def apply(plan: Plan) -> None:
-        plan.egress_policy = body.policy
-
-    return _change(session, audit, "admin.plan_egress", plan_name, apply)
+    return _answer(
+        audit, "admin.plan_egress", lambda: plans.set_egress(session, plan_name, body.policy)
+    )
 
 
 @router.patch(
@@ -95,7 +84,5 @@ def change_plan_disk(
 ) -> PlanLlm:
     """Set the size of each workspace of the plan's agents (docs/disks.md)."""
 
-    def apply(plan: Plan) -> None:
-        plan.agent_disk = body.agent_disk  # type: ignore[assignment]  # validated to int
-
-    return _change(session, audit, "admin.plan_disk", plan_name, apply)
+    size: int | None = body.agent_disk  # type: ignore[assignment]  # validated to int
+    return _answer(audit, "admin.plan_disk", lambda: plans.set_disk(session, plan_name, size))

@@ -85,7 +85,6 @@ def start_rollout(
             created_by=admin.email,
             image_exists=context.runtime.image_exists,
         )
-        session.commit()
         started.append(rollout.id)
         reply = public(session, rollout)
     _enqueue(context, rollout.id)
@@ -179,7 +178,6 @@ def _act(
 ) -> RolloutPublic:
     with _audited(audit, action, lambda: f"rollout {rollout_id}"):
         rollout = change(session)
-        session.commit()
         reply = public(session, rollout)
     _enqueue(context, rollout_id)
     return reply
