@@ -1,5 +1,5 @@
-"""Backups end to end: seal a workspace into a store, hand out a download, and reseal under
-the key ring's current key. The controller and the API call these."""
+"""Backups end to end: seal a workspace into a store, take in an upload, hand out a download,
+and reseal under the key ring's current key. The controller and the API call these."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from clawhq.backups.sealing import DEFAULT_CHUNK_SIZE, BackupReader, BackupWriter, Resealed
 from clawhq.backups.stores import BackupStore, Written
+from clawhq.backups.uploads import UploadLimits, normalise_upload
 from clawhq.crypto import Keyring
 from clawhq.errors import BackupStoreUnavailable
 
@@ -47,6 +48,20 @@ def store_backup(
     return BackupRecord(
         backup_id, key, written.size, written.sha256, writer.plaintext_size, writer.header.key_id
     )
+
+
+def import_upload(
+    store: BackupStore,
+    key: str,
+    keyring: Keyring,
+    backup_id: str,
+    upload: Iterable[bytes],
+    limits: UploadLimits,
+) -> BackupRecord:
+    """A user's uploaded tar.gz, checked and normalised as it streams, stored as a new backup.
+    A bad archive raises ``archive_invalid`` (400) or ``archive_too_large`` (413), and nothing
+    is stored."""
+    return store_backup(store, key, keyring, backup_id, normalise_upload(upload, limits))
 
 
 class Download:

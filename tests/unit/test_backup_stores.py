@@ -19,12 +19,13 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from clawhq.backups import Download, LocalStore, store_backup, store_from_settings
+from clawhq.backups import Download, LocalStore, import_upload, store_backup, store_from_settings
 from clawhq.backups.archive import directory_archive
 from clawhq.backups.s3 import MIN_PART_SIZE, S3Store
 from clawhq.backups.stores import BackupStore, StoredObject
+from clawhq.backups.uploads import UploadLimits
 from clawhq.crypto import Keyring
-from clawhq.errors import BackupNotFound, BackupStoreUnavailable
+from clawhq.errors import ArchiveInvalid, BackupNotFound, BackupStoreUnavailable
 from clawhq.settings import load_settings
 
 RING = Keyring(bytes(range(32)))
@@ -245,6 +246,23 @@ def test_an_aborted_s3_upload_leaves_no_object(s3_endpoint: str, bucket: str) ->
     assert not store.exists("broken.clawbk")
     assert store.list() == []
     assert open_uploads(store) == []
+
+
+def test_a_hostile_upload_into_s3_stores_nothing(s3_endpoint: str, bucket: str) -> None:
+    store = s3_store(s3_endpoint, bucket)
+    good = io.BytesIO()
+    with tarfile.open(fileobj=good, mode="w:gz") as tar:
+        info = tarfile.TarInfo("noise.bin")
+        info.size = 3 * MIN_PART_SIZE
+        tar.addfile(info, io.BytesIO(os.urandom(info.size)))
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    data = good.getvalue()
+    limits = UploadLimits(64 * 1024**2, 64 * 1024**2, 10)
+    with pytest.raises(ArchiveInvalid, match="'escape' is a symbolic link"):
+        import_upload(store, "u/up.clawbk", RING, "up", [data], limits)  # after parts went up
+    assert store.list() == [] and open_uploads(store) == []
 
 
 def test_a_sealed_backup_round_trips_through_s3(
