@@ -62,7 +62,6 @@ class _Gunzip:
         self._chunks = iter(chunks)
         self._limits = limits
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""  # compressed input not yet given to zlib
         self._buffer = bytearray()
         self.compressed = self.unpacked = 0
         self._started = self._ended = False
@@ -78,8 +77,7 @@ class _Gunzip:
         return None
 
     def _fill(self) -> None:
-        data = self._inflate.unconsumed_tail or self._pending
-        self._pending = b""
+        data = self._inflate.unconsumed_tail  # input held back when a step's output was full
         if not data:
             if self._inflate.eof:
                 data = self._inflate.unused_data
@@ -276,7 +274,9 @@ def _contents(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
 def _members(source: _Gunzip, writer: TarGzWriter, limits: UploadLimits) -> Iterator[bytes]:
     tar = _Archive.open(fileobj=cast(IO[bytes], source), mode="r|", tarinfo=_Member)
     paths = _Paths(limits.max_members)
-    for member in tar:
+    for count, member in enumerate(tar, 1):
+        if count > limits.max_members:  # repeated directories and roots count here too
+            raise ArchiveTooLarge(f"the archive has more than {limits.max_members} members")
         name, shown = _checked_name(member), _show(member.name)
         _check_kind(member, shown)
         if name is None:

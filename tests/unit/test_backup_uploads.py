@@ -178,12 +178,17 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], type[ClawHQError], str]] = {
     "too many members": (
         lambda: targz(*(entry(f"f{i}", b"x") for i in range(60))),
         ArchiveTooLarge,
-        "more than 50 files and directories",
+        "more than 50 members",
+    ),
+    "too many repeated directories": (
+        lambda: targz(*(entry("./", type=tarfile.DIRTYPE, mode=0o755) for _ in range(60))),
+        ArchiveTooLarge,
+        "more than 50 members",
     ),
     "too many implied directories": (
         lambda: targz(entry("/".join(f"d{i}" for i in range(60)) + "/f", b"x")),
         ArchiveTooLarge,
-        "more than 50",
+        "more than 50 files and directories",
     ),
 }
 
