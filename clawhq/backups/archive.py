@@ -113,8 +113,8 @@ def directory_archive(root: Path) -> Iterator[bytes]:
         dirs.sort()
         base = Path(folder)
         relative = base.relative_to(root).as_posix()
-        if relative != ".":
-            yield writer.directory(relative, mtime=base.lstat().st_mtime)
+        if relative != "." and (out := writer.directory(relative, mtime=base.lstat().st_mtime)):
+            yield out
         for name in sorted(files):
             path = base / name
             found = path.lstat()
