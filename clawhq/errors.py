@@ -4,18 +4,24 @@
     ├── ConfigError                 invalid settings; stops start-up (never an HTTP answer)
     ├── FirewallError               host firewall rules cannot be read or installed (CLI only)
     ├── InvalidRequest (400)        well-formed but unacceptable input
+    │   └── ArchiveInvalid          an uploaded workspace archive is malformed or unsafe
     ├── Unauthorized (401)          missing, wrong or expired credentials
     ├── Forbidden (403)
     │   └── PlanLimitExceeded       the user's plan does not allow this
     ├── NotFound (404)              unknown, or owned by someone else
+    │   └── BackupNotFound          no stored backup under that key
     ├── Conflict (409)              the resource's state does not allow this now
+    │   └── BackupCorrupt           a stored backup fails its checks (tampered, truncated,
+    │                               or sealed by a key the key ring no longer holds)
     ├── PayloadTooLarge (413)       a request body over the limit
+    │   └── ArchiveTooLarge         an uploaded archive over a size or member-count cap
     ├── TooManyRequests (429)       come back later (``retry_after`` seconds)
     ├── EngineError (502)           the container engine refused or failed an operation
     │   └── ImageNotFound           the agent image is not on the engine
     └── Unavailable (503)           a dependency is down or a pool is empty
         ├── DatabaseUnavailable     the database cannot be reached (reads on the API's loop)
         ├── EngineUnavailable       the container engine cannot be reached
+        ├── BackupStoreUnavailable  the backup store (directory or S3 bucket) failed
         └── PortPoolExhausted       no free port is left in CLAWHQ_PORT_RANGE
 
 The runtime package translates Docker SDK errors into these at its boundary; the API turns
@@ -113,6 +119,30 @@ class PayloadTooLarge(ClawHQError):
     code = "payload_too_large"
 
 
+class ArchiveInvalid(InvalidRequest):
+    """An uploaded workspace archive is not a gzip tar, or holds what a workspace may not
+    (links, devices, absolute or climbing paths, setuid bits); the message names the member."""
+
+    code = "archive_invalid"
+
+
+class ArchiveTooLarge(PayloadTooLarge):
+    """An uploaded archive over the compressed, unpacked or member-count cap."""
+
+    code = "archive_too_large"
+
+
+class BackupNotFound(NotFound):
+    code = "backup_not_found"
+
+
+class BackupCorrupt(Conflict):
+    """A stored backup fails authentication or its checksum. 409, not 422: the request is
+    fine, the stored resource is not (docs/backups.md)."""
+
+    code = "backup_corrupt"
+
+
 class EngineError(ClawHQError):
     status = 502
     code = "engine_error"
@@ -137,3 +167,7 @@ class EngineUnavailable(Unavailable):
 
 class PortPoolExhausted(Unavailable):
     code = "port_pool_exhausted"
+
+
+class BackupStoreUnavailable(Unavailable):
+    code = "backup_store_unavailable"

@@ -3,11 +3,11 @@
 The settings are grouped by concern, one module each — the service itself (:mod:`.service`),
 the engine and supervision (:mod:`.engine`), agent containers (:mod:`.agents`), limits
 (:mod:`.limits`), the agent proxy (:mod:`.proxy`), the LLM gateway (:mod:`.llm`), the firewall
-and egress (:mod:`.network`), workspace disks (:mod:`.disks`) — and combined in one
-:class:`Settings`. Field ``x`` is read from ``CLAWHQ_X`` unless an alias says otherwise; every
-variable is documented in the README. Invalid values stop start-up with a message that names
-the variable (:func:`load_settings`); unknown ``CLAWHQ_*`` variables are named by
-:func:`unknown_settings`.
+and egress (:mod:`.network`), workspace disks (:mod:`.disks`), backups (:mod:`.backups`) — and
+combined in one :class:`Settings`. Field ``x`` is read from ``CLAWHQ_X`` unless an alias says
+otherwise; every variable is documented in the README. Invalid values stop start-up with a
+message that names the variable (:func:`load_settings`); unknown ``CLAWHQ_*`` variables are
+named by :func:`unknown_settings`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from clawhq.errors import ConfigError
 from clawhq.settings.agents import AgentSettings
+from clawhq.settings.backups import BackupSettings
 from clawhq.settings.disks import DiskSettings
 from clawhq.settings.engine import EngineSettings
 from clawhq.settings.limits import LimitSettings
@@ -52,6 +53,7 @@ class Settings(
     LlmSettings,
     NetworkSettings,
     DiskSettings,
+    BackupSettings,
     BaseSettings,
 ):
     """ClawHQ settings, every group in one frozen object."""
