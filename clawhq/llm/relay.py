@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
-from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Send
 
 from clawhq.llm.metering import Meter, Usage, Wire
 from clawhq.llm.providers import KEY_HEADERS
-from clawhq.proxy.headers import HOP_BY_HOP, PROXY_WRITTEN, downstream_response_headers
+from clawhq.proxy.headers import HOP_BY_HOP, PROXY_WRITTEN
+from clawhq.proxy.http import StreamedResponse
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Ending:
     latency_ms: int
 
 
-class MeteredResponse(Response):
+class MeteredResponse(StreamedResponse):
     """Relays an open provider response through a meter; ``on_end`` runs however it ends."""
 
     def __init__(
@@ -80,39 +80,29 @@ class MeteredResponse(Response):
         on_end: Callable[[Ending], None],
     ) -> None:
         """``rewrites``: the meter changes the body (its length header is dropped)."""
-        super().__init__(status_code=response.status_code)
-        self._response = response
-        self._meter = meter
-        self._started = started
-        self._idle = idle_seconds
-        self._rewrites = rewrites
-        self._on_end = on_end
+        super().__init__(response, idle_seconds, self._ended)
+        self._meter, self._started, self._on_end, self.rewrites = meter, started, on_end, rewrites
+        self._outcome = "ok" if response.status_code < 400 else "error"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response, meter = self._response, self._meter
-        gone = asyncio.Event()
+    async def relay(self, receive: Receive, send: Send, start: Message) -> None:
+        meter, gone = self._meter, asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
-        outcome = "ok" if response.status_code < 400 else "error"
         try:
-            headers = downstream_response_headers(response.headers.multi_items())
-            if self._rewrites:
-                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-            start = {"type": "http.response.start", "status": response.status_code, "headers": raw}
             await self._send(send, gone, start)
-            await _Pump(meter, send, gone, self._idle).run(response.aiter_raw())
+            await _Pump(meter, send, gone, self._idle).run(self._response.aiter_raw())
             await self._send(send, gone, _body(meter.close(), more=False))
         except (httpx.HTTPError, OSError) as exc:
             log.info("model answer ended early: %s", type(exc).__name__)
             meter.close()
-            outcome = "broken"
+            self._outcome = "broken"
         finally:
             watcher.cancel()
-            await response.aclose()
-            if gone.is_set() and outcome == "ok":
-                outcome = "client_gone"
-            latency = int((time.monotonic() - self._started) * 1000)
-            self._on_end(Ending(meter.usage, response.status_code, outcome, latency))
+            if gone.is_set() and self._outcome == "ok":
+                self._outcome = "client_gone"
+
+    def _ended(self) -> None:
+        latency = int((time.monotonic() - self._started) * 1000)
+        self._on_end(Ending(self._meter.usage, self.status_code, self._outcome, latency))
 
     async def _send(self, send: Send, gone: asyncio.Event, message: Message) -> None:
         """Send to the agent unless it hung up. One that does not read for the idle time, or

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import httpx
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from clawhq.clients import client_address, client_scheme
 from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
@@ -132,35 +132,42 @@ async def open_upstream(
 
 
 class StreamedResponse(Response):
-    """A response that relays an open upstream response chunk by chunk.
+    """A response that relays an open upstream response chunk by chunk: the agent proxy's, and
+    the core of the LLM gateway's, which overrides :meth:`relay` to meter (clawhq/llm/relay.py).
+    ``release`` runs however it ends (done, client gone, timed out, upstream failed)."""
 
-    ``release`` runs however it ends (done, client gone, timed out, upstream failed).
-    """
+    #: Whether the body is changed on the way (then its length header is dropped).
+    rewrites = False
 
     def __init__(
         self, response: httpx.Response, idle_seconds: float, release: Callable[[], None]
     ) -> None:
         super().__init__(status_code=response.status_code)
-        self._response = response
-        self._idle = idle_seconds
-        self._release = release
+        self._response, self._idle, self._release = response, idle_seconds, release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = self._response
         try:
             headers = downstream_response_headers(response.headers.multi_items())
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-                }
-            )
+            if self.rewrites:
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            start = {"type": "http.response.start", "status": response.status_code, "headers": raw}
+            await self.relay(receive, send, start)
+        finally:
+            await response.aclose()
+            self._release()
+
+    async def relay(self, receive: Receive, send: Send, start: Message) -> None:
+        """Sends ``start``, then the upstream's chunks as they come; a client that has not taken
+        one for the idle time, or has gone, ends the relay (and so does a quiet upstream)."""
+        try:
+            await send(start)
             loop = asyncio.get_running_loop()
             # One deadline, moved on with every chunk (a task per chunk would cost more than
             # the relay): a client that does not read blocks the send (flow control) past it.
             async with asyncio.timeout(None) as deadline:
-                async for chunk in response.aiter_raw():
+                async for chunk in self._response.aiter_raw():
                     deadline.reschedule(loop.time() + self._idle)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     deadline.reschedule(None)
@@ -169,6 +176,3 @@ class StreamedResponse(Response):
             log.info("proxied response dropped after %.0f s without progress", self._idle)
         except (httpx.HTTPError, OSError) as exc:
             log.info("proxied response ended early: %s", type(exc).__name__)
-        finally:
-            await response.aclose()
-            self._release()
