@@ -1,10 +1,13 @@
-"""An agent's lifecycle states and the moves allowed between them."""
+"""An agent's lifecycle states and the moves allowed between them; the egress proxy's state."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 from clawhq.errors import Conflict
+
+#: The egress proxy's state when it listens (``Parts.egress_proxy``, ``GET /health``).
+LISTENING = "listening"
 
 
 class AgentStatus(StrEnum):

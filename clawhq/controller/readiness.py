@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from clawhq.db.models import Plan
 from clawhq.runtime import Runtime
 from clawhq.settings import Settings
+from clawhq.status import LISTENING
 
-#: The egress proxy's state when it listens (``Parts.egress_proxy``).
-LISTENING = "listening"
 #: Nobody tried to start it in this process (not ``clawhq serve``'s lifespan).
 UNKNOWN = "unknown"
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from clawhq.runtime import ContainerSpec, Limits, PortBinding, labels
 from clawhq.settings import Settings
+from clawhq.settings.llm import LLM_PROVIDERS
 
 AGENT_UID_GID = "1001:1001"
 #: Channel credentials arrive under the names the agent image reads (see docker/openclaw/).
@@ -33,15 +34,6 @@ SECRET_ENV = frozenset(
         *CHANNEL_ENV,
     }
 )
-#: An agent's model provider (as ClawHQ names it) -> its path on ClawHQ's LLM gateway,
-#: ``/llm/<name>/``: the provider's own name for itself.
-LLM_PROVIDERS: Mapping[str, str] = {
-    "claude": "anthropic",
-    "openai": "openai",
-    "gemini": "google",
-    "deepseek": "deepseek",
-    "grok": "xai",
-}
 #: A plan's egress policies: ``open`` (any public address), ``allowlist`` (out only through
 #: ClawHQ's forward proxy) and ``none`` (ClawHQ only). See docs/egress.md.
 EGRESS_POLICIES = ("open", "allowlist", "none")

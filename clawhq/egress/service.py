@@ -15,12 +15,12 @@ import logging
 import os
 from collections.abc import Callable
 
-from clawhq.controller.readiness import LISTENING
 from clawhq.db.loop_reads import LoopReads
 from clawhq.egress.agents import identifier
 from clawhq.egress.proxy import EgressProxy
 from clawhq.observability.metrics import Metrics
 from clawhq.settings import Settings
+from clawhq.status import LISTENING
 
 log = logging.getLogger("clawhq.egress")
 

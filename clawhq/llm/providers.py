@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 
-from clawhq.controller.spec import LLM_PROVIDERS
 from clawhq.settings import Settings
+from clawhq.settings.llm import LLM_PROVIDERS
 
 #: Where the clients of the providers put a key: the gateway reads the agent's token from any.
 KEY_HEADERS = ("x-api-key", "x-goog-api-key", "authorization")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from clawhq.setting_values import parse_size
 
-PROVIDERS = ("claude", "openai", "gemini", "deepseek", "grok")
+#: An agent's model provider (as ClawHQ names it) -> its path on ClawHQ's LLM gateway,
+#: ``/llm/<name>/``: the provider's own name for itself.
+LLM_PROVIDERS: Mapping[str, str] = {
+    "claude": "anthropic",
+    "openai": "openai",
+    "gemini": "google",
+    "deepseek": "deepseek",
+    "grok": "xai",
+}
+PROVIDERS = tuple(LLM_PROVIDERS)
 
 
 class LlmSettings(BaseModel):
