@@ -13,19 +13,24 @@
     ├── Conflict (409)              the resource's state does not allow this now
     │   └── BackupCorrupt           a stored backup fails its checks (tampered, truncated,
     │                               or sealed by a key the key ring no longer holds)
+    ├── AgentNotRunning (409, 503)  the agent's gateway cannot take traffic now
+    ├── AgentTimeout (504)          the agent's gateway took too long to start answering
     ├── PayloadTooLarge (413)       a request body over the limit
     │   └── ArchiveTooLarge         an uploaded archive over a size or member-count cap
     ├── TooManyRequests (429)       come back later (``retry_after`` seconds)
     ├── EngineError (502)           the container engine refused or failed an operation
     │   └── ImageNotFound           the agent image is not on the engine
-    └── Unavailable (503)           a dependency is down or a pool is empty
-        ├── DatabaseUnavailable     the database cannot be reached (reads on the API's loop)
-        ├── EngineUnavailable       the container engine cannot be reached
-        ├── BackupStoreUnavailable  the backup store (directory or S3 bucket) failed
-        └── PortPoolExhausted       no free port is left in CLAWHQ_PORT_RANGE
+    ├── Unavailable (503)           a dependency is down or a pool is empty
+    │   ├── DatabaseUnavailable     the database cannot be reached (reads on the API's loop)
+    │   ├── EngineUnavailable       the container engine cannot be reached
+    │   ├── BackupStoreUnavailable  the backup store (directory or S3 bucket) failed
+    │   └── PortPoolExhausted       no free port is left in CLAWHQ_PORT_RANGE
+    ├── LlmRefused (its own status) the LLM gateway will not make a call (``kind``, ``code``)
+    └── EgressRefused (own status)  the egress proxy will not connect (code ``egress_<reason>``)
 
-The runtime package translates Docker SDK errors into these at its boundary; the API turns
-them into ``application/problem+json`` bodies.
+The runtime package translates Docker SDK errors into these at its boundary. Each wire formats
+them its own way: the API as ``application/problem+json``, the LLM gateway as the provider's
+own error body (llm/providers.py), the egress proxy as a status line and ``X-ClawHQ-Error``.
 """
 
 from __future__ import annotations
@@ -171,3 +176,21 @@ class PortPoolExhausted(Unavailable):
 
 class BackupStoreUnavailable(Unavailable):
     code = "backup_store_unavailable"
+
+
+class LlmRefused(ClawHQError):
+    """The LLM gateway will not make this call; ``kind`` names the provider's error type."""
+
+    def __init__(
+        self, status: int, kind: str, code: str, message: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status, self.kind, self.retry_after = status, kind, retry_after
+
+
+class EgressRefused(ClawHQError):
+    """The egress proxy will not open this connection; ``reason`` ends its status line."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message, code=f"egress_{reason}")
+        self.status, self.reason = status, reason

@@ -28,6 +28,7 @@ from ipaddress import IPv4Network
 from urllib.parse import urlsplit
 
 from clawhq.egress.policy import Pattern, address_problem, judge, literal_address, normal_host
+from clawhq.errors import EgressRefused as Refusal
 
 log = logging.getLogger("clawhq.egress")
 
@@ -53,12 +54,6 @@ Identify = Callable[[str], Awaitable[EgressAgent | None]]
 Record = Callable[[str, str, str], None]
 #: Why an address may not be connected to (see :func:`~clawhq.egress.policy.address_problem`).
 Check = Callable[..., str | None]
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
 
 
 @dataclass(frozen=True)
@@ -318,7 +313,7 @@ async def _answer(writer: asyncio.StreamWriter, refusal: Refusal) -> None:
         f"HTTP/1.1 {refusal.status} {refusal.reason}",
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(body)}",
-        f"X-ClawHQ-Error: egress_{refusal.reason}",
+        f"X-ClawHQ-Error: {refusal.code}",
         "Connection: close",
     ]
     if refusal.status == 407:

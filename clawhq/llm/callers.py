@@ -17,6 +17,7 @@ from clawhq.credentials import LLM_TOKEN_PREFIX, hash_token
 from clawhq.crypto import Keyring, Sealed
 from clawhq.db.loop_reads import LoopReads
 from clawhq.db.models import Agent, Plan, User, api_key_context
+from clawhq.errors import LlmRefused
 from clawhq.llm.providers import Provider
 from clawhq.settings import Settings
 from clawhq.status import DesiredState
@@ -69,24 +70,13 @@ class Caller:
         )
 
 
-class Refused(Exception):
-    """The gateway will not make this call: a status, a kind of refusal, a code, a message."""
-
-    def __init__(
-        self, status: int, kind: str, code: str, message: str, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.code, self.message = status, kind, code, message
-        self.retry_after = retry_after
-
-
 async def find_caller(reads: LoopReads, token: str | None) -> Caller:
     """The agent holding ``token`` right now, or a 401."""
     if not token or not token.startswith(LLM_TOKEN_PREFIX) or len(token) > 128:
-        raise Refused(401, "authentication", "invalid_llm_token", "invalid ClawHQ LLM token")
+        raise LlmRefused(401, "authentication", "invalid_llm_token", "invalid ClawHQ LLM token")
     row = await reads.first(_CALLER, digest=hash_token(token))
     if row is None or row["desired_state"] != DesiredState.RUNNING.value:
-        raise Refused(
+        raise LlmRefused(
             401,
             "authentication",
             "invalid_llm_token",
@@ -111,7 +101,7 @@ async def find_caller(reads: LoopReads, token: str | None) -> Caller:
 def real_key(caller: Caller, provider: Provider, settings: Settings, keyring: Keyring) -> str:
     """The provider key for this call, or a refusal saying why there is none."""
     if caller.model_provider != provider.model_provider:
-        raise Refused(
+        raise LlmRefused(
             403,
             "permission",
             "llm_provider_not_allowed",
@@ -125,5 +115,5 @@ def real_key(caller: Caller, provider: Provider, settings: Settings, keyring: Ke
     )
     if problem is not None:
         status, kind = (403, "permission") if problem.status == 403 else (503, "unavailable")
-        raise Refused(status, kind, problem.code, problem.message)
+        raise LlmRefused(status, kind, problem.code, problem.message)
     return str(settings.bundled_key(caller.model_provider))

@@ -22,9 +22,9 @@ from starlette.responses import Response
 
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
-from clawhq.errors import NotFound, PayloadTooLarge
+from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
 from clawhq.llm import ledger, limits, metering
-from clawhq.llm.callers import Caller, Refused, find_caller, real_key
+from clawhq.llm.callers import Caller, find_caller, real_key
 from clawhq.llm.providers import (
     KEY_QUERY,
     PROVIDERS,
@@ -84,22 +84,17 @@ class Gateway:
                 self.reads, client_token(request.headers, request.query_params)
             )
             return await self._call(request, provider, caller, path)
-        except Refused as refused:
+        except LlmRefused as refused:
             self.metrics.llm_calls.labels(provider.name, "", "refused").inc()
-            return refusal(
-                provider,
-                refused.status,
-                refused.kind,
-                refused.code,
-                refused.message,
-                retry_after=refused.retry_after,
-            )
+            return refusal(provider, refused)
 
     async def _call(
         self, request: Request, provider: Provider, caller: Caller, path: str
     ) -> Response:
         if not _SAFE_PATH.match(path) or any(s in (".", "..") for s in path.split("/")):
-            raise Refused(404, "not_found", "llm_path_not_found", f"no such API path: {path[:200]}")
+            raise LlmRefused(
+                404, "not_found", "llm_path_not_found", f"no such API path: {path[:200]}"
+            )
         key = real_key(caller, provider, self.settings, self.keyring)
         if caller.budgeted:
             spent = await self.budgets.spent(
@@ -110,10 +105,10 @@ class Gateway:
         try:
             body = await read_body(request, self.settings.llm_max_body)
         except PayloadTooLarge as exc:
-            raise Refused(413, "too_large", "llm_request_too_large", exc.message) from None
+            raise LlmRefused(413, "too_large", "llm_request_too_large", exc.message) from None
         wire = metering.wire_for(provider.name, path)
         if wire is None and not is_free(request.method, path):
-            raise Refused(
+            raise LlmRefused(
                 404,
                 "not_found",
                 "llm_path_not_served",
@@ -165,7 +160,7 @@ class Gateway:
         try:
             return await self._client.send(outgoing, stream=True)
         except httpx.TimeoutException:
-            raise Refused(
+            raise LlmRefused(
                 504,
                 "timeout",
                 "llm_upstream_timeout",
@@ -174,7 +169,7 @@ class Gateway:
             ) from None
         except httpx.HTTPError as exc:
             log.warning("%s unreachable: %s", provider.name, type(exc).__name__)
-            raise Refused(
+            raise LlmRefused(
                 502,
                 "unavailable",
                 "llm_upstream_unreachable",

@@ -14,7 +14,8 @@ from collections import deque
 from datetime import UTC, datetime
 
 from clawhq.db.loop_reads import LoopReads
-from clawhq.llm.callers import Caller, Refused
+from clawhq.errors import LlmRefused
+from clawhq.llm.callers import Caller
 from clawhq.llm.ledger import spent_params, spent_query
 
 WINDOW = 60.0
@@ -147,12 +148,12 @@ class AgentLimits:
                     del table[agent]
 
 
-def over_budget(caller: Caller, spent: int) -> Refused | None:
+def over_budget(caller: Caller, spent: int) -> LlmRefused | None:
     budget = caller.monthly_token_budget
     if budget is None or spent < budget:
         return None
     which = "" if caller.budget_own_keys else " on ClawHQ's bundled keys"
-    return Refused(
+    return LlmRefused(
         429,
         "quota",
         "llm_budget_exhausted",
@@ -161,5 +162,5 @@ def over_budget(caller: Caller, spent: int) -> Refused | None:
     )
 
 
-def _limited(message: str, code: str, retry_after: int) -> Refused:
-    return Refused(429, "rate_limit", code, message, retry_after)
+def _limited(message: str, code: str, retry_after: int) -> LlmRefused:
+    return LlmRefused(429, "rate_limit", code, message, retry_after)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 
+from clawhq.errors import LlmRefused
 from clawhq.settings import Settings
 from clawhq.settings.llm import LLM_PROVIDERS
 
@@ -100,22 +101,14 @@ def error_body(dialect: str, kind: str, status: int, message: str) -> dict[str, 
     return {"error": {"message": message, "type": openai_type, "param": None, "code": openai_code}}
 
 
-def refusal(
-    provider: Provider,
-    status: int,
-    kind: str,
-    code: str,
-    message: str,
-    *,
-    retry_after: int | None = None,
-) -> Response:
+def refusal(provider: Provider, refused: LlmRefused) -> Response:
     """ClawHQ's answer instead of the provider's, shaped like the provider's own errors, so the
     agent's client shows it sensibly. ``X-ClawHQ-Error`` carries ClawHQ's stable code."""
-    headers = {"x-clawhq-error": code}
-    if retry_after is not None:
-        headers["retry-after"] = str(retry_after)
-    body = json.dumps(error_body(provider.dialect, kind, status, message)).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    headers = {"x-clawhq-error": refused.code}
+    if refused.retry_after is not None:
+        headers["retry-after"] = str(refused.retry_after)
+    body = error_body(provider.dialect, refused.kind, refused.status, refused.message)
+    return Response(json.dumps(body), refused.status, headers, media_type="application/json")
 
 
 #: Calls the gateway relays without metering: they cost no tokens (model listings, token
