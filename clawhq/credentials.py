@@ -13,6 +13,8 @@ API_TOKEN_PREFIX = "chq_"
 WEBHOOK_TOKEN_PREFIX = "whk_"
 #: An agent container's token for ClawHQ's LLM gateway (it never holds a provider key).
 LLM_TOKEN_PREFIX = "chqllm_"
+#: The longest LLM token :func:`new_token` makes: the prefix, then 32 bytes in URL-safe base64.
+LLM_TOKEN_MAX = len(LLM_TOKEN_PREFIX) + 43
 
 _hasher = PasswordHasher()
 
@@ -31,6 +33,11 @@ def verify_password(password_hash: str, password: str) -> bool:
 def new_token(prefix: str) -> str:
     """A new bearer token: a readable prefix and 256 random bits."""
     return prefix + secrets.token_urlsafe(32)
+
+
+def is_llm_token(token: str) -> bool:
+    """Whether ``token`` may be an LLM token :func:`new_token` made (others are not looked up)."""
+    return token.startswith(LLM_TOKEN_PREFIX) and len(token) <= LLM_TOKEN_MAX
 
 
 def hash_token(token: str) -> str:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from clawhq.db.loop_reads import LoopReads
-from clawhq.egress.agents import identifier
-from clawhq.egress.proxy import EgressProxy
+from clawhq.egress.policy import patterns_for
+from clawhq.egress.proxy import EgressAgent, EgressProxy, Identify
 from clawhq.observability.metrics import Metrics
+from clawhq.services.agent_identity import token_holder
 from clawhq.settings import Settings
 from clawhq.status import LISTENING
 
@@ -26,6 +28,22 @@ log = logging.getLogger("clawhq.egress")
 
 #: Seconds between tries while the proxy cannot listen.
 RETRY_SECONDS = 5.0
+
+
+def identifier(reads: LoopReads, operator_hosts: Sequence[str]) -> Identify:
+    """The proxy's ``identify``: token -> the agent, its policy and its allowed hosts."""
+
+    async def identify(token: str) -> EgressAgent | None:
+        row = await token_holder(reads, token)
+        if row is None:
+            return None
+        channels = row["channels"]
+        if isinstance(channels, str):  # a JSON column read by the raw driver
+            channels = json.loads(channels)
+        patterns = patterns_for(channels or (), operator_hosts)
+        return EgressAgent(row["id"], row["egress_policy"], patterns)
+
+    return identify
 
 
 class EgressService:

@@ -1,47 +1,23 @@
 """Who is calling the LLM gateway, and with which real key.
 
-The caller is the agent whose current container holds the token (stored as a digest; a stop,
-delete or new container revokes it), with its owner's plan as it is *now*: a plan change
-takes effect on the next call. The real key is the agent's own, opened here only, or the
-operator's bundled one where the plan includes it.
+The caller is the agent holding the token, with its owner's plan as it is *now*
+(:mod:`clawhq.services.agent_identity`). The real key is the agent's own, opened here only, or
+the operator's bundled one where the plan includes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
-
 from clawhq.controller.secrets import llm_access_problem
-from clawhq.credentials import LLM_TOKEN_PREFIX, hash_token
+from clawhq.credentials import is_llm_token
 from clawhq.crypto import Keyring, Sealed
 from clawhq.db.loop_reads import LoopReads
-from clawhq.db.models import Agent, Plan, User, api_key_context
+from clawhq.db.models import api_key_context
 from clawhq.errors import LlmRefused
 from clawhq.llm.providers import Provider
+from clawhq.services.agent_identity import token_holder
 from clawhq.settings import Settings
-from clawhq.status import DesiredState
-
-_a, _u, _p = Agent.__table__.c, User.__table__.c, Plan.__table__.c
-_CALLER = (
-    select(
-        _a.id,
-        _a.user_id,
-        _a.desired_state,
-        _a.model_provider,
-        _a.api_key_ciphertext,
-        _a.api_key_key_id,
-        _p.name.label("plan"),
-        _p.bundled_keys_allowed,
-        _p.monthly_token_budget,
-        _p.budget_own_keys,
-        _p.llm_requests_per_minute,
-        _p.llm_tokens_per_minute,
-    )
-    .join(User.__table__, _u.id == _a.user_id)
-    .join(Plan.__table__, _p.name == _u.plan_name)
-    .where(_a.llm_token_hash == bindparam("digest"))
-)
 
 
 @dataclass(frozen=True)
@@ -72,10 +48,10 @@ class Caller:
 
 async def find_caller(reads: LoopReads, token: str | None) -> Caller:
     """The agent holding ``token`` right now, or a 401."""
-    if not token or not token.startswith(LLM_TOKEN_PREFIX) or len(token) > 128:
+    if token is None or not is_llm_token(token):
         raise LlmRefused(401, "authentication", "invalid_llm_token", "invalid ClawHQ LLM token")
-    row = await reads.first(_CALLER, digest=hash_token(token))
-    if row is None or row["desired_state"] != DesiredState.RUNNING.value:
+    row = await token_holder(reads, token)
+    if row is None:
         raise LlmRefused(
             401,
             "authentication",
