@@ -39,7 +39,7 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(make_context())
+        services = build_services(make_context(), app)
         app.state.services = services
         context = services.context
         try:

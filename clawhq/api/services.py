@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp
 
+from clawhq.api.agent_listener import AgentListener
 from clawhq.api.ratelimit import Limits
 from clawhq.api.streams import StreamSlots
 from clawhq.api.tokencache import TokenCache
@@ -40,19 +42,24 @@ class ApiServices:
     proxy_clients: proxy_http.Clients
     llm: Gateway
     egress: EgressService
+    agent_listener: AgentListener
 
     async def start(self) -> None:
         await self.egress.start()
+        await self.agent_listener.start()
         self.context.start_background()
 
     async def aclose(self) -> None:
+        await self.agent_listener.aclose()
         await self.egress.aclose()
         await self.proxy_clients.aclose()
         await self.llm.aclose()
         await self.context.aclose()
 
 
-def build_services(context: AppContext) -> ApiServices:
+def build_services(context: AppContext, app: ASGIApp) -> ApiServices:
+    """Everything ``app`` serves requests with (``app`` is also what the agents' listener
+    serves, restricted to their paths)."""
     settings = context.settings
     host = context.host
     return ApiServices(
@@ -81,6 +88,7 @@ def build_services(context: AppContext) -> ApiServices:
             context.metrics,
             report=host.report_egress_proxy,
         ),
+        agent_listener=AgentListener(settings, app, lambda: host.proxy_address, host),
     )
 
 

@@ -80,23 +80,15 @@ def serve(
     )
     if settings.firewall == "off":
         network.install_at_start(settings, context.runtime)  # says what that leaves open
-    hosts = [settings.host]
+    # The user API on CLAWHQ_HOST only; agents reach ClawHQ on a listener of their own, on the
+    # agent network's gateway, started by the app (clawhq/api/agent_listener.py).
     try:
-        gateway = context.networks.prepare()
-    except ClawHQError as exc:
-        logging.getLogger("clawhq").error("Docker Engine not ready: %s", exc.message)
-        gateway = None
-    # Agents post webhooks to the agent network's gateway unless told otherwise: listen there too.
-    wildcard = settings.host in ("0.0.0.0", "::")
-    if gateway and settings.webhook_base_url is None and not wildcard and gateway not in hosts:
-        hosts.append(gateway)
-    try:
-        sockets = [_listen(h, settings.port) for h in hosts]
+        sockets = [_listen(settings.host, settings.port)]
     except ConfigError as exc:
         context.close()
         raise fail(exc) from None
     log = logging.getLogger("clawhq")
-    log.info("ClawHQ API on %s", ", ".join(f"http://{h}:{settings.port}" for h in hosts))
+    log.info("ClawHQ API on http://%s:%d", settings.host, settings.port)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(lambda: context),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from clawhq.status import LISTENING
+
 
 class FirewallState(StrEnum):
     """The agent firewall as ``clawhq serve`` left it."""
@@ -24,7 +26,7 @@ class FirewallState(StrEnum):
 class ProxyState(StrEnum):
     """The egress forward proxy as ``clawhq serve``'s lifespan left it."""
 
-    LISTENING = "listening"
+    LISTENING = LISTENING
     NOT_LISTENING = "not listening"
     UNKNOWN = "unknown"  # nobody tried to start it in this process
 
@@ -44,6 +46,9 @@ class HostState:
     egress_proxy: ProxyState = ProxyState.UNKNOWN
     #: Why the proxy does not listen ("" otherwise).
     egress_proxy_reason: str = ""
+    #: The agents' listener (webhooks, LLM gateway: clawhq/api/agent_listener.py).
+    agent_listener: ProxyState = ProxyState.UNKNOWN
+    agent_listener_reason: str = ""
 
     @property
     def egress_proxy_text(self) -> str:
@@ -51,6 +56,13 @@ class HostState:
         if self.egress_proxy is ProxyState.NOT_LISTENING and self.egress_proxy_reason:
             return f"{self.egress_proxy.value}: {self.egress_proxy_reason}"
         return self.egress_proxy.value
+
+    @property
+    def agent_listener_text(self) -> str:
+        """``listening``, ``not listening: <why>`` or ``unknown`` (``/health``'s words)."""
+        if self.agent_listener is ProxyState.NOT_LISTENING and self.agent_listener_reason:
+            return f"{self.agent_listener.value}: {self.agent_listener_reason}"
+        return self.agent_listener.value
 
     def report_egress_proxy(self, text: str) -> None:
         """What the egress service says of its proxy, in ``egress_proxy_text``'s words."""

@@ -38,14 +38,15 @@ class AgentNetworks:
 
     def prepare(self) -> str:
         """Make sure the agent networks exist; return the agent network's gateway on the host,
-        where agents post webhooks unless ``CLAWHQ_WEBHOOK_BASE_URL`` says otherwise. The
+        where agents reach ClawHQ (``CLAWHQ_AGENT_LISTENER_PORT``) unless
+        ``CLAWHQ_WEBHOOK_BASE_URL`` says otherwise. The
         firewall's rules go in with them (now, or once the engine answers)."""
         host, settings = self._host, self._settings
         gateway = self._runtime.ensure_network(settings.agent_network)
         host.proxy_address = gateway
         host.egress_gateway = self._runtime.ensure_network(settings.egress_network)
         if host.webhook_base_url is None:
-            host.webhook_base_url = f"http://{gateway}:{settings.port}"
+            host.webhook_base_url = f"http://{gateway}:{settings.agent_listener_port}"
         done = (FirewallState.INSTALLED, FirewallState.OFF)
         if self._install is not None and host.firewall not in done:
             installed = self._install(self._runtime)

@@ -16,8 +16,9 @@ the host is filtered:
 
 1. ``RELATED,ESTABLISHED`` returns: replies on connections the host opened (health probes,
    the published port through docker-proxy).
-2. TCP to the webhook port (``CLAWHQ_PORT``, or the port of ``CLAWHQ_WEBHOOK_BASE_URL``)
-   returns: agents post heartbeats and usage there.
+2. TCP to the agent listener's port (``CLAWHQ_AGENT_LISTENER_PORT``, or the port of
+   ``CLAWHQ_WEBHOOK_BASE_URL``) returns: agents post heartbeats and reach the LLM gateway there.
+   The user API's port (``CLAWHQ_PORT``) is not among them, even when it listens on 0.0.0.0.
 3. DNS (udp and tcp 53) to each of the host's resolvers returns, in case one is the host.
 4. Everything else is rejected: SSH, databases, the Docker API on TCP, other agents' published
    ports, whatever an operator runs on the host.
@@ -166,11 +167,12 @@ def chain_names(network: str) -> tuple[str, str]:
 
 
 def webhook_port(settings: Settings) -> int:
-    """The port agents post webhooks to: ``CLAWHQ_WEBHOOK_BASE_URL``'s, else ``CLAWHQ_PORT``."""
+    """The port agents reach ClawHQ on (webhooks, the LLM gateway): ``CLAWHQ_WEBHOOK_BASE_URL``'s,
+    else the agent listener's (``CLAWHQ_AGENT_LISTENER_PORT``); never the user API's."""
     if settings.webhook_base_url:
         url = urlsplit(settings.webhook_base_url)
         return url.port or (443 if url.scheme == "https" else 80)
-    return settings.port
+    return settings.agent_listener_port
 
 
 def _without_nested(networks: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:

@@ -39,6 +39,13 @@ class AgentSettings(BaseModel):
         description="hours a stopped agent keeps its port (0: for ever); then its container "
         "goes (the workspace stays) and it gets a new port on start",
     )
+    agent_listener_port: int = Field(
+        default=8001,
+        ge=1,
+        le=65535,
+        description="the port on the agent network's gateway where agents reach ClawHQ: their "
+        "webhook and the LLM gateway only (the user API is never served there)",
+    )
     webhook_base_url: str | None = None
     webhook_dedup_hours: float = Field(
         default=24.0, gt=0, le=24 * 365, description="hours a usage eventId is remembered"

@@ -28,6 +28,7 @@ def serve_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, s
             "CLAWHQ_AGENT_NETWORK": TEST_NETWORK,
             "CLAWHQ_EGRESS_NETWORK": TEST_EGRESS_NETWORK,
             "CLAWHQ_EGRESS_PROXY_PORT": str(free_port()),
+            "CLAWHQ_AGENT_LISTENER_PORT": str(free_port()),
             "CLAWHQ_AGENT_MEMORY": "64m",
             "CLAWHQ_STARTUP_POLL_INTERVAL": "0.1",
             # Served tests run as root: without this, serve would install firewall rules on

@@ -38,12 +38,14 @@ def rules(chain_index: int, **settings: object) -> list[str]:
 
 
 def test_host_chain_allows_replies_the_webhook_and_dns_and_rejects_the_rest() -> None:
-    host = plan(port=8123).chains[0]
+    host = plan(port=8123, agent_listener_port=8124).chains[0]
     assert host.parent == "INPUT" and host.bridge == "br-90f134969686"
     assert host.jump()[:2] == ("-i", "br-90f134969686") and host.jump()[-1] == host.name
-    lines = rules(0, port=8123)
+    lines = rules(0, port=8123, agent_listener_port=8124)
     assert "RELATED,ESTABLISHED" in lines[0] and lines[0].endswith("-j RETURN")
-    assert lines[1].startswith("-p tcp -m tcp --dport 8123 ") and lines[1].endswith("RETURN")
+    # The agents' listener, not the user API's port.
+    assert lines[1].startswith("-p tcp -m tcp --dport 8124 ") and lines[1].endswith("RETURN")
+    assert not any("--dport 8123" in line for line in lines)
     assert lines[2].startswith("-d 10.255.255.53/32 -p udp -m udp --dport 53")
     assert lines[3].startswith("-d 10.255.255.53/32 -p tcp -m tcp --dport 53")
     assert lines[-1].endswith("-j REJECT --reject-with icmp-admin-prohibited")
@@ -75,7 +77,9 @@ def test_metadata_is_rejected_even_with_no_private_ranges() -> None:
 
 
 def test_webhook_port_follows_the_webhook_url() -> None:
-    assert webhook_port(load_settings(port=8000)) == 8000
+    # The agents' listener, never the user API's port.
+    assert webhook_port(load_settings(port=8000)) == 8001
+    assert webhook_port(load_settings(port=8000, agent_listener_port=9101)) == 9101
     assert webhook_port(load_settings(webhook_base_url="http://172.18.0.1:9001")) == 9001
     assert webhook_port(load_settings(webhook_base_url="https://hooks.example.com")) == 443
 

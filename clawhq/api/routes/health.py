@@ -49,5 +49,6 @@ def health(context: Context) -> JSONResponse:
     ready = readiness.assess(context.settings, context.runtime, host.egress_proxy_text, needs)
     checks["disks"] = ready.disks
     checks["egressProxy"] = ready.egress_proxy
+    checks["agentListener"] = host.agent_listener_text
     healthy = healthy and ready.ok
     return JSONResponse({"ok": healthy, **checks}, status_code=200 if healthy else 503)
