@@ -12,6 +12,7 @@ from clawhq.api import deps, middleware, problems
 from clawhq.api.routes import (
     admin,
     agent_access,
+    agent_origin,
     agents,
     auth,
     health,
@@ -67,8 +68,9 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         max_bytes=MAX_BODY_BYTES,
         exempt=lambda path: agent_access.is_proxied(path) or llm.is_llm(path),
     )
+    app.add_middleware(agent_origin.AgentOriginDispatch)
     app.add_middleware(middleware.RequestObserver)
     modules = (auth, agents, telemetry, usage, plans, webhooks, admin, rollouts, health, metrics)
-    for module in (*modules, agent_access, llm, login_page):
+    for module in (*modules, agent_origin, agent_access, llm, login_page):
         app.include_router(module.router)
     return app

@@ -184,7 +184,7 @@ Admin = Annotated[User, Depends(get_admin)]
 _query_names: dict[int, frozenset[str]] = {}
 
 
-_OPEN = ("/agents/", "/llm/")
+_OPEN = ("/agents/", "/llm/", "/_agent/")
 
 
 async def reject_unknown_query(request: HTTPConnection) -> None:

@@ -23,6 +23,7 @@ from clawhq.egress.service import EgressService
 from clawhq.llm.gateway import Gateway
 from clawhq.proxy import http as proxy_http
 from clawhq.proxy.activity import Activity
+from clawhq.proxy.tickets import Tickets
 from clawhq.proxy.upstreams import Upstreams
 from clawhq.services.webhooks import DedupWindow
 
@@ -38,6 +39,8 @@ class ApiServices:
     #: Connections through the agent proxy.
     proxy_slots: StreamSlots
     upstreams: Upstreams
+    #: Access cookies of the agents' own origins.
+    tickets: Tickets
     activity: Activity
     proxy_clients: proxy_http.Clients
     llm: Gateway
@@ -76,6 +79,7 @@ def build_services(context: AppContext, app: ASGIApp) -> ApiServices:
             code="too_many_connections",
         ),
         upstreams=Upstreams(context.gateways, context.keyring, context.loop_reads),
+        tickets=Tickets(context.keyring),
         activity=Activity(context.sessions),
         proxy_clients=proxy_http.Clients(settings),
         llm=Gateway(

@@ -247,6 +247,17 @@ async def user_from_request(
     return await authenticate(request, _bearer(request), csrf)
 
 
+async def user_from_bearer(conn: HTTPConnection) -> User:
+    """The caller by their bearer token alone (an agent's own origin: ClawHQ's session cookie
+    is never sent there). Binds the user and charges their budget as the others do."""
+    token = _bearer(conn)
+    if token is None:
+        raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
+    user, digest = await _user_for_token(conn, token)
+    _bind(conn, user, digest, "bearer")
+    return user
+
+
 async def user_from_websocket(websocket: WebSocket) -> User:
     """The caller of a WebSocket upgrade: a bearer token, else the session cookie.
 

@@ -161,7 +161,8 @@ def build_spec(
         "CLAWHQ_CHANNELS": json.dumps(channels),
         "CLAWHQ_WEBHOOK_URL": webhook_url(placement.webhook_base_url, agent.id),
         "CLAWHQ_PROXY_ADDRESSES": proxy_address,
-        "CLAWHQ_PUBLIC_ORIGIN": settings.public_origin,
+        # The origin its Control UI is served on: the agent's own (CLAWHQ_AGENT_ORIGIN).
+        "CLAWHQ_PUBLIC_ORIGIN": settings.agent_origin_of(agent.id),
         "CLAWHQ_BASE_PATH": access_path(agent.id),
         "CLAWHQ_SECRETS_FILE": secrets_path(settings),
         **egress_env(settings, placement, egress),

@@ -361,3 +361,15 @@ class WebhookEvent(Base):
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     #: Indexed: rows older than ``CLAWHQ_WEBHOOK_DEDUP_HOURS`` are pruned by this column.
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AgentAccessCode(Base):
+    """A one-time code that takes an owner from ClawHQ's origin to their agent's own (stored
+    as its SHA-256 digest, good once, for a minute)."""
+
+    __tablename__ = "agent_access_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -3,9 +3,11 @@
 Towards the agent: the browser's own headers, minus ClawHQ's credentials (the agent must never
 see its owner's session or API token), minus anything a client could use to pass for the
 proxy (identity and forwarding headers are ClawHQ's to write, never the client's). Back to
-the browser: the gateway's headers, minus hop-by-hop ones and minus ``Set-Cookie`` — the
-agent's pages are served from ClawHQ's origin, and a cookie set there could shadow ClawHQ's
-own session.
+the browser (:func:`agent_page_headers`): only the gateway's headers that describe the
+answer — none that acts on the origin it is served on (``Set-Cookie``, ``Service-Worker-Allowed``,
+``Clear-Site-Data``, ``Refresh``, CORS, HSTS…), and under ClawHQ's own origin (the chat API)
+``Content-Security-Policy: sandbox`` besides. A provider's answer to an agent (the LLM
+gateway: no browser involved) keeps its headers but hop-by-hop ones and cookies.
 """
 
 from __future__ import annotations
@@ -65,6 +67,39 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie"}
+#: What an agent's answer may tell a browser: how to read and cache it, and the page's own
+#: protections. Nothing else passes (an allowlist: a header invented tomorrow is dropped).
+PAGE_HEADERS = frozenset(
+    {
+        "accept-ranges",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-range",
+        "content-security-policy",
+        "content-type",
+        "cross-origin-embedder-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+        "date",
+        "etag",
+        "expires",
+        "last-modified",
+        "location",
+        "permissions-policy",
+        "referrer-policy",
+        "retry-after",
+        "vary",
+        "www-authenticate",
+        "x-content-type-options",
+        "x-frame-options",
+        "x-request-id",
+    }
+)
+#: Under ClawHQ's own origin, whatever an agent serves is a document with no origin at all.
+SANDBOX = ("content-security-policy", "sandbox")
 
 
 def _listed_in_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -130,8 +165,17 @@ def upstream_request_headers(
     return out
 
 
+def agent_page_headers(
+    upstream: Iterable[tuple[str, str]], *, clawhq_origin: bool = False
+) -> list[tuple[str, str]]:
+    """The gateway's response headers that may reach a browser (``clawhq_origin``: the answer
+    is served under ClawHQ's own origin, so it is sandboxed too)."""
+    kept = [(name, value) for name, value in upstream if name.lower() in PAGE_HEADERS]
+    return [*kept, SANDBOX] if clawhq_origin else kept
+
+
 def downstream_response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The gateway's response headers that may reach the browser."""
+    """A provider's response headers as they go back to the agent (the LLM gateway)."""
     upstream = list(upstream)
     dropped = RESPONSE_DROPPED | _listed_in_connection(upstream)
     return [(name, value) for name, value in upstream if name.lower() not in dropped]

@@ -21,7 +21,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from clawhq.clients import client_address, client_scheme
 from clawhq.errors import AgentNotRunning, AgentTimeout, PayloadTooLarge
-from clawhq.proxy.headers import Header, downstream_response_headers, upstream_request_headers
+from clawhq.proxy.headers import (
+    Header,
+    agent_page_headers,
+    downstream_response_headers,
+    upstream_request_headers,
+)
 from clawhq.proxy.upstreams import Upstream
 from clawhq.settings import Settings
 
@@ -30,6 +35,17 @@ log = logging.getLogger(__name__)
 
 #: Connection pools the proxy spreads its requests over.
 POOLS = 16
+#: Which of an upstream's response headers go on, as what.
+HeaderFilter = Callable[[list[Header]], list[Header]]
+
+
+def page_headers(*, clawhq_origin: bool) -> HeaderFilter:
+    """The filter for an agent's pages (see :func:`~clawhq.proxy.headers.agent_page_headers`)."""
+
+    def keep(upstream: list[Header]) -> list[Header]:
+        return agent_page_headers(upstream, clawhq_origin=clawhq_origin)
+
+    return keep
 
 
 class Clients:
@@ -140,15 +156,20 @@ class StreamedResponse(Response):
     rewrites = False
 
     def __init__(
-        self, response: httpx.Response, idle_seconds: float, release: Callable[[], None]
+        self,
+        response: httpx.Response,
+        idle_seconds: float,
+        release: Callable[[], None],
+        headers_for: HeaderFilter = downstream_response_headers,
     ) -> None:
         super().__init__(status_code=response.status_code)
         self._response, self._idle, self._release = response, idle_seconds, release
+        self._headers_for = headers_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = self._response
         try:
-            headers = downstream_response_headers(response.headers.multi_items())
+            headers = self._headers_for(response.headers.multi_items())
             if self.rewrites:
                 headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]

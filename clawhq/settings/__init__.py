@@ -85,6 +85,15 @@ class Settings(
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def agent_origin_template(self) -> str:
+        """``CLAWHQ_AGENT_ORIGIN``, else ``http://{agent}.agents.localhost:CLAWHQ_PORT``."""
+        return self.agent_origin or f"http://{{agent}}.agents.localhost:{self.port}"
+
+    def agent_origin_of(self, agent_id: str) -> str:
+        """The browser origin the agent's own pages (its Control UI) are served on."""
+        return self.agent_origin_template.replace("{agent}", agent_id.lower())
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets a settings field."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, Field, field_validator
 
 from clawhq.setting_values import parse_size
+
+#: ``CLAWHQ_AGENT_ORIGIN``'s shape: an http(s) origin whose host holds ``{agent}`` once.
+_AGENT_ORIGIN = re.compile(r"^https?://([a-z0-9.-]*)\{agent\}([a-z0-9.-]*)(:[0-9]{1,5})?$")
 
 
 class ProxySettings(BaseModel):
@@ -27,6 +32,27 @@ class ProxySettings(BaseModel):
         description="seconds to wait for an agent's gateway to start answering (504 beyond); "
         "a chat turn that is not streamed answers only when it is done",
     )
+
+    agent_origin: str | None = Field(
+        default=None,
+        description="each agent's own browser origin, a template with {agent} in its host "
+        "(https://{agent}.agents.example.com); the default http://{agent}.agents.localhost:PORT "
+        "works in a browser on this machine with no DNS",
+    )
+
+    @field_validator("agent_origin")
+    @classmethod
+    def _agent_origin(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = value.strip().rstrip("/").lower()
+        match = _AGENT_ORIGIN.match(value)
+        if match is None or not (match.group(1) or match.group(2)):
+            raise ValueError(
+                "must be an origin with {agent} in its host, such as "
+                "https://{agent}.agents.example.com (no path)"
+            )
+        return value
 
     @field_validator("proxy_max_message", mode="before")
     @classmethod

@@ -99,6 +99,24 @@ async def _cookie(request: Request) -> Response:
     return response
 
 
+#: What a hostile gateway answers with: every header that would act on the origin it is served on.
+HOSTILE_HEADERS = {
+    "Service-Worker-Allowed": "/",
+    "Clear-Site-Data": '"cookies", "storage"',
+    "Refresh": "0; url=https://evil.example/",
+    "Set-Cookie": "clawhq_session=planted; Path=/",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Credentials": "true",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Link": '</sw.js>; rel="serviceworker"',
+    "X-ClawHQ-Error": "forged",
+}
+
+
+async def _hostile(request: Request) -> Response:
+    return JSONResponse({"path": request.url.path}, headers=HOSTILE_HEADERS)
+
+
 async def _health(request: Request) -> Response:
     return JSONResponse({"ok": True, "status": "live"})
 
@@ -121,6 +139,8 @@ def app() -> Starlette:
             Route("/healthz", _health),
             Route("/v1/chat/completions", _chat, methods=["POST"]),
             Route("/v1/models", _echo),
+            Route("/v1/hostile", _hostile),
+            Route("/agents/{agent}/hostile", _hostile),
             Route("/agents/{agent}/events", _events),
             Route("/agents/{agent}/cookie", _cookie),
             Route("/agents/{agent}/big", _big),

@@ -27,6 +27,18 @@ PASSWORD = "correct horse battery"
 ORIGIN = "http://127.0.0.1:8000"  # the default public origin of the test settings
 
 
+def origin_of(agent_id: str) -> str:
+    """The agent's own origin under the test settings (CLAWHQ_AGENT_ORIGIN's default)."""
+    return f"http://{agent_id}.agents.localhost:8000"
+
+
+def at(agent_id: str, path: str = "/", scheme: str = "http") -> str:
+    """``path`` on the agent's own origin (``/agents/{id}`` prefixed when relative)."""
+    if not path.startswith("/agents/"):
+        path = f"/agents/{agent_id}{path}"
+    return origin_of(agent_id).replace("http", scheme, 1) + path
+
+
 class Owner:
     def __init__(self, api: Api) -> None:
         self.email = f"o{uuid.uuid4().hex[:12]}@example.com"
@@ -98,7 +110,7 @@ def test_the_owner_reaches_the_gateway_with_the_identity_and_without_clawhqs_cre
         "Cookie": "theme=dark; clawhq_session=stolen",
     }
     reply = api.client.get(
-        f"/agents/{agent['id']}/some/page?session=main", headers={**owner.bearer, **forged}
+        at(agent["id"], "/some/page?session=main"), headers={**owner.bearer, **forged}
     )
     assert reply.status_code == 200, reply.text
     seen = reply.json()
@@ -119,32 +131,52 @@ def test_a_browser_session_reaches_the_gateway_and_the_agent_never_sees_its_cook
     owner = Owner(api)
     agent = running_agent(owner)
     owner.login_cookie(api)
-    page = api.client.get(f"/agents/{agent['id']}/", headers={"Accept": "text/html"})
+    # ClawHQ's origin hands the browser over to the agent's own, with a one-time code.
+    hop = api.client.get(f"/agents/{agent['id']}/", follow_redirects=False)
+    assert hop.status_code == 303
+    assert hop.headers["location"].startswith(f"{origin_of(agent['id'])}/_clawhq/open?code=")
+    page = api.client.get(hop.headers["location"], headers={"Accept": "text/html"})
     assert page.status_code == 200, page.text
-    assert "cookie" not in page.json()["headers"]
-    # A cookie request that changes something must come from ClawHQ's own origin.
-    assert api.client.post(f"/agents/{agent['id']}/x", content=b"{}").status_code == 403
-    ok = api.client.post(f"/agents/{agent['id']}/x", content=b"{}", headers={"Origin": ORIGIN})
+    assert page.url == at(agent["id"], "/")
+    assert "cookie" not in page.json()["headers"]  # neither ClawHQ's session nor the ticket
+    # The code was good once.
+    again = api.client.get(hop.headers["location"], follow_redirects=False)
+    assert again.status_code == 401 and again.json()["code"] == "access_code_invalid"
+    # A cookie request that changes something must come from the agent's own origin.
+    assert api.client.post(at(agent["id"], "/x"), content=b"{}").status_code == 403
+    foreign = api.client.post(at(agent["id"], "/x"), content=b"{}", headers={"Origin": ORIGIN})
+    assert foreign.status_code == 403
+    own = {"Origin": origin_of(agent["id"])}
+    ok = api.client.post(at(agent["id"], "/x"), content=b"{}", headers=own)
     assert ok.status_code == 200 and ok.json()["bodyLength"] == 2
+    # The access cookie is this agent's only: another agent's origin does not take it.
+    other = running_agent(Owner(api))
+    assert api.client.get(at(other["id"], "/"), follow_redirects=False).status_code == 303
 
 
 def test_nobody_else_gets_through(proxy_api: tuple[Api, Callable[..., Any]]) -> None:
     api, running_agent = proxy_api
     owner, other = Owner(api), Owner(api)
     agent = running_agent(owner)
-    path = f"/agents/{agent['id']}/"
+    path = at(agent["id"], "/")
     refused = api.client.get(path, headers=other.bearer)
     assert refused.status_code == 404 and refused.json()["code"] == "agent_not_found"
     admin = api.client.get(path, headers=api.admin())
     assert admin.status_code == 404  # an owner's agent is theirs alone, admins included
-    anonymous = api.client.get(path)
-    assert anonymous.status_code == 401
-    assert anonymous.headers["content-type"] == "application/problem+json"
-    browser = api.client.get(path, headers={"Accept": "text/html"}, follow_redirects=False)
+    # Anyone else's browser is sent to ClawHQ's origin, which asks them to sign in...
+    anonymous = api.client.get(path, follow_redirects=False)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == f"{ORIGIN}/agents/{agent['id']}/"
+    browser = api.client.get(f"/agents/{agent['id']}/", follow_redirects=False)
     assert browser.status_code == 303
     assert browser.headers["location"] == f"/login?next=/agents/{agent['id']}/"
     chat = api.client.post(f"/api/agents/{agent['id']}/v1/chat/completions", json={})
     assert chat.status_code == 401
+    # ... and gives no code for an agent that is not theirs.
+    other.login_cookie(api)
+    assert api.client.get(f"/agents/{agent['id']}/").status_code == 404
+    posted = api.client.post(path, content=b"{}")
+    assert posted.status_code == 401, posted.text
 
 
 def test_the_agent_cannot_set_cookies_on_clawhqs_origin(
@@ -153,16 +185,17 @@ def test_the_agent_cannot_set_cookies_on_clawhqs_origin(
     api, running_agent = proxy_api
     owner = Owner(api)
     agent = running_agent(owner)
-    reply = api.client.get(f"/agents/{agent['id']}/cookie", headers=owner.bearer)
-    assert reply.status_code == 200 and reply.headers["x-gateway"] == "stand-in"
+    reply = api.client.get(at(agent["id"], "/cookie"), headers=owner.bearer)
+    assert reply.status_code == 200
     assert "set-cookie" not in reply.headers
+    assert "x-gateway" not in reply.headers  # not on the list of what may pass
 
 
 def test_events_stream_through(proxy_api: tuple[Api, Callable[..., Any]]) -> None:
     api, running_agent = proxy_api
     owner = Owner(api)
     agent = running_agent(owner)
-    with api.client.stream("GET", f"/agents/{agent['id']}/events", headers=owner.bearer) as r:
+    with api.client.stream("GET", at(agent["id"], "/events"), headers=owner.bearer) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         assert "".join(r.iter_text()) == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
@@ -173,7 +206,7 @@ def test_a_stopped_or_unreachable_agent_is_a_problem_not_a_hang(
     api, running_agent = proxy_api
     owner = Owner(api)
     down = running_agent(owner, gateway=False)  # RUNNING, but nothing answers on its address
-    reply = api.client.get(f"/agents/{down['id']}/", headers=owner.bearer)
+    reply = api.client.get(at(down["id"], "/"), headers=owner.bearer)
     assert reply.status_code == 503 and reply.json()["code"] == "agent_not_running"
     assert reply.headers["retry-after"] == "5"
     api.client.post(f"/api/agents/{down['id']}/stop", headers=owner.bearer)
@@ -223,16 +256,18 @@ def test_the_websocket_relays_both_ways_for_the_owner_only(
     api, running_agent = proxy_api
     owner, other = Owner(api), Owner(api)
     agent = running_agent(owner)
-    path = f"/agents/{agent['id']}/ws"
-    with api.client.websocket_connect(path, headers={**owner.bearer, "Origin": ORIGIN}) as ws:
+    path = at(agent["id"], "/ws", scheme="ws")
+    own = origin_of(agent["id"])
+    with api.client.websocket_connect(path, headers={**owner.bearer, "Origin": own}) as ws:
         first = ws.receive_json()
         assert first["headers"]["x-clawhq-identity"] == identity_of(api, agent["id"])
-        assert first["headers"]["origin"] == ORIGIN
+        assert first["headers"]["origin"] == own
         assert "authorization" not in first["headers"]
         ws.send_text("hello")
         assert ws.receive_text() == "echo:hello"
     # Where the Control UI opens it: the base path itself, no trailing slash.
-    with api.client.websocket_connect(f"/agents/{agent['id']}", headers=owner.bearer) as ws:
+    root = at(agent["id"], f"/agents/{agent['id']}", scheme="ws")
+    with api.client.websocket_connect(root, headers=owner.bearer) as ws:
         assert ws.receive_json()["headers"]["x-clawhq-identity"]
     with (
         pytest.raises(WebSocketDenialResponse) as denied,
@@ -243,7 +278,8 @@ def test_the_websocket_relays_both_ways_for_the_owner_only(
     with (
         pytest.raises(WebSocketDenialResponse) as foreign,
         api.client.websocket_connect(
-            path, headers={**owner.bearer, "Origin": "https://evil.example"}
+            path,
+            headers={**owner.bearer, "Origin": ORIGIN},  # not the agent's own origin
         ),
     ):
         pass
@@ -266,12 +302,13 @@ def test_connections_per_user_are_limited_and_activity_is_recorded(
     with proxied_app(make_settings, fake_runtime, proxy_connections_per_user=1) as (api, running):
         owner = Owner(api)
         agent = running(owner)
-        with api.client.websocket_connect(f"/agents/{agent['id']}/ws", headers=owner.bearer) as ws:
+        socket = at(agent["id"], "/ws", scheme="ws")
+        with api.client.websocket_connect(socket, headers=owner.bearer) as ws:
             ws.receive_json()
-            busy = api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer)
+            busy = api.client.get(at(agent["id"], "/"), headers=owner.bearer)
             assert busy.status_code == 429
             assert busy.json()["code"] == "too_many_connections"
-        again = api.client.get(f"/agents/{agent['id']}/", headers=owner.bearer)
+        again = api.client.get(at(agent["id"], "/"), headers=owner.bearer)
         assert again.status_code == 200
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -288,7 +325,72 @@ def test_a_gateway_that_does_not_answer_in_time_is_a_504(
     with proxied_app(make_settings, fake_runtime, proxy_timeout=0.3) as (api, running):
         owner = Owner(api)
         agent = running(owner)
-        slow = api.client.get(f"/agents/{agent['id']}/slow", headers=owner.bearer)
+        slow = api.client.get(at(agent["id"], "/slow"), headers=owner.bearer)
         assert slow.status_code == 504 and slow.json()["code"] == "agent_timeout"
-        fine = api.client.get(f"/agents/{agent['id']}/page", headers=owner.bearer)
+        fine = api.client.get(at(agent["id"], "/page"), headers=owner.bearer)
         assert fine.status_code == 200  # and its slot came back
+
+
+def test_nothing_an_agent_answers_acts_on_an_origin(
+    proxy_api: tuple[Api, Callable[..., Any]],
+) -> None:
+    """A hostile gateway's Service-Worker-Allowed, Clear-Site-Data, Refresh, cookies, CORS,
+    HSTS… reach no browser: on the agent's own origin nor (the chat API) on ClawHQ's, where
+    whatever the agent answers is sandboxed besides."""
+    from tests.standins.gateway import HOSTILE_HEADERS
+
+    api, running_agent = proxy_api
+    owner = Owner(api)
+    agent = running_agent(owner)
+    own = api.client.get(at(agent["id"], "/hostile"), headers=owner.bearer)
+    assert own.status_code == 200 and own.json()["path"] == f"/agents/{agent['id']}/hostile"
+    for name in HOSTILE_HEADERS:
+        assert name.lower() not in own.headers, name
+    assert "content-security-policy" not in own.headers  # its own origin: its own business
+    from clawhq.api.routes import agent_access
+
+    path = f"/api/agents/{agent['id']}/v1/models"
+    assert agent_access.is_proxied(path)
+    chat = api.client.get(path, headers=owner.bearer)
+    assert chat.status_code == 200
+    assert chat.headers["content-security-policy"] == "sandbox"
+
+
+@pytest.mark.parametrize(
+    "sneaky",
+    [
+        "/..%2F..%2Fversion",
+        "/%2e%2e/%2e%2e/x",
+        "/%252e%252e/%252e%252e/x",
+        "/..\\..\\x",
+        "/%2e%2e%5c%2e%2e%5cx",
+    ],
+)
+def test_a_path_that_leaves_the_agents_base_path_once_decoded_is_refused(
+    proxy_api: tuple[Api, Callable[..., Any]], sneaky: str
+) -> None:
+    api, running_agent = proxy_api
+    owner = Owner(api)
+    agent = running_agent(owner)
+    url = origin_of(agent["id"]) + f"/agents/{agent['id']}" + sneaky
+    reply = api.client.get(url, headers=owner.bearer)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "path_outside_agent"
+    owner.login_cookie(api)
+    here = api.client.get(f"/agents/{agent['id']}{sneaky}", follow_redirects=False)
+    assert here.status_code == 400 and here.json()["code"] == "path_outside_agent"
+
+
+def test_clawhqs_own_routes_are_not_on_an_agents_origin(
+    proxy_api: tuple[Api, Callable[..., Any]],
+) -> None:
+    api, running_agent = proxy_api
+    owner = Owner(api)
+    agent = running_agent(owner)
+    for path in ("/api/agents", "/api/auth/me", "/metrics", "/login"):
+        reply = api.client.get(origin_of(agent["id"]) + path, headers=owner.bearer)
+        # Anything outside /agents/{id}/ there is a path outside the agent.
+        assert reply.status_code == 400 and reply.json()["code"] == "path_outside_agent", path
+    # Nor is the internal prefix reachable on ClawHQ's origin.
+    internal = api.client.get(f"/_agent/{agent['id']}/agents/{agent['id']}/", headers=owner.bearer)
+    assert internal.status_code == 404

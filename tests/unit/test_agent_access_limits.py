@@ -52,6 +52,10 @@ class Served:
             time.sleep(0.02)
         raise AssertionError("agent did not come up")
 
+    def on_agent(self, agent_id: str) -> dict[str, str]:
+        """The Host header of the agent's own origin (where its pages are served)."""
+        return {"Host": f"{agent_id}.agents.localhost:8000"}
+
     def address(self, agent_id: str) -> str:
         return next(c.address for c in self.runtime.containers.values() if c.agent_id == agent_id)
 
@@ -80,10 +84,14 @@ def test_oversized_websocket_messages_close_the_pair_with_1009(served: tuple[Ser
     clawhq, gateway_port = served
     headers = clawhq.user()
     agent_id = clawhq.running_agent(headers)
-    url = clawhq.base.replace("http", "ws") + f"/agents/{agent_id}/ws"
+    port = int(clawhq.base.rsplit(":", 1)[1])
+    url = f"ws://{agent_id}.agents.localhost:8000/agents/{agent_id}/ws"
 
     async def exchange(send: str) -> int:
-        async with connect(url, additional_headers=headers, max_size=None) as ws:
+        # The agent's own origin, reached at ClawHQ's loopback address.
+        async with connect(
+            url, additional_headers=headers, max_size=None, host="127.0.0.1", port=port
+        ) as ws:
             await ws.recv()  # the stand-in's greeting
             await ws.send(send)
             try:
@@ -122,13 +130,17 @@ def test_a_client_that_never_reads_is_shed_and_others_are_unaffected(
         stalled = socket.create_connection(("127.0.0.1", port))
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.sendall(
-            f"GET /agents/{stalled_agent}/big HTTP/1.1\r\nHost: x\r\n"
+            f"GET /agents/{stalled_agent}/big HTTP/1.1\r\n"
+            f"Host: {stalled_agent}.agents.localhost:8000\r\n"
             f"Authorization: {mine['Authorization']}\r\n\r\n".encode()
         )
         try:
             time.sleep(0.5)  # the response is under way, and stuck
-            other = clawhq.http.get(f"/agents/{other_agent}/page", headers=theirs)
+            other = clawhq.http.get(
+                f"/agents/{other_agent}/page", headers={**theirs, **clawhq.on_agent(other_agent)}
+            )
             assert other.status_code == 200  # another user is not held up
+            mine = {**mine, **clawhq.on_agent(stalled_agent)}
             busy = clawhq.http.get(f"/agents/{stalled_agent}/page", headers=mine)
             assert busy.status_code == 429  # the stalled response holds the owner's one slot
             deadline = time.monotonic() + 15

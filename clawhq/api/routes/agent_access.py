@@ -1,10 +1,12 @@
-"""The owner's way in to their agent: its gateway (Control UI, WebChat, their WebSocket) under
-``/agents/{agentId}/``, and its OpenAI-compatible chat API under ``/api/agents/{id}/v1/``.
+"""The owner's way in to their agent, on ClawHQ's origin: its OpenAI-compatible chat API
+under ``/api/agents/{id}/v1/``, and ``/agents/{id}/``, which takes a browser to the agent's own
+origin (:mod:`.agent_origin` serves the Control UI there).
 
 Browsers come with ClawHQ's session cookie, API clients with a bearer token; either way only
 the agent's owner gets through, only to a running agent, and the agent never sees the
-credentials (clawhq/proxy/). Every proxied request counts as activity; opening a WebSocket to
-an agent is audited.
+credentials (clawhq/proxy/). Whatever the agent answers under ClawHQ's origin is sandboxed and
+loses every header that would act on that origin. Every proxied request counts as activity;
+opening a WebSocket to an agent is audited.
 """
 
 from __future__ import annotations
@@ -12,21 +14,31 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Path, Request, WebSocket
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.api.deps import CurrentUser, Services, client_of
+from clawhq.api.deps import CurrentUser, Reads, Services, client_of
 from clawhq.api.problems import problem, problem_responses
 from clawhq.api.services import ApiServices
-from clawhq.api.sessions import user_from_request, user_from_websocket
+from clawhq.api.sessions import user_from_request
 from clawhq.controller.spec import access_path
 from clawhq.db import audit
-from clawhq.errors import ClawHQError, Unauthorized
+from clawhq.db.models import User
+from clawhq.errors import ClawHQError, InvalidRequest, NotFound, Unauthorized
 from clawhq.observability import logs
 from clawhq.proxy import http, websocket
+from clawhq.proxy.origins import normal_path, within
 from clawhq.proxy.upstreams import Upstream
+from clawhq.services import access_codes, agents
+
+#: Where an agent's origin trades a one-time code for its access cookie.
+OPEN_PATH = "/_clawhq/open"
+#: The internal prefix under which requests for an agent's origin are routed (agent_origin).
+AGENT_ORIGIN_PREFIX = "/_agent/"
 
 AgentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -44,7 +56,7 @@ _CHAT = re.compile(r"^/api/agents/[^/]+/v1/")
 
 def is_proxied(path: str) -> bool:
     """Whether the path goes to an agent (it has its own limits, not the API's)."""
-    return path.startswith("/agents/") or bool(_CHAT.match(path))
+    return path.startswith(("/agents/", AGENT_ORIGIN_PREFIX)) or bool(_CHAT.match(path))
 
 
 async def _upstream(services: ApiServices, user_id: str, agent_id: str) -> Upstream:
@@ -58,9 +70,17 @@ def _note_activity(services: ApiServices, agent_id: str) -> None:
         asyncio.get_running_loop().run_in_executor(None, activity.record, agent_id)
 
 
-async def _forward(
-    services: ApiServices, request: Request, user_id: str, agent_id: str, path: str
+async def forward(
+    services: ApiServices,
+    request: Request,
+    user_id: str,
+    agent_id: str,
+    path: str,
+    *,
+    clawhq_origin: bool,
 ) -> Response:
+    """The request, to the owner's agent's gateway at ``path``; its answer streams back
+    (``clawhq_origin``: served under ClawHQ's origin, so sandboxed)."""
     settings = services.context.settings
     upstream = await _upstream(services, user_id, agent_id)
     release = services.proxy_slots.acquire(user_id)
@@ -72,62 +92,86 @@ async def _forward(
         release()
         raise
     _note_activity(services, agent_id)
-    return http.StreamedResponse(answer, settings.proxy_idle_seconds, release)
+    headers = http.page_headers(clawhq_origin=clawhq_origin)
+    return http.StreamedResponse(answer, settings.proxy_idle_seconds, release, headers)
 
 
 @router.get("/agents/{agent_id}", include_in_schema=False)
-async def control_ui_root(agent_id: AgentId) -> Response:
-    return RedirectResponse(f"{access_path(agent_id)}/", status_code=307)
-
-
-@router.api_route("/agents/{agent_id}/{path:path}", methods=ALL_METHODS, include_in_schema=False)
-async def control_ui(
-    agent_id: AgentId, path: str, request: Request, services: Services
+@router.get("/agents/{agent_id}/{path:path}", include_in_schema=False)
+async def open_agent(
+    agent_id: AgentId, request: Request, reads: Reads, services: Services
 ) -> Response:
-    """The agent's gateway, for its owner: Control UI pages, assets and HTTP calls."""
+    """The way to the agent's Control UI: a one-time code for its owner, on to the agent's own
+    origin, which trades it for an access cookie of that origin alone (sign in first)."""
     try:
-        user = await user_from_request(request, csrf="origin")
+        user = await user_from_request(request)
     except Unauthorized:
-        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-            target = quote(
-                request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            )
-            return RedirectResponse(f"/login?next={target}", status_code=303)
-        raise
-    upstream_path = f"{access_path(agent_id)}/{path}"
-    return await _forward(services, request, user.id, agent_id, upstream_path)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(here)}", status_code=303)
+    base = access_path(agent_id)
+    wanted = normal_path(request.url.path)
+    if not within(wanted, base):
+        raise InvalidRequest(
+            f"the path leaves the agent's {base}/ once decoded", code="path_outside_agent"
+        )
+    code = await run_in_threadpool(_code_for, reads, services, user, agent_id)
+    target = wanted if wanted != base else f"{base}/"
+    if request.url.query:
+        target += f"?{request.url.query}"
+    origin = services.context.settings.agent_origin_of(agent_id)
+    query = urlencode({"code": code, "next": target})
+    return RedirectResponse(f"{origin}{OPEN_PATH}?{query}", status_code=303)
+
+
+def _code_for(
+    reads: sessionmaker[Session], services: ApiServices, user: User, agent_id: str
+) -> str:
+    with reads() as session:
+        agents.get_owned(session, user, agent_id)  # 404 for anyone else
+    with services.context.sessions() as session:
+        return access_codes.issue(session, agent_id, user.id)
+
+
+@router.api_route(
+    "/agents/{agent_id}/{path:path}",
+    methods=[m for m in ALL_METHODS if m not in ("GET", "HEAD")],
+    include_in_schema=False,
+)
+async def not_on_this_origin(agent_id: AgentId, request: Request, services: Services) -> Response:
+    """The gateway is not served on ClawHQ's origin: only the way there is."""
+    origin = services.context.settings.agent_origin_of(agent_id)
+    raise NotFound(
+        f"an agent's pages are served on its own origin ({origin}), not ClawHQ's",
+        code="agent_on_own_origin",
+    )
 
 
 @router.websocket("/agents/{agent_id}")
-async def control_ui_root_socket(websocket_: WebSocket, agent_id: str, services: Services) -> None:
-    """The gateway's WebSocket where the Control UI opens it: the base path itself."""
-    await _socket(services, websocket_, agent_id, access_path(agent_id))
-
-
 @router.websocket("/agents/{agent_id}/{path:path}")
-async def control_ui_socket(
-    websocket_: WebSocket, agent_id: str, path: str, services: Services
-) -> None:
-    """The gateway's WebSocket (the Control UI's and WebChat's), for the agent's owner."""
-    await _socket(services, websocket_, agent_id, f"{access_path(agent_id)}/{path}")
+async def no_socket_on_this_origin(websocket_: WebSocket, agent_id: str) -> None:
+    await websocket_.close(1008)  # the agent's WebSocket is on its own origin
 
 
-async def _socket(
-    services: ApiServices, websocket_: WebSocket, agent_id: str, upstream_path: str
+async def relay_socket(
+    services: ApiServices,
+    websocket_: WebSocket,
+    user_id: str,
+    agent_id: str,
+    upstream_path: str,
 ) -> None:
+    """The owner's WebSocket to their agent's gateway at ``upstream_path``."""
     settings = services.context.settings
     try:
-        user = await user_from_websocket(websocket_)
-        upstream = await _upstream(services, user.id, agent_id)
-        release = services.proxy_slots.acquire(user.id)
+        upstream = await _upstream(services, user_id, agent_id)
+        release = services.proxy_slots.acquire(user_id)
     except ClawHQError as exc:
-        await _refuse(websocket_, exc)
+        await refuse(websocket_, exc)
         return
     try:
         try:
             gateway = await websocket.open_upstream(websocket_, upstream, upstream_path, settings)
         except ClawHQError as exc:
-            await _refuse(websocket_, exc)
+            await refuse(websocket_, exc)
             return
         try:
             await websocket_.accept(subprotocol=gateway.subprotocol)
@@ -135,7 +179,7 @@ async def _socket(
             await gateway.close()
             raise
         _note_activity(services, agent_id)
-        _audit_session(services, websocket_, user.id, agent_id)
+        _audit_session(services, websocket_, user_id, agent_id)
         await websocket.Relay(websocket_, gateway, settings.proxy_idle_seconds).run()
     finally:
         release()
@@ -157,7 +201,8 @@ async def chat_completions(
 ) -> Response:
     """A chat turn with the agent (OpenAI's Chat Completions format, ``stream`` or not),
     answered by its gateway; the ``user`` field keeps a conversation going."""
-    return await _forward(services, request, user.id, agent_id, "/v1/chat/completions")
+    path = "/v1/chat/completions"
+    return await forward(services, request, user.id, agent_id, path, clawhq_origin=True)
 
 
 @router.get(
@@ -168,7 +213,7 @@ async def models(
     agent_id: AgentId, request: Request, user: CurrentUser, services: Services
 ) -> Response:
     """The models the agent's gateway offers (OpenAI's format)."""
-    return await _forward(services, request, user.id, agent_id, "/v1/models")
+    return await forward(services, request, user.id, agent_id, "/v1/models", clawhq_origin=True)
 
 
 def _audit_session(
@@ -193,7 +238,7 @@ def _audit_session(
     asyncio.get_running_loop().run_in_executor(None, write)
 
 
-async def _refuse(websocket_: WebSocket, error: ClawHQError) -> None:
+async def refuse(websocket_: WebSocket, error: ClawHQError) -> None:
     """A refused upgrade gets its problem document where the server can send one (an HTTP
     answer instead of the handshake), else a close code saying the same."""
     if "websocket.http.response" in (websocket_.scope.get("extensions") or {}):
