@@ -36,6 +36,7 @@ from clawhq.proxy import http as proxy_http
 from clawhq.proxy.activity import Activity
 from clawhq.proxy.upstreams import Upstreams
 from clawhq.services.webhooks import DedupWindow
+from clawhq.web import router as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -129,4 +130,5 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     modules = (auth, agents, telemetry, usage, plans, webhooks, admin, rollouts, health, metrics)
     for module in (*modules, agent_access, llm, login_page):
         app.include_router(module.router)
+    app.include_router(dashboard)
     return app

@@ -385,7 +385,7 @@ def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
                 lambda ws: ws.on("framereceived", lambda frame: frames.append(str(frame))),
             )
             page.goto(base)
-            page.wait_for_url(lambda url: "/login?next=" in url)
+            page.wait_for_url(lambda url: "/?next=" in url)  # /login sends it to the sign-in page
             page.fill("input[name=email]", access.owner_email)
             page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")
