@@ -64,6 +64,12 @@ def users(owner: int, other: int, admin: int) -> dict[Caller, int]:
 
 
 AGENT_ROUTE = users(owner=200, other=404, admin=404)  # someone else's agent does not exist
+ADMIN_ONLY = users(owner=403, other=403, admin=200)
+
+
+class FormBody(dict[str, str]):
+    """A body sent as an HTML form (the dashboard's), not as JSON."""
+
 
 EXPECTED: dict[tuple[str, str], Expect] = {
     # Public: no credentials needed, and credentials change nothing.
@@ -156,6 +162,64 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("PATCH", "/api/admin/plans/{plan_name}/disk"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {"agentDisk": None}
     ),
+    # The dashboard (clawhq/web/): its pages take the same credentials as the API (a bearer
+    # token here; browsers use the session cookie); a form that changes something redirects
+    # (303, followed) to the page showing the result. Streams end within the world's
+    # CLAWHQ_STREAM_MAX_SECONDS (1 s).
+    ("GET", "/"): Expect(everyone(200), public=True),  # the sign-in page for anyone else
+    ("GET", "/ui/signup"): Expect(everyone(200), public=True),
+    ("GET", "/ui/static/{digest}/{name:path}"): Expect(everyone(200), public=True),
+    # Sign-in and sign-up forms take no credentials; an empty form gets its messages.
+    ("POST", "/ui/signin"): Expect(everyone(422), public=True),
+    ("POST", "/ui/signup"): Expect(everyone(422), public=True),
+    ("POST", "/ui/signout"): Expect(users(200, 200, 200)),
+    ("GET", "/ui/agents/new"): Expect(users(200, 200, 200)),
+    ("POST", "/ui/agents"): Expect(
+        users(200, 200, 200),
+        lambda w: FormBody(name="m", keySource="own", apiKey="sk-test-0123456789"),
+    ),
+    ("GET", "/ui/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/delete"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/logs"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/logs/follow"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/stats"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/events"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/usage"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/progress"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/live/agents"): Expect(users(200, 200, 200)),
+    ("GET", "/ui/live/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/deploy"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/start"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/stop"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/delete"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/tokens"): Expect(users(200, 200, 200)),
+    ("POST", "/ui/tokens"): Expect(users(201, 201, 201), lambda w: FormBody(password=PASSWORD)),
+    # The owner revokes its own token (and is signed out: the sign-in page follows).
+    ("POST", "/ui/tokens/{token_id}/revoke"): Expect(users(200, 404, 404)),
+    ("GET", "/ui/usage"): Expect(users(200, 200, 200)),
+    **{
+        ("GET", f"/ui/admin{page}"): Expect(ADMIN_ONLY)
+        for page in ("", "/users", "/agents", "/audit", "/plans", "/rollouts", "/usage")
+    },
+    ("GET", "/ui/admin/rollouts/{rollout_id}/live"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/rollouts"): Expect(
+        ADMIN_ONLY, lambda w: FormBody(selector="agents", agents=w.agent_id)
+    ),
+    # The world's rollout has finished: an admin gets past authorization to invalid_state.
+    ("POST", "/ui/admin/rollouts/{rollout_id}/{action}"): Expect(users(403, 403, admin=409)),
+    ("POST", "/ui/admin/agents/{agent_id}/start"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/agents/{agent_id}/stop"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/agents/{agent_id}/image"): Expect(ADMIN_ONLY, lambda w: FormBody(image="")),
+    ("POST", "/ui/admin/users/{user_id}/plan"): Expect(ADMIN_ONLY, lambda w: FormBody(plan="team")),
+    ("POST", "/ui/admin/users/{user_id}/start-all"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/users/{user_id}/stop-all"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/users/{user_id}/tokens/revoke"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/llm"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/egress"): Expect(
+        ADMIN_ONLY, lambda w: FormBody(policy="open")
+    ),
+    ("POST", "/ui/admin/plans/{plan_name}/disk"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/image"): Expect(ADMIN_ONLY),
     # The LLM gateway takes an agent container's LLM token only (tests/unit/test_llm_gateway.py):
     # no user's token, no webhook token.
     ("GET", "/llm/{provider}/{path:path}"): Expect(everyone(401)),
@@ -192,7 +256,8 @@ class World:
     token_id: str = ""
 
     def path(self, template: str) -> str:
-        return template.replace("{path:path}", "{path}").format(
+        template = template.replace("{path:path}", "{path}").replace("{name:path}", "{name}")
+        return template.format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],
             rollout_id=self.rollout_id,
@@ -200,12 +265,22 @@ class World:
             plan_name="pro",
             provider="anthropic",
             path="page",
+            digest="0",
+            name="app.css",
+            action="pause",
         )
 
     def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
         headers = {k: v for k, v in self.headers[caller].items() if k == "Authorization"}
-        reply = self.api.client.request(method, self.path(path), headers=headers, json=body)
+        sent = {"data": body} if isinstance(body, FormBody) else {"json": body}
+        reply = self.api.client.request(method, self.path(path), headers=headers, **sent)
         return reply.status_code
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Any]) -> Any:
+    """The world's settings: streams that do not end by themselves end within a second."""
+    return make_settings(stream_max_seconds=1)
 
 
 @pytest.fixture
