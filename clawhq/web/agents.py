@@ -21,7 +21,7 @@ from clawhq.db.models import User
 from clawhq.errors import ClawHQError
 from clawhq.web import catalog, charts, render
 from clawhq.web.deps import Form, MaybeUser, WebUser, one
-from clawhq.web.forms import CHANNEL_FIELDS, CHANNELS, FormError, check_agent
+from clawhq.web.forms import CHANNEL_FIELDS, CHANNEL_NAMES, CHANNELS, FormError, check_agent
 from clawhq.web.render import PageRoute
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -79,6 +79,7 @@ def _form_page(
         models=catalog.MODELS,
         channels=CHANNELS,
         channel_fields=CHANNEL_FIELDS,
+        channel_names=CHANNEL_NAMES,
         bundled=user.plan.bundled_keys_allowed,
         plan=user.plan,
     )

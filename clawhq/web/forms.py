@@ -52,6 +52,12 @@ def validate(model: type[M], data: Mapping[str, Any]) -> M:
 
 
 CHANNELS = ("telegram", "discord", "slack", "whatsapp")
+CHANNEL_NAMES = {
+    "telegram": "Telegram",
+    "discord": "Discord",
+    "slack": "Slack",
+    "whatsapp": "WhatsApp",
+}
 #: Each channel's credential fields: (form field, JSON name, label).
 CHANNEL_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "telegram": (("telegram_bot_token", "botToken", "Telegram bot token (from @BotFather)"),),

@@ -156,9 +156,9 @@ async def _lines_html(stream: AsyncIterator[str], skip: int) -> AsyncIterator[st
         if skip and event == "message":
             skip -= 1  # the line the follower starts after: on the page already
         elif event == "end":
-            yield sse("end", render.fragment("fragments/notice.html", message=str(data)))
+            yield sse("end", render.fragment("fragments/log_line.html", line=str(data), end=True))
         else:
-            yield sse("line", render.fragment("fragments/log_line.html", line=str(data)))
+            yield sse("line", render.fragment("fragments/log_line.html", line=str(data), end=False))
 
 
 @router.get("/ui/agents/{agent_id}/logs/follow")

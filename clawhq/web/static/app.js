@@ -67,6 +67,11 @@ document.addEventListener("click", (event) => {
   button.setAttribute("aria-pressed", "true");
 });
 
+// A live region's stream is open: said on the element (styles and tests can tell).
+document.addEventListener("htmx:sseOpen", (event) => {
+  event.target.setAttribute("data-connected", "true");
+});
+
 // The chat pane: the agent's chat API (POST /api/agents/{id}/v1/chat/completions), one
 // conversation per agent and browser ("user" keeps it going on the gateway's side).
 function say(log, who, text, kind) {
