@@ -159,6 +159,7 @@ def build_context(
             ports,
             usage.by_user if usage else list,
             usage.disks if usage else list,
+            engine_up=lambda: parts.observed.fresh,
         )
     )
     return AppContext(
