@@ -189,6 +189,13 @@ def test_a_new_user_runs_an_agent_from_the_browser_and_only_they_and_an_admin_se
     page.locator("#stats dt", has_text="Memory").wait_for()
     shoot(site, page, "agent-running")
 
+    # The chat pane talks to the agent's chat API; the busybox stand-in has no chat endpoint,
+    # so what comes back is ClawHQ's account of its answer, in words.
+    page.get_by_label("Message").fill("hello")
+    page.get_by_role("button", name="Send").click()
+    page.locator(".chat-log li").nth(1).wait_for()
+    assert page.locator(".chat-log li").first.inner_text() == "You: hello"
+
     # Another tab follows the logs; this one stops the agent (after its confirmation dialog):
     # the agent's last words, then the end, arrive through the follow stream.
     watcher = page.context.new_page()
@@ -208,6 +215,9 @@ def test_a_new_user_runs_an_agent_from_the_browser_and_only_they_and_an_admin_se
     row.locator('[data-status="STOPPED"]').wait_for()
     assert "helper" in row.inner_text()
     shoot(site, page, "agents")
+    for name, path in (("usage", "/ui/usage"), ("tokens", "/ui/tokens")):
+        page.goto(site.base + path)
+        shoot(site, page, name)
 
     # A second user sees none of it, not even by its address.
     other = open_page(site, browser)
@@ -234,6 +244,9 @@ def test_a_new_user_runs_an_agent_from_the_browser_and_only_they_and_an_admin_se
     admin.get_by_role("link", name="Operations").click()
     admin.get_by_role("heading", name="Port pool").wait_for()
     shoot(site, admin, "admin-overview")
+    for name in ("plans", "rollouts", "usage"):
+        admin.goto(f"{site.base}/ui/admin/{name}")
+        shoot(site, admin, f"admin-{name}")
     admin.goto(f"{site.base}/ui/admin/audit?agentId={agent_id}")
     audit_text = admin.locator("table").inner_text()
     for action in ("agent.create", "agent.deploy", "agent.stop"):

@@ -163,7 +163,7 @@ def test_rollouts_start_follow_and_abort(browser: Browser) -> None:
     started = browser.post("/ui/admin/rollouts", selector="agents", agents=agent_id)
     assert started.status_code == 303
     page = browser.client.get("/ui/admin/rollouts").text
-    rollout_id = re.search(r'/ui/admin/rollouts/([^/"]+)/', page)
+    rollout_id = re.search(r'id="rollout-([^"]+)-title"', page)  # it may have finished already
     assert rollout_id is not None
     rid = rollout_id.group(1)
     found = events_of(browser, f"/ui/admin/rollouts/{rid}/live")
