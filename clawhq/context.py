@@ -260,4 +260,5 @@ def state_collector(deps: ControllerDeps, usage: UsageSampler | None) -> StateCo
         ports,
         usage.by_user if usage else list,
         usage.disks if usage else list,
+        engine_up=lambda: deps.observed.fresh,
     )

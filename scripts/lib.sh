@@ -115,6 +115,12 @@ ensure_chromium() {
   command -v chromium >/dev/null || apt_install chromium
 }
 
+# promtool checks the Prometheus alerting rules in monitoring/ (Debian's prometheus package;
+# its service is not started here).
+ensure_promtool() {
+  command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
+}
+
 # The OpenClaw image is built without an image registry: a Debian root filesystem from
 # debootstrap, Node.js and openclaw from the npm registry (clawhq image build openclaw).
 ensure_image_build_tools() {

@@ -28,6 +28,7 @@ from clawhq.api.routes import (
 from clawhq.api.services import build_services
 from clawhq.context import AppContext
 from clawhq.errors import ClawHQError
+from clawhq.web import router as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -73,4 +74,5 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
     modules = (auth, agents, telemetry, usage, plans, webhooks, admin, rollouts, health, metrics)
     for module in (*modules, agent_origin, agent_access, llm, login_page):
         app.include_router(module.router)
+    app.include_router(dashboard)
     return app

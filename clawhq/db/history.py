@@ -8,7 +8,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.db.models import Agent, AgentEvent, new_id
-from clawhq.status import describe_transition
+from clawhq.status import AgentStatus, describe_transition
 
 
 def record(session: Session, agent_id: str, kind: str, message: str) -> None:
@@ -23,7 +23,10 @@ def _on_flush(session: Session, _context: Any, _instances: Any) -> None:
         if agent in session.new:
             if agent.id is None:
                 agent.id = new_id()  # the column default would come only at INSERT
-            session.add(AgentEvent(agent_id=agent.id, kind="created", status=str(agent.status)))
+            # Like the id, the status column's default (STOPPED) comes only at INSERT: None here
+            # was written as the text "None".
+            status = agent.status if agent.status is not None else AgentStatus.STOPPED
+            session.add(AgentEvent(agent_id=agent.id, kind="created", status=str(status)))
             continue
         history = inspect(agent).attrs.status.history
         if not history.added or history.added == history.deleted:

@@ -97,7 +97,9 @@ class StateCollector(Collector):
         ports: Callable[[], tuple[int, int]],
         usage: Callable[[], Iterable[tuple[str, float, int]]],
         disks: Callable[[], Iterable[tuple[str, str, int, int]]] = list,
+        engine_up: Callable[[], bool] | None = None,
     ) -> None:
+        self._engine_up = engine_up
         self._agents_by_status = agents_by_status
         self._ports = ports
         self._usage = usage
@@ -141,6 +143,13 @@ class StateCollector(Collector):
             size.add_metric([user, agent], size_bytes)
         yield used
         yield size
+        if self._engine_up is not None:
+            yield GaugeMetricFamily(
+                "clawhq_engine_up",
+                "1 while ClawHQ follows the container engine (its last listing or event stream "
+                "worked), else 0: agents cannot be deployed, started or watched.",
+                value=1 if self._engine_up() else 0,
+            )
 
     def describe(self) -> Iterable[Metric]:
         return []

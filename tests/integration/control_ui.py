@@ -16,7 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
 async def control_ui_connect(
-    url: str, headers: dict[str, str], calls: tuple[str, ...] = ()
+    url: str,
+    headers: dict[str, str],
+    calls: tuple[str, ...] = (),
+    connect_to: tuple[str, int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The Control UI's own handshake (client openclaw-control-ui, mode webchat, a fresh
     Ed25519 device signing the gateway's challenge), then ``calls``; the connect answer and
@@ -32,7 +35,9 @@ async def control_ui_connect(
         "mode": "webchat",
     }
     scopes = ["operator.admin", "operator.read", "operator.write", "operator.approvals"]
-    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+    # ``connect_to``: where to connect when the URL's host (an agent's origin) resolves nowhere.
+    where = {"host": connect_to[0], "port": connect_to[1]} if connect_to else {}
+    async with websockets.connect(url, additional_headers=headers, open_timeout=10, **where) as ws:
 
         async def answer(frame_id: str) -> dict[str, Any]:
             while True:

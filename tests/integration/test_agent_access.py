@@ -58,6 +58,40 @@ class Access:
         assert reply.status_code == 201, reply.text
         return email, {"Authorization": f"Bearer {reply.json()['token']}"}
 
+    @property
+    def agent_origin(self) -> str:
+        """The agent's own origin (CLAWHQ_AGENT_ORIGIN's default: *.agents.localhost)."""
+        return self.origin_of(self.agent_id)
+
+    def origin_of(self, agent_id: str) -> str:
+        port = self.served.base.rsplit(":", 1)[1]
+        return f"http://{agent_id}.agents.localhost:{port}"
+
+    def on_agent(self, agent_id: str | None = None) -> dict[str, str]:
+        """The Host header of the agent's origin (its name resolves nowhere but in browsers,
+        so requests go to ClawHQ's loopback address with it)."""
+        return {"Host": self.origin_of(agent_id or self.agent_id).removeprefix("http://")}
+
+    @property
+    def loopback(self) -> tuple[str, int]:
+        return "127.0.0.1", int(self.served.base.rsplit(":", 1)[1])
+
+    def agent_cookies(self, email: str, agent_id: str | None = None) -> dict[str, str]:
+        """Sign in on ClawHQ's origin, follow its hand-off to the agent's own origin, and
+        return what a browser then sends there: the Host and the access cookie."""
+        agent_id = agent_id or self.agent_id
+        cookies = self.browser_cookies(email)
+        hop = self.http.get(f"/agents/{agent_id}/", headers=cookies, follow_redirects=False)
+        assert hop.status_code == 303, hop.text
+        location = hop.headers["location"]
+        assert location.startswith(self.origin_of(agent_id) + "/_clawhq/open?code=")
+        path = location.removeprefix(self.origin_of(agent_id))
+        opened = self.http.get(path, headers=self.on_agent(agent_id), follow_redirects=False)
+        assert opened.status_code == 303, opened.text
+        ticket = opened.cookies["clawhq_agent_access"]
+        self.http.cookies.clear()
+        return {**self.on_agent(agent_id), "Cookie": f"clawhq_agent_access={ticket}"}
+
     def browser_cookies(self, email: str) -> dict[str, str]:
         """Log in as a browser does; the ``Cookie`` header it then sends."""
         login = {"email": email, "password": PASSWORD, "cookie": True}
@@ -245,19 +279,19 @@ def test_clawhqs_secrets_are_readable_nowhere_in_the_container_across_a_restart(
 
 
 def test_the_control_ui_loads_and_its_websocket_connects_as_the_owner(access: Access) -> None:
-    cookies = access.browser_cookies(access.owner_email)
+    cookies = access.agent_cookies(access.owner_email)
     base = f"/agents/{access.agent_id}"
     page = access.http.get(f"{base}/", headers={**cookies, "Accept": "text/html"})
     assert page.status_code == 200, page.text
     assert f'base-path="{base}"' in page.text
     config = access.http.get(f"{base}/__openclaw/control-ui-config.json", headers=cookies)
     assert config.status_code == 200 and config.json()["basePath"] == base
-    ws_url = access.served.base.replace("http", "ws") + base
-    headers = {**cookies, "Origin": access.origin}
+    ws_url = access.agent_origin.replace("http", "ws") + base
+    headers = {"Cookie": cookies["Cookie"], "Origin": access.agent_origin}
     deadline = time.monotonic() + 90
     while True:  # live (RUNNING) comes a little before the gateway takes connections
         hello, results = asyncio.run(
-            control_ui_connect(ws_url, headers, ("channels.status", "config.get"))
+            control_ui_connect(ws_url, headers, ("channels.status", "config.get"), access.loopback)
         )
         retry = not hello["ok"] and hello["error"].get("retryable")
         if not retry or time.monotonic() > deadline:
@@ -286,15 +320,19 @@ def test_the_control_ui_loads_and_its_websocket_connects_as_the_owner(access: Ac
 def test_nobody_else_reaches_the_gateway(access: Access, test_image: str) -> None:
     base = f"/agents/{access.agent_id}"
     other_email, other = access.user()
-    assert access.http.get(f"{base}/", headers=other).status_code == 404
-    assert access.http.get(f"{base}/", headers=access.browser_cookies(other_email)).status_code == (
-        404
+    here = access.on_agent()
+    assert access.http.get(f"{base}/", headers={**other, **here}).status_code == 404
+    # Another user signed in on ClawHQ gets no way to the agent's origin.
+    cookies = access.browser_cookies(other_email)
+    assert access.http.get(f"{base}/", headers=cookies).status_code == 404
+    config = access.http.get(
+        f"{base}/__openclaw/control-ui-config.json", headers=here, follow_redirects=False
     )
-    assert access.http.get(f"{base}/__openclaw/control-ui-config.json").status_code == 401
-    ws_url = access.served.base.replace("http", "ws") + base
-    for headers in ({**other, "Origin": access.origin}, {"Origin": access.origin}):
+    assert config.status_code == 401  # not signed in (a browser is sent to ClawHQ's origin)
+    ws_url = access.agent_origin.replace("http", "ws") + base
+    for headers in ({**other, "Origin": access.agent_origin}, {"Origin": access.agent_origin}):
         with pytest.raises(InvalidStatus) as refused:
-            asyncio.run(control_ui_connect(ws_url, headers))
+            asyncio.run(control_ui_connect(ws_url, headers, connect_to=access.loopback))
         assert refused.value.response.status_code in (401, 404)
     # Another agent's container, on the same network, cannot reach the gateway at all.
     address = the_container(access.agent_id).attrs["NetworkSettings"]["Networks"][TEST_NETWORK][
@@ -374,7 +412,8 @@ def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    base = f"{access.origin}/agents/{access.agent_id}/"
+    start = f"{access.origin}/agents/{access.agent_id}/"
+    base = f"{access.agent_origin}/agents/{access.agent_id}/"
     frames: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
@@ -384,12 +423,12 @@ def test_a_browser_logs_in_and_sees_its_agent_connected(access: Access) -> None:
                 "websocket",
                 lambda ws: ws.on("framereceived", lambda frame: frames.append(str(frame))),
             )
-            page.goto(base)
-            page.wait_for_url(lambda url: "/login?next=" in url)
+            page.goto(start)
+            page.wait_for_url(lambda url: "/?next=" in url)  # /login sends it to the sign-in page
             page.fill("input[name=email]", access.owner_email)
             page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")
-            page.wait_for_url(lambda url: url.startswith(base))
+            page.wait_for_url(lambda url: url.startswith(base))  # on the agent's own origin
             # The DOM check: the Control UI's own connection state (inside its shadow DOM).
             status = page.get_by_text("Connected", exact=True).first
             try:
@@ -427,16 +466,19 @@ def test_a_whatsapp_agent_boots_with_its_channel_and_its_channels_view_is_reacha
             == 202
         )
         wait_running(access.http, access.owner, agent_id)
-        cookies = access.browser_cookies(access.owner_email)
+        cookies = access.agent_cookies(access.owner_email, agent_id)
         view = access.http.get(
             f"/agents/{agent_id}/settings/channels", headers={**cookies, "Accept": "text/html"}
         )
         assert view.status_code == 200 and "OpenClaw Control" in view.text
-        ws_url = access.served.base.replace("http", "ws") + f"/agents/{agent_id}"
-        headers = {**cookies, "Origin": access.origin}
+        origin = access.origin_of(agent_id)
+        ws_url = origin.replace("http", "ws") + f"/agents/{agent_id}"
+        headers = {"Cookie": cookies["Cookie"], "Origin": origin}
         deadline = time.monotonic() + 90
         while True:
-            hello, results = asyncio.run(control_ui_connect(ws_url, headers, ("channels.status",)))
+            hello, results = asyncio.run(
+                control_ui_connect(ws_url, headers, ("channels.status",), access.loopback)
+            )
             if hello["ok"] or not hello["error"].get("retryable") or time.monotonic() > deadline:
                 break
             time.sleep(1)

@@ -151,7 +151,7 @@ def test_a_browser_session_reaches_the_gateway_and_the_agent_never_sees_its_cook
     assert ok.status_code == 200 and ok.json()["bodyLength"] == 2
     # The access cookie is this agent's only: another agent's origin does not take it.
     other = running_agent(Owner(api))
-    assert api.client.get(at(other["id"], "/"), follow_redirects=False).status_code == 303
+    assert api.client.get(at(other["id"], "/"), follow_redirects=False).status_code == 401
 
 
 def test_nobody_else_gets_through(proxy_api: tuple[Api, Callable[..., Any]]) -> None:
@@ -164,12 +164,16 @@ def test_nobody_else_gets_through(proxy_api: tuple[Api, Callable[..., Any]]) -> 
     admin = api.client.get(path, headers=api.admin())
     assert admin.status_code == 404  # an owner's agent is theirs alone, admins included
     # Anyone else's browser is sent to ClawHQ's origin, which asks them to sign in...
-    anonymous = api.client.get(path, follow_redirects=False)
+    page = {"Accept": "text/html"}
+    anonymous = api.client.get(path, headers=page, follow_redirects=False)
     assert anonymous.status_code == 303
     assert anonymous.headers["location"] == f"{ORIGIN}/agents/{agent['id']}/"
-    browser = api.client.get(f"/agents/{agent['id']}/", follow_redirects=False)
+    browser = api.client.get(f"/agents/{agent['id']}/", headers=page, follow_redirects=False)
     assert browser.status_code == 303
     assert browser.headers["location"] == f"/login?next=/agents/{agent['id']}/"
+    # ...and a client that is no browser is told 401, on either origin.
+    assert api.client.get(path, follow_redirects=False).status_code == 401
+    assert api.client.get(f"/agents/{agent['id']}/", follow_redirects=False).status_code == 401
     chat = api.client.post(f"/api/agents/{agent['id']}/v1/chat/completions", json={})
     assert chat.status_code == 401
     # ... and gives no code for an agent that is not theirs.

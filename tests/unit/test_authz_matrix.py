@@ -64,6 +64,16 @@ def users(owner: int, other: int, admin: int) -> dict[Caller, int]:
 
 
 AGENT_ROUTE = users(owner=200, other=404, admin=404)  # someone else's agent does not exist
+ADMIN_ONLY = users(owner=403, other=403, admin=200)
+
+
+#: The routes an agent's origin is served by (clawhq.api.routes.agent_origin).
+AGENT_ORIGIN = "/_agent/{agent_id}"
+
+
+class FormBody(dict[str, str]):
+    """A body sent as an HTML form (the dashboard's), not as JSON."""
+
 
 EXPECTED: dict[tuple[str, str], Expect] = {
     # Public: no credentials needed, and credentials change nothing.
@@ -132,11 +142,23 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", "/api/admin/rollouts/{rollout_id}/abort"): Expect(users(403, 403, admin=409)),
     # The agent's own gateway (a stand-in here), for its owner only; an admin is nobody's owner.
     ("GET", "/login"): Expect(everyone(200), public=True),
-    ("GET", "/agents/{agent_id}"): Expect(AGENT_ROUTE),  # a redirect to .../, followed
+    # On ClawHQ's origin, GET is the way to the agent's own origin (a one-time code, followed
+    # there to the gateway); nothing else is served: 404 agent_on_own_origin once signed in.
+    ("GET", "/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("GET", "/agents/{agent_id}/{path:path}"): Expect(AGENT_ROUTE),
     **{
-        (method, "/agents/{agent_id}/{path:path}"): Expect(AGENT_ROUTE)
-        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        (method, "/agents/{agent_id}/{path:path}"): Expect(users(404, 404, 404))
+        for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     },
+    # The agent's own origin (called with its Host; World.call): the gateway for its owner,
+    # a bearer token standing in for the origin's access cookie; ``/`` redirects to the base.
+    **{
+        (method, f"{AGENT_ORIGIN}{rest}"): Expect(AGENT_ROUTE)
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        for rest in ("", "/{rest:path}")
+    },
+    # Without a one-time code from /agents/{id}/ nobody gets the origin's cookie.
+    ("GET", f"{AGENT_ORIGIN}/_clawhq/open"): Expect(everyone(401)),
     ("POST", "/api/agents/{agent_id}/v1/chat/completions"): Expect(
         AGENT_ROUTE, lambda w: {"model": "openclaw", "messages": []}
     ),
@@ -156,6 +178,64 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("PATCH", "/api/admin/plans/{plan_name}/disk"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {"agentDisk": None}
     ),
+    # The dashboard (clawhq/web/): its pages take the same credentials as the API (a bearer
+    # token here; browsers use the session cookie); a form that changes something redirects
+    # (303, followed) to the page showing the result. Streams end within the world's
+    # CLAWHQ_STREAM_MAX_SECONDS (1 s).
+    ("GET", "/"): Expect(everyone(200), public=True),  # the sign-in page for anyone else
+    ("GET", "/ui/signup"): Expect(everyone(200), public=True),
+    ("GET", "/ui/static/{digest}/{name:path}"): Expect(everyone(200), public=True),
+    # Sign-in and sign-up forms take no credentials; an empty form gets its messages.
+    ("POST", "/ui/signin"): Expect(everyone(422), public=True),
+    ("POST", "/ui/signup"): Expect(everyone(422), public=True),
+    ("POST", "/ui/signout"): Expect(users(200, 200, 200)),
+    ("GET", "/ui/agents/new"): Expect(users(200, 200, 200)),
+    ("POST", "/ui/agents"): Expect(
+        users(200, 200, 200),
+        lambda w: FormBody(name="m", keySource="own", apiKey="sk-test-0123456789"),
+    ),
+    ("GET", "/ui/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/delete"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/logs"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/logs/follow"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/stats"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/events"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/usage"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/agents/{agent_id}/progress"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/live/agents"): Expect(users(200, 200, 200)),
+    ("GET", "/ui/live/agents/{agent_id}"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/deploy"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/start"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/stop"): Expect(AGENT_ROUTE),
+    ("POST", "/ui/agents/{agent_id}/delete"): Expect(AGENT_ROUTE),
+    ("GET", "/ui/tokens"): Expect(users(200, 200, 200)),
+    ("POST", "/ui/tokens"): Expect(users(201, 201, 201), lambda w: FormBody(password=PASSWORD)),
+    # The owner revokes its own token (and is signed out: the sign-in page follows).
+    ("POST", "/ui/tokens/{token_id}/revoke"): Expect(users(200, 404, 404)),
+    ("GET", "/ui/usage"): Expect(users(200, 200, 200)),
+    **{
+        ("GET", f"/ui/admin{page}"): Expect(ADMIN_ONLY)
+        for page in ("", "/users", "/agents", "/audit", "/plans", "/rollouts", "/usage")
+    },
+    ("GET", "/ui/admin/rollouts/{rollout_id}/live"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/rollouts"): Expect(
+        ADMIN_ONLY, lambda w: FormBody(selector="agents", agents=w.agent_id)
+    ),
+    # The world's rollout has finished: an admin gets past authorization to invalid_state.
+    ("POST", "/ui/admin/rollouts/{rollout_id}/{action}"): Expect(users(403, 403, admin=409)),
+    ("POST", "/ui/admin/agents/{agent_id}/start"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/agents/{agent_id}/stop"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/agents/{agent_id}/image"): Expect(ADMIN_ONLY, lambda w: FormBody(image="")),
+    ("POST", "/ui/admin/users/{user_id}/plan"): Expect(ADMIN_ONLY, lambda w: FormBody(plan="team")),
+    ("POST", "/ui/admin/users/{user_id}/start-all"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/users/{user_id}/stop-all"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/users/{user_id}/tokens/revoke"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/llm"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/egress"): Expect(
+        ADMIN_ONLY, lambda w: FormBody(policy="open")
+    ),
+    ("POST", "/ui/admin/plans/{plan_name}/disk"): Expect(ADMIN_ONLY),
+    ("POST", "/ui/admin/plans/{plan_name}/image"): Expect(ADMIN_ONLY),
     # The LLM gateway takes an agent container's LLM token only (tests/unit/test_llm_gateway.py):
     # no user's token, no webhook token.
     ("GET", "/llm/{provider}/{path:path}"): Expect(everyone(401)),
@@ -192,7 +272,8 @@ class World:
     token_id: str = ""
 
     def path(self, template: str) -> str:
-        return template.replace("{path:path}", "{path}").format(
+        template = template.replace("{path:path}", "{path}").replace("{name:path}", "{name}")
+        return template.format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],
             rollout_id=self.rollout_id,
@@ -200,12 +281,30 @@ class World:
             plan_name="pro",
             provider="anthropic",
             path="page",
+            digest="0",
+            name="app.css",
+            action="pause",
         )
+
+    def url(self, template: str) -> str:
+        """The URL a route answers at: an agent-origin route on the agent's own origin."""
+        if not template.startswith(AGENT_ORIGIN):
+            return self.path(template)
+        rest = template.removeprefix(AGENT_ORIGIN)
+        path = "/" if not rest else self.path("/agents/{agent_id}/page" if "{" in rest else rest)
+        return self.api.context.settings.agent_origin_of(self.agent_id) + path
 
     def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
         headers = {k: v for k, v in self.headers[caller].items() if k == "Authorization"}
-        reply = self.api.client.request(method, self.path(path), headers=headers, json=body)
+        sent = {"data": body} if isinstance(body, FormBody) else {"json": body}
+        reply = self.api.client.request(method, self.url(path), headers=headers, **sent)
         return reply.status_code
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Any]) -> Any:
+    """The world's settings: streams that do not end by themselves end within a second."""
+    return make_settings(stream_max_seconds=1)
 
 
 @pytest.fixture

@@ -124,7 +124,12 @@ def test_api_conforms_to_its_schema(case: Any, caller: Caller) -> None:
         # unknown_plan, agent_not_found, image_not_found, no_agents_selected); nor can it say
         # that a day exists or that a usage report's `to` comes after its `from`.
         excluded.append(positive_data_acceptance)
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
+    headers = {"Authorization": f"Bearer {token}"}
+    negative = case.meta is not None and case.meta.generation.mode is GenerationMode.NEGATIVE
+    if negative and "authorization" not in {k.lower() for k in (case.headers or {})}:
+        # The mutation took the required header away: put back, it would be lost on the wire.
+        headers = {}
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
 
 
 def test_nul_characters_are_refused_before_they_reach_the_database(fake_api: Api) -> None:

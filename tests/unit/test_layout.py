@@ -24,8 +24,10 @@ def layering() -> str:
     contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
     layers = []
     for layer in contract["layers"]:
-        names = [f"`{name.strip().removeprefix('clawhq.')}`" for name in layer.split("|")]
-        layers.append(" | ".join(names))
+        # "a | b": siblings that may not import each other; "a : b": siblings that may.
+        sep = " : " if ":" in layer else " | "
+        names = [f"`{name.strip().removeprefix('clawhq.')}`" for name in layer.split(sep.strip())]
+        layers.append(sep.join(names))
     return " → ".join(layers)
 
 

@@ -65,7 +65,8 @@ def test_spec_carries_identity_env_limits_and_labels() -> None:
         "TELEGRAM_BOT_TOKEN": "<secret>",  # the channel's, when it has none
     }
     assert spec.env["CLAWHQ_PROXY_ADDRESSES"] == "172.18.0.1"
-    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "http://127.0.0.1:8000"
+    # The agent's pages are served on its own origin, not ClawHQ's.
+    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == f"http://{'a' * 32}.agents.localhost:8000"
     assert spec.env["CLAWHQ_BASE_PATH"] == f"/agents/{'a' * 32}"
     # The agent's model calls go to ClawHQ's LLM gateway, where agents reach ClawHQ.
     assert spec.env["CLAWHQ_LLM_BASE_URL"] == "http://172.18.0.1:8000/llm/anthropic"
@@ -112,7 +113,11 @@ def test_config_hash_ignores_secrets_but_not_configuration() -> None:
 def test_host_ports_are_optional_and_the_llm_gateway_is_the_providers_base_url(
     model_provider: str, path: str
 ) -> None:
-    settings = load_settings(agent_publish_ports=False, public_url="https://hq.example.com/")
+    settings = load_settings(
+        agent_publish_ports=False,
+        public_url="https://hq.example.com/",
+        agent_origin="https://{agent}.agents.example.com",
+    )
     agent = make_agent()
     agent.model_provider = model_provider
     spec = build_spec(
@@ -120,7 +125,7 @@ def test_host_ports_are_optional_and_the_llm_gateway_is_the_providers_base_url(
     )
     assert spec.port is None
     assert spec.env["CLAWHQ_LLM_BASE_URL"] == f"http://h:8000/llm/{path}"
-    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == "https://hq.example.com"
+    assert spec.env["CLAWHQ_PUBLIC_ORIGIN"] == f"https://{agent.id}.agents.example.com"
 
 
 def test_a_spec_with_a_secret_in_its_env_is_refused() -> None:

@@ -54,6 +54,11 @@ router = APIRouter(tags=["agent access"], responses=problem_responses(400, 422))
 _CHAT = re.compile(r"^/api/agents/[^/]+/v1/")
 
 
+def wants_page(request: Request) -> bool:
+    """A browser navigating (it accepts HTML), which is sent to sign in rather than told 401."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
 def is_proxied(path: str) -> bool:
     """Whether the path goes to an agent (it has its own limits, not the API's)."""
     return path.startswith(("/agents/", AGENT_ORIGIN_PREFIX)) or bool(_CHAT.match(path))
@@ -106,6 +111,8 @@ async def open_agent(
     try:
         user = await user_from_request(request)
     except Unauthorized:
+        if not wants_page(request):
+            raise
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(here)}", status_code=303)
     base = access_path(agent_id)
@@ -138,7 +145,9 @@ def _code_for(
     include_in_schema=False,
 )
 async def not_on_this_origin(agent_id: AgentId, request: Request, services: Services) -> Response:
-    """The gateway is not served on ClawHQ's origin: only the way there is."""
+    """The gateway is not served on ClawHQ's origin: only the way there is (for callers who
+    are signed in: anyone else is told to sign in first, as on every other route)."""
+    await user_from_request(request)
     origin = services.context.settings.agent_origin_of(agent_id)
     raise NotFound(
         f"an agent's pages are served on its own origin ({origin}), not ClawHQ's",

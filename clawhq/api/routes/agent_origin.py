@@ -28,6 +28,7 @@ from clawhq.api.routes.agent_access import (
     forward,
     refuse,
     relay_socket,
+    wants_page,
 )
 from clawhq.api.services import ApiServices, services_of, wired
 from clawhq.api.sessions import SAFE_METHODS, user_from_bearer
@@ -139,7 +140,7 @@ async def agent_page(agent_id: AgentLabel, request: Request) -> Response:
     try:
         user_id, by_cookie = await _owner(request, services, agent_id)
     except Unauthorized:
-        if request.method in ("GET", "HEAD"):  # through ClawHQ's origin, which signs in
+        if wants_page(request):  # through ClawHQ's origin, which signs in
             public = services.context.settings.public_origin
             return RedirectResponse(f"{public}{base}/", status_code=303)
         raise
