@@ -42,9 +42,23 @@ def settings_check(settings: Settings, environ: dict[str, str] | None = None) ->
     return Check("settings", not production, "; ".join(unknown) + tail)
 
 
+def agent_origin_check(settings: Settings) -> Check:
+    """Agents' pages need origins the users' browsers reach: ``*.localhost`` is this machine."""
+    template = settings.agent_origin_template
+    if settings.agent_origin is not None:
+        return Check("agent origin", True, f"agents' pages are served on {template}")
+    return Check(
+        "agent origin",
+        settings.env == "development",
+        f"CLAWHQ_AGENT_ORIGIN is not set: agents' pages are on {template}, which only a browser "
+        "on this machine resolves; set it to https://{agent}.<a domain of yours> with a wildcard "
+        "DNS name and certificate (docs/agent-access.md)",
+    )
+
+
 def run_checks(context: AppContext) -> list[Check]:
     settings = context.settings
-    checks: list[Check] = [settings_check(settings)]
+    checks: list[Check] = [settings_check(settings), agent_origin_check(settings)]
 
     if settings.encryption_key is not None:
         checks.append(Check("encryption key", True, "CLAWHQ_ENCRYPTION_KEY is set"))

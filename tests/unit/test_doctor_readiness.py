@@ -244,3 +244,24 @@ def test_a_listener_that_drips_its_answer_is_given_up_on_at_one_deadline(
         stop.set()
         server.close()
     assert not found.ok and "not ClawHQ's proxy" in found.detail
+
+
+def test_production_needs_agent_origins_its_users_browsers_reach(
+    make_settings: MakeSettings, fake_runtime: FakeRuntime
+) -> None:
+    dev = check(make_settings, fake_runtime, "agent origin")
+    assert dev.ok and "only a browser on this machine" in dev.detail
+    key = "A" * 43 + "="
+    production = check(
+        make_settings, fake_runtime, "agent origin", env="production", encryption_key=key
+    )
+    assert not production.ok and "CLAWHQ_AGENT_ORIGIN" in production.detail
+    chosen = check(
+        make_settings,
+        fake_runtime,
+        "agent origin",
+        env="production",
+        encryption_key=key,
+        agent_origin="https://{agent}.agents.example.com",
+    )
+    assert chosen.ok and "https://{agent}.agents.example.com" in chosen.detail
