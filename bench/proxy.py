@@ -34,7 +34,11 @@ class Setup:
         self.headers = headers
         self.direct = direct  # the stand-in gateway's own base URL
         self.proxied = f"{server.base}/api/agents/{agent_id}"
+        # The agent's pages are on its own origin (http://{id}.agents.localhost:PORT), which
+        # resolves nowhere here: requests go to ClawHQ's address with that origin's Host.
+        self.agent_host = f"{agent_id}.agents.localhost:{server.port}"
         self.pages = f"{server.base}/agents/{agent_id}"
+        self.page_headers = {**headers, "Host": self.agent_host}
 
 
 @contextlib.contextmanager
@@ -123,8 +127,11 @@ def chat_completion(quick: bool) -> list[Row]:
     return rows
 
 
-async def _round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
-    async with connect(url, additional_headers=headers, compression=None) as ws:
+async def _round_trips(
+    url: str, headers: dict[str, str], count: int, to: tuple[str, int] | None = None
+) -> list[float]:
+    where = {"host": to[0], "port": to[1]} if to else {}
+    async with connect(url, additional_headers=headers, compression=None, **where) as ws:
         await ws.recv()  # the stand-in's greeting
         times = []
         for n in range(count):
@@ -141,8 +148,9 @@ def websocket_round_trip(quick: bool) -> list[Row]:
     with proxied_agent(quick) as setup:
         path = f"/agents/{setup.agent_id}/ws"
         direct = asyncio.run(_round_trips(setup.direct.replace("http", "ws") + path, {}, count))
-        proxied_url = setup.server.base.replace("http", "ws") + path
-        proxied = asyncio.run(_round_trips(proxied_url, setup.headers, count))
+        proxied_url = f"ws://{setup.agent_host}{path}"
+        to = ("127.0.0.1", setup.server.port)
+        proxied = asyncio.run(_round_trips(proxied_url, setup.headers, count, to))
     mine, bare = median(proxied), median(direct)
     return [
         {
@@ -176,7 +184,7 @@ def concurrent_streams(quick: bool) -> list[Row]:
     with proxied_agent(quick) as setup:
         d_open, direct = asyncio.run(_streams(f"{setup.direct}/agents/x/ticks", {}, count, events))
         p_open, proxied = asyncio.run(
-            _streams(f"{setup.pages}/ticks", setup.headers, count, events)
+            _streams(f"{setup.pages}/ticks", setup.page_headers, count, events)
         )
     return [
         {
