@@ -1,16 +1,22 @@
 """ClawHQ's forward proxy: the only way out for agents under the ``allowlist`` egress policy.
 
 It speaks the two forms of HTTP proxying clients use: ``CONNECT host:port`` (a tunnel, for
-TLS and WebSockets) and an absolute-URI request (``GET http://host/path``, plain HTTP; sent on
-with ``Connection: close``, one request per connection). An agent proves who it is with
+TLS and WebSockets over TLS) and an absolute-URI request (``GET http://host/path``, plain HTTP;
+sent on with ``Connection: close``, one request per connection). An agent proves who it is with
 ``Proxy-Authorization: Basic`` whose password is its ClawHQ LLM token; the token names the
 agent, its owner's plan's policy and its channels, read at every connection, so a stop or a
 plan change takes effect on the next one. Every destination is logged with the agent's id
 (``clawhq.egress``) and counted (``clawhq_egress_connections_total``).
 
+What goes through is checked, not only where: a tunnel is answered 200, then the client's TLS
+ClientHello is read (:mod:`clawhq.egress.tls`) and the destination is connected to only if the
+hello's server name (SNI) is the CONNECT's host; otherwise the tunnel is closed, refused like
+any other connection (``sni_mismatch``, ``sni_missing``, ``tls_malformed``,
+``no_client_hello``). A plain request's ``Host`` must name its target (``host_mismatch``).
+
 What it never does: connect anywhere not on the agent's list, follow a name to a private or
-loopback address (see :mod:`clawhq.egress.policy`), read more than a bounded request head, or
-keep a silent connection past its idle limit.
+loopback address (see :mod:`clawhq.egress.policy`), read more than a bounded request head or
+ClientHello, or keep a silent connection past its idle limit.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ from clawhq.egress.head import (
     token_of,
 )
 from clawhq.egress.policy import Pattern, address_problem, judge, literal_address
+from clawhq.egress.tls import HELLO_LIMIT, Malformed, client_hello, names_match
 from clawhq.errors import EgressRefused as Refusal
 
 log = logging.getLogger("clawhq.egress")
 
 CONNECT_SECONDS = 10.0
+HELLO_SECONDS = 10.0
 CHUNK = 64 * 1024
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class EgressProxy:
                 await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        agent_id, dest = "", "-"
+        agent_id, dest, tunnel = "", "-", False
         try:
             head = await read_head(reader)
             host, port = destination(head)
@@ -111,18 +120,31 @@ class EgressProxy:
                 raise Refusal(429, "too_many", "too many connections through ClawHQ at once")
             self._open[agent_id] += 1
             try:
+                first = b""
+                if head.method == "CONNECT":
+                    tunnel = True  # from here on a refusal closes it: HTTP is over
+                    writer.write(ESTABLISHED)
+                    await writer.drain()
+                    first = await read_hello(reader, host)
                 upstream = await self._connect(addresses, port)
                 self._record(agent_id, dest, "allowed")
                 log.info("egress agent=%s dest=%s allowed", agent_id, dest)
-                await self._relay(head, reader, writer, *upstream)
+                await self._relay(head, first, reader, writer, *upstream)
             finally:
                 self._open[agent_id] -= 1
                 if not self._open[agent_id]:
                     del self._open[agent_id]
         except Refusal as refusal:
             self._record(agent_id, dest, refusal.reason)
-            log.info("egress agent=%s dest=%s refused (%s)", agent_id or "-", dest, refusal.reason)
-            await answer(writer, refusal)
+            log.info(
+                "egress agent=%s dest=%s refused (%s): %s",
+                agent_id or "-",
+                dest,
+                refusal.reason,
+                refusal.message,
+            )
+            if not tunnel:
+                await answer(writer, refusal)
         except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
@@ -174,17 +196,16 @@ class EgressProxy:
     async def _relay(
         self,
         head: Head,
+        first: bytes,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> None:
+        """Relay both ways; the destination gets ``first`` (a tunnel's ClientHello, already
+        read) or the plain request, before anything else."""
         try:
-            if head.method == "CONNECT":
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                up_writer.write(origin_request(head))
-            await writer.drain()
+            up_writer.write(first if head.method == "CONNECT" else origin_request(head))
             await up_writer.drain()
             activity = _Activity(asyncio.get_running_loop().time())
             pipes = [
@@ -230,6 +251,30 @@ class EgressProxy:
 @dataclass
 class _Activity:
     last: float = field(default=0.0)
+
+
+async def read_hello(reader: asyncio.StreamReader, host: str) -> bytes:
+    """The first bytes of a tunnel to ``host``, once they hold a TLS ClientHello whose server
+    name (SNI) is ``host``; :class:`Refusal` when they do not, or not within
+    :data:`~clawhq.egress.tls.HELLO_LIMIT` bytes and :data:`HELLO_SECONDS`."""
+    data = b""
+    try:
+        async with asyncio.timeout(HELLO_SECONDS):
+            while (hello := client_hello(data)) is None:
+                chunk = await reader.read(max(1, HELLO_LIMIT - len(data)))
+                if not chunk:
+                    raise Refusal(400, "no_client_hello", "the tunnel ended before a ClientHello")
+                data += chunk
+    except TimeoutError:
+        raise Refusal(408, "no_client_hello", "no TLS ClientHello in time") from None
+    except Malformed as exc:
+        raise Refusal(400, "tls_malformed", f"not a TLS ClientHello: {exc}") from None
+    if hello.server_name is None:
+        raise Refusal(403, "sni_missing", "the TLS ClientHello names no server (SNI)")
+    if not names_match(hello.server_name, host):
+        named = hello.server_name.lower()
+        raise Refusal(403, "sni_mismatch", f"the TLS ClientHello names {named}, not {host}")
+    return data
 
 
 async def _resolve(host: str, port: int) -> list[str]:

@@ -80,6 +80,8 @@ def client_hello(data: bytes, limit: int = HELLO_LIMIT) -> ClientHello | None:
                 raise Malformed("the ClientHello is larger than the proxy reads")
             if len(message) >= 4 + size:
                 return _parse(bytes(message[4 : 4 + size]))
+        if at + 5 > limit:
+            raise Malformed("the ClientHello is larger than the proxy reads")
         header = data[at : at + 5]
         if header and header[0] != HANDSHAKE:
             raise Malformed("not a TLS handshake record")
