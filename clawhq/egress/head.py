@@ -2,8 +2,8 @@
 
 Only the request line and headers are read here (:data:`HEAD_LIMIT` bytes within
 :data:`HEAD_SECONDS`); :func:`destination` says where it wants to go, :func:`token_of` who it
-says it is, :func:`origin_request` what the destination is sent of a plain HTTP request, and
-:func:`answer` writes a refusal.
+says it is, :func:`check_host` that a plain HTTP request's ``Host`` agrees with its target,
+:func:`origin_request` what the destination is sent of it, and :func:`answer` writes a refusal.
 """
 
 from __future__ import annotations
@@ -91,11 +91,35 @@ def destination(head: Head) -> tuple[str, int]:
     return name, int(port)
 
 
+def check_host(head: Head, host: str, port: int) -> None:
+    """A plain request's ``Host`` names its target's host (and port, if it gives one): the
+    destination sees the same host the proxy checked. :class:`Refusal` if not."""
+    values = [value for name, value in head.headers if name.lower() == "host"]
+    if values and (len(values) > 1 or not _names(values[0], host, port)):
+        raise Refusal(403, "host_mismatch", f"the Host header does not name {host}:{port}")
+
+
+def _names(value: str, host: str, port: int) -> bool:
+    if not value or any(c in value for c in "@/\\?#"):
+        return False
+    authority = urlsplit(f"//{value}")
+    try:
+        given = authority.port
+    except ValueError:
+        return False
+    return normal_host(authority.hostname or "") == host and given in (None, port)
+
+
 def origin_request(head: Head) -> bytes:
-    """The request as the destination should see it: origin-form, no proxy headers, closing."""
+    """The request as the destination should see it: origin-form, no proxy headers, closing,
+    with a ``Host`` (the target's, when the client sent none)."""
     url = urlsplit(head.target)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     lines = [f"{head.method} {path} {head.version}"]
+    if head.header("host") is None:
+        name = url.hostname or ""
+        name = f"[{name}]" if ":" in name else name
+        lines.append(f"Host: {name}" + (f":{url.port}" if url.port is not None else ""))
     lines += [f"{k}: {v}" for k, v in head.headers if k.lower() not in _HOP_HEADERS]
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -34,6 +34,7 @@ from clawhq.egress.head import (
     HEAD_LIMIT,
     Head,
     answer,
+    check_host,
     destination,
     origin_request,
     read_head,
@@ -115,6 +116,8 @@ class EgressProxy:
             dest = f"{host}:{port}"
             agent = await self._who(head)
             agent_id = agent.agent_id
+            if head.method != "CONNECT":
+                check_host(head, host, port)
             addresses = await self._allowed(agent, host, port)
             if self._open[agent_id] >= self._per_agent:
                 raise Refusal(429, "too_many", "too many connections through ClawHQ at once")

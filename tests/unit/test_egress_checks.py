@@ -1,5 +1,6 @@
 """What the forward proxy checks of what it lets through, on real sockets on loopback: a tunnel's
-TLS ClientHello must name the host the CONNECT named before anything is connected upstream.
+TLS ClientHello must name the host the CONNECT named before anything is connected upstream, and
+a plain request's ``Host`` must name its target.
 
 The helpers (the proxy on loopback, the stand-in upstreams, a self-signed certificate) are
 test_egress_proxy's.
@@ -21,6 +22,7 @@ from tests.unit.test_egress_proxy import (
     agent,
     auth,
     certificate,
+    exchange,
     running,
     server_context,
     tunnel,
@@ -189,5 +191,71 @@ def test_a_tunnel_that_sends_nothing_is_closed_after_the_hello_timeout(
                 writer.close()
         assert up.connections == 0
         assert [event[2] for event in seen] == ["no_client_hello"]
+
+    asyncio.run(scenario())
+
+
+# -- plain HTTP: the Host header ----------------------------------------------------------------
+
+
+def plain(target: str, *headers: str) -> bytes:
+    lines = "".join(f"{header}\r\n" for header in headers)
+    return f"GET {target} HTTP/1.1\r\n{lines}".encode() + auth() + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "Host: other.test",
+        "Host: allowed.test:81",  # the target's port is the stand-in's
+        "Host: allowed.test.evil",
+        "Host: allowed.test@other.test",
+        "Host: ",
+        "Host: allowed.test:x",
+        "Host: [::1]",
+        "Host: allowed.test\r\nHost: other.test",  # two of them
+    ],
+)
+def test_a_plain_request_whose_host_is_not_its_target_is_refused(host: str) -> None:
+    async def scenario() -> None:
+        async with Upstream() as up:
+            who = agent("allowlist", f"allowed.test:{up.port}")
+            async with running({TOKEN: who}) as (proxy, seen):
+                answer = await exchange(proxy.port, plain(f"http://allowed.test:{up.port}/", host))
+        assert answer.startswith(b"HTTP/1.1 403 host_mismatch\r\n"), answer
+        assert b"X-ClawHQ-Error: egress_host_mismatch" in answer
+        assert up.connections == 0
+        assert [event[2] for event in seen] == ["host_mismatch"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "host", ["Host: allowed.test", "Host: Allowed.TEST.", "Host: allowed.test:{port}"]
+)
+def test_a_plain_request_naming_its_target_goes_through(host: str) -> None:
+    async def scenario() -> None:
+        async with Upstream() as up:
+            who = agent("allowlist", f"allowed.test:{up.port}")
+            async with running({TOKEN: who}) as (proxy, seen):
+                request = plain(f"http://allowed.test:{up.port}/", host.format(port=up.port))
+                answer = await exchange(proxy.port, request)
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert up.requests[0].count(b"\r\nHost: ") == 1
+        assert [event[2] for event in seen] == ["allowed"]
+
+    asyncio.run(scenario())
+
+
+def test_a_plain_request_without_host_is_sent_with_its_targets() -> None:
+    async def scenario() -> None:
+        async with Upstream() as up:
+            who = agent("allowlist", f"allowed.test:{up.port}")
+            async with running({TOKEN: who}) as (proxy, _):
+                answer = await exchange(proxy.port, plain(f"http://allowed.test:{up.port}/p"))
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert up.requests[0].startswith(
+            f"GET /p HTTP/1.1\r\nHost: allowed.test:{up.port}\r\n".encode()
+        )
 
     asyncio.run(scenario())
