@@ -144,8 +144,8 @@ def build_spec(
     the image reads and removes the file before any agent code runs.
 
     ``egress`` is the owner's plan's policy: an agent under ``allowlist`` or ``none`` joins
-    the egress network, whose firewall lets it reach ClawHQ alone; under ``allowlist`` it is
-    told where ClawHQ's forward proxy is.
+    the egress network, whose firewall lets it reach ClawHQ alone, and its lookups go nowhere
+    (:func:`egress_dns`); under ``allowlist`` it is told where ClawHQ's forward proxy is.
     """
     restricted = egress != "open"
     proxy_address = placement.egress_gateway if restricted else placement.proxy_address
@@ -195,6 +195,7 @@ def build_spec(
         log_max_size=settings.agent_log_max_size,
         log_max_files=settings.agent_log_max_files,
         disk_bytes=disk,
+        dns=egress_dns(placement, egress),
     )
 
 
@@ -208,6 +209,17 @@ def egress_env(settings: Settings, placement: Placement, egress: str) -> dict[st
         proxy = f"http://{placement.egress_gateway}:{settings.egress_proxy_port}"
         env["CLAWHQ_EGRESS_PROXY"] = proxy
     return env
+
+
+def egress_dns(placement: Placement, egress: str) -> tuple[str, ...]:
+    """Where the container's lookups go under a restricted policy: the egress network's
+    gateway, whose port 53 that network's firewall rejects. Its embedded resolver then forwards
+    no name anywhere: not to the host's resolvers (Docker's default, which a resolver on the
+    host's loopback would reach from the host itself, past every rule of the agent bridge),
+    and nothing answers what it asks (docs/egress.md, "DNS")."""
+    if egress == "open" or not placement.egress_gateway:
+        return ()
+    return (placement.egress_gateway,)
 
 
 def secrets_path(settings: Settings) -> str:
@@ -249,6 +261,10 @@ def summary(spec: ContainerSpec, image_id: str = "") -> dict[str, Any]:
     }
     data.pop("secret_env")
     data.pop("disk_bytes")  # the workspace's, not the container's (see ContainerSpec)
+    if spec.dns:
+        data["dns"] = list(spec.dns)  # as it reads back from the stored JSON
+    else:  # as in the hash: agents on open plans show what they always did
+        data.pop("dns")
     data["config_hash"] = spec.config_hash()
     data["image_id"] = image_id
     return data

@@ -1,23 +1,27 @@
 """ClawHQ's forward proxy: the only way out for agents under the ``allowlist`` egress policy.
 
 It speaks the two forms of HTTP proxying clients use: ``CONNECT host:port`` (a tunnel, for
-TLS and WebSockets) and an absolute-URI request (``GET http://host/path``, plain HTTP; sent on
-with ``Connection: close``, one request per connection). An agent proves who it is with
+TLS and WebSockets over TLS) and an absolute-URI request (``GET http://host/path``, plain HTTP;
+sent on with ``Connection: close``, one request per connection). An agent proves who it is with
 ``Proxy-Authorization: Basic`` whose password is its ClawHQ LLM token; the token names the
 agent, its owner's plan's policy and its channels, read at every connection, so a stop or a
 plan change takes effect on the next one. Every destination is logged with the agent's id
 (``clawhq.egress``) and counted (``clawhq_egress_connections_total``).
 
+What goes through is checked, not only where: a tunnel is answered 200, then the client's TLS
+ClientHello is read (:mod:`clawhq.egress.tls`) and the destination is connected to only if the
+hello's server name (SNI) is the CONNECT's host; otherwise the tunnel is closed, refused like
+any other connection (``sni_mismatch``, ``sni_missing``, ``tls_malformed``,
+``no_client_hello``). A plain request's ``Host`` must name its target (``host_mismatch``).
+
 What it never does: connect anywhere not on the agent's list, follow a name to a private or
-loopback address (see :mod:`clawhq.egress.policy`), read more than a bounded request head, or
-keep a silent connection past its idle limit.
+loopback address (see :mod:`clawhq.egress.policy`), read more than a bounded request head or
+ClientHello, or keep a silent connection past its idle limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import socket
@@ -25,18 +29,27 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
-from urllib.parse import urlsplit
 
-from clawhq.egress.policy import Pattern, address_problem, judge, literal_address, normal_host
+from clawhq.egress.head import (
+    HEAD_LIMIT,
+    Head,
+    answer,
+    check_host,
+    destination,
+    origin_request,
+    read_head,
+    token_of,
+)
+from clawhq.egress.policy import Pattern, address_problem, judge, literal_address
+from clawhq.egress.tls import HELLO_LIMIT, Malformed, client_hello, names_match
 from clawhq.errors import EgressRefused as Refusal
 
 log = logging.getLogger("clawhq.egress")
 
-HEAD_LIMIT = 16 * 1024
-HEAD_SECONDS = 10.0
 CONNECT_SECONDS = 10.0
+HELLO_SECONDS = 10.0
 CHUNK = 64 * 1024
-_HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive"}
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -54,74 +67,6 @@ Identify = Callable[[str], Awaitable[EgressAgent | None]]
 Record = Callable[[str, str, str], None]
 #: Why an address may not be connected to (see :func:`~clawhq.egress.policy.address_problem`).
 Check = Callable[..., str | None]
-
-
-@dataclass(frozen=True)
-class Head:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name), None)
-
-
-async def read_head(reader: asyncio.StreamReader) -> Head:
-    """The request line and headers, within :data:`HEAD_LIMIT` bytes and :data:`HEAD_SECONDS`."""
-    try:
-        async with asyncio.timeout(HEAD_SECONDS):
-            data = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise Refusal(431, "head_too_large", "request head too large") from None
-    except (TimeoutError, asyncio.IncompleteReadError):
-        raise Refusal(408, "no_request", "no complete request head in time") from None
-    try:
-        lines = data[:-4].decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if not name or name != name.strip() or not _:
-                raise ValueError(line)
-            headers.append((name, value.strip()))
-    except ValueError:
-        raise Refusal(400, "bad_request", "not an HTTP request") from None
-    if not version.startswith("HTTP/1."):
-        raise Refusal(400, "bad_request", "only HTTP/1.x is proxied")
-    return Head(method.upper(), target, version, headers)
-
-
-def token_of(head: Head) -> str | None:
-    """The LLM token in ``Proxy-Authorization: Basic`` (the password; the user is ignored)."""
-    value = head.header("proxy-authorization")
-    if not value or value[:6].lower() != "basic ":
-        return None
-    try:
-        decoded = base64.b64decode(value[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.partition(":")[2] or None
-
-
-def destination(head: Head) -> tuple[str, int]:
-    """``(host, port)`` the client asks for; :class:`Refusal` when it names none."""
-    if head.method == "CONNECT":
-        host, sep, port = head.target.rpartition(":")
-        if not sep or not port.isdigit():
-            raise Refusal(400, "bad_target", "CONNECT needs host:port")
-    else:
-        url = urlsplit(head.target)
-        if url.scheme != "http" or not url.hostname:
-            raise Refusal(400, "bad_target", "only http:// URLs are proxied (https: CONNECT)")
-        try:
-            host, port = url.hostname, str(url.port or 80)
-        except ValueError:
-            raise Refusal(400, "bad_target", "not a port") from None
-    name = normal_host(host)
-    if name is None:
-        raise Refusal(400, "bad_target", "not a host")
-    return name, int(port)
 
 
 class EgressProxy:
@@ -164,30 +109,45 @@ class EgressProxy:
                 await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        agent_id, dest = "", "-"
+        agent_id, dest, tunnel = "", "-", False
         try:
             head = await read_head(reader)
             host, port = destination(head)
             dest = f"{host}:{port}"
             agent = await self._who(head)
             agent_id = agent.agent_id
+            if head.method != "CONNECT":
+                check_host(head, host, port)
             addresses = await self._allowed(agent, host, port)
             if self._open[agent_id] >= self._per_agent:
                 raise Refusal(429, "too_many", "too many connections through ClawHQ at once")
             self._open[agent_id] += 1
             try:
+                first = b""
+                if head.method == "CONNECT":
+                    tunnel = True  # from here on a refusal closes it: HTTP is over
+                    writer.write(ESTABLISHED)
+                    await writer.drain()
+                    first = await read_hello(reader, host)
                 upstream = await self._connect(addresses, port)
                 self._record(agent_id, dest, "allowed")
                 log.info("egress agent=%s dest=%s allowed", agent_id, dest)
-                await self._relay(head, reader, writer, *upstream)
+                await self._relay(head, first, reader, writer, *upstream)
             finally:
                 self._open[agent_id] -= 1
                 if not self._open[agent_id]:
                     del self._open[agent_id]
         except Refusal as refusal:
             self._record(agent_id, dest, refusal.reason)
-            log.info("egress agent=%s dest=%s refused (%s)", agent_id or "-", dest, refusal.reason)
-            await _answer(writer, refusal)
+            log.info(
+                "egress agent=%s dest=%s refused (%s): %s",
+                agent_id or "-",
+                dest,
+                refusal.reason,
+                refusal.message,
+            )
+            if not tunnel:
+                await answer(writer, refusal)
         except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
@@ -239,17 +199,16 @@ class EgressProxy:
     async def _relay(
         self,
         head: Head,
+        first: bytes,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> None:
+        """Relay both ways; the destination gets ``first`` (a tunnel's ClientHello, already
+        read) or the plain request, before anything else."""
         try:
-            if head.method == "CONNECT":
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                up_writer.write(_origin_request(head))
-            await writer.drain()
+            up_writer.write(first if head.method == "CONNECT" else origin_request(head))
             await up_writer.drain()
             activity = _Activity(asyncio.get_running_loop().time())
             pipes = [
@@ -297,30 +256,28 @@ class _Activity:
     last: float = field(default=0.0)
 
 
-def _origin_request(head: Head) -> bytes:
-    """The request as the destination should see it: origin-form, no proxy headers, closing."""
-    url = urlsplit(head.target)
-    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    lines = [f"{head.method} {path} {head.version}"]
-    lines += [f"{k}: {v}" for k, v in head.headers if k.lower() not in _HOP_HEADERS]
-    lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _answer(writer: asyncio.StreamWriter, refusal: Refusal) -> None:
-    body = f"ClawHQ egress: {refusal.message}\n".encode()
-    lines = [
-        f"HTTP/1.1 {refusal.status} {refusal.reason}",
-        "Content-Type: text/plain; charset=utf-8",
-        f"Content-Length: {len(body)}",
-        f"X-ClawHQ-Error: {refusal.code}",
-        "Connection: close",
-    ]
-    if refusal.status == 407:
-        lines.append('Proxy-Authenticate: Basic realm="clawhq"')
-    with contextlib.suppress(Exception):
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        await writer.drain()
+async def read_hello(reader: asyncio.StreamReader, host: str) -> bytes:
+    """The first bytes of a tunnel to ``host``, once they hold a TLS ClientHello whose server
+    name (SNI) is ``host``; :class:`Refusal` when they do not, or not within
+    :data:`~clawhq.egress.tls.HELLO_LIMIT` bytes and :data:`HELLO_SECONDS`."""
+    data = b""
+    try:
+        async with asyncio.timeout(HELLO_SECONDS):
+            while (hello := client_hello(data)) is None:
+                chunk = await reader.read(max(1, HELLO_LIMIT - len(data)))
+                if not chunk:
+                    raise Refusal(400, "no_client_hello", "the tunnel ended before a ClientHello")
+                data += chunk
+    except TimeoutError:
+        raise Refusal(408, "no_client_hello", "no TLS ClientHello in time") from None
+    except Malformed as exc:
+        raise Refusal(400, "tls_malformed", f"not a TLS ClientHello: {exc}") from None
+    if hello.server_name is None:
+        raise Refusal(403, "sni_missing", "the TLS ClientHello names no server (SNI)")
+    if not names_match(hello.server_name, host):
+        named = hello.server_name.lower()
+        raise Refusal(403, "sni_mismatch", f"the TLS ClientHello names {named}, not {host}")
+    return data
 
 
 async def _resolve(host: str, port: int) -> list[str]:

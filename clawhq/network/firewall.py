@@ -40,7 +40,11 @@ The egress network (``CLAWHQ_EGRESS_NETWORK``, agents whose plan's egress policy
 ``allowlist`` or ``none``) gets stricter chains: to the host, only the webhook port (where the
 LLM gateway is too) and ClawHQ's forward proxy (``CLAWHQ_EGRESS_PROXY_PORT``); through the
 host, nothing but replies. Not even DNS: an agent there names no host itself (the forward
-proxy resolves what it allows), so lookups cannot carry data out either.
+proxy resolves what it allows), so lookups cannot carry data out either. Its containers'
+embedded resolver forwards to the egress gateway (``egress_dns`` in controller/spec.py), whose
+port 53 is rejected here; left to Docker's default it would forward to the host's resolvers,
+and one on the host's loopback (dnsmasq, unbound) is asked from the host's own namespace, where
+no rule of the agent bridge applies.
 
 What is not rejected returns to Docker's rules, which let the agent reach the internet (its LLM
 provider, its chat platforms) through NAT. Rejections answer at once

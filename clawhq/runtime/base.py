@@ -84,6 +84,9 @@ class ContainerSpec:
     #: (docs/disks.md); ``None``, a plain volume. Left out of the hash: it is the volume's, not
     #: the container's, and a workspace made earlier keeps its kind.
     disk_bytes: int | None = None
+    #: The resolvers Docker's embedded DNS (127.0.0.11 in the container) forwards the names it
+    #: does not know to; empty: the engine's own (the host's). See docs/egress.md.
+    dns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Secrets never enter a container's env (docker inspect, /proc/<pid>/environ of its
@@ -101,6 +104,8 @@ class ContainerSpec:
         data = asdict(self)
         data["secret_env"] = sorted(self.secret_env)
         data.pop("disk_bytes")
+        if not self.dns:  # the engine's resolvers: hashes from before the field stay the same
+            data.pop("dns")
         data["labels"] = {
             k: v for k, v in self.labels.items() if k not in (labels.CONFIG_HASH, labels.START)
         }

@@ -139,6 +139,7 @@ class DockerRuntime(DockerVolumes):
                 security_opt=["no-new-privileges:true"],
                 init=True,
                 network=spec.network,
+                dns=list(spec.dns) or None,
                 ports=published,
                 volumes={spec.volume: {"bind": spec.volume_path, "mode": "rw"}},
                 log_config=LogConfig(

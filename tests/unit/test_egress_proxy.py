@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address, IPv4Network, ip_address
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from clawhq.egress.policy import (
     Pattern,
@@ -68,14 +75,29 @@ def test_names_never_lead_to_private_loopback_or_metadata_addresses() -> None:
 
 
 class Upstream:
-    """An HTTP server on loopback that records what reached it."""
+    """A server on loopback that counts the connections it gets and records what reached it:
+    the first bytes of each (``raw``), or, with ``tls`` (a server context), the request it
+    reads after a TLS handshake and the server name the client asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[bytes] = []
+        self.raw: list[bytes] = []
+        self.server_names: list[str | None] = []
+        self.connections = 0
         self.port = 0
+        self._tls = tls
+        if tls is not None:
+            tls.sni_callback = lambda _obj, name, _ctx: self.server_names.append(name)
 
     async def __aenter__(self) -> Upstream:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            if self._raw_only:
+                self.raw.append(await asyncio.wait_for(reader.read(), 5))
+                writer.close()
+                return
+            if self._tls is not None:
+                await writer.start_tls(self._tls)
             head = await reader.readuntil(b"\r\n\r\n")
             self.requests.append(head)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
@@ -86,8 +108,57 @@ class Upstream:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    _raw_only = False
+
     async def __aexit__(self, *exc: object) -> None:
         self._server.close()
+
+
+class RawUpstream(Upstream):
+    """Records the first bytes a connection carries, and answers nothing."""
+
+    _raw_only = True
+
+
+def certificate(directory: Path, name: str = "allowed.test") -> Path:
+    """A self-signed certificate and its key for ``name``, in one PEM file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = directory / f"{name}.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pem
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A server certificate for allowed.test and the client's trust in it (the same file)."""
+    pem = certificate(tmp_path_factory.mktemp("tls"))
+    return pem, pem
+
+
+def server_context(pem: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    return context
 
 
 @asynccontextmanager
@@ -142,15 +213,35 @@ def agent(policy: str = "allowlist", *hosts: str) -> EgressAgent:
     return EgressAgent("agent-1", policy, tuple(Pattern.parse(h) for h in hosts))
 
 
-def test_an_allowed_destination_is_reached_by_connect_and_by_absolute_uri() -> None:
+async def tunnel(
+    port: int, target: str, server_name: str, trust: Path
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A CONNECT through the proxy, then a real TLS handshake inside it, as ``server_name``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"CONNECT {target} HTTP/1.1\r\n".encode() + auth() + b"\r\n")
+    await writer.drain()
+    answer = await reader.readuntil(b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 Connection established"), answer
+    await writer.start_tls(ssl.create_default_context(cafile=trust), server_hostname=server_name)
+    return reader, writer
+
+
+def test_an_allowed_destination_is_reached_by_connect_and_by_absolute_uri(
+    tls_pair: tuple[Path, Path],
+) -> None:
     async def scenario() -> None:
-        async with Upstream() as up:
-            allowed = agent("allowlist", f"allowed.test:{up.port}")
+        pem, trust = tls_pair
+        async with Upstream(server_context(pem)) as tls_up, Upstream() as up:
+            allowed = agent("allowlist", f"allowed.test:{tls_up.port}", f"allowed.test:{up.port}")
             async with running({TOKEN: allowed}) as (proxy, seen):
-                connect = f"CONNECT allowed.test:{up.port} HTTP/1.1\r\n".encode() + auth() + b"\r\n"
-                answer = await exchange(proxy.port, connect, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-                assert answer.startswith(b"HTTP/1.1 200 Connection established")
-                assert answer.endswith(b"hello")
+                # A tunnel: a real TLS handshake with the stand-in, end to end.
+                reader, writer = await tunnel(
+                    proxy.port, f"allowed.test:{tls_up.port}", "allowed.test", trust
+                )
+                writer.write(b"GET /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+                answer = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"hello")
                 plain = (
                     (
                         f"GET http://allowed.test:{up.port}/y?q=1 HTTP/1.1\r\n"
@@ -161,12 +252,14 @@ def test_an_allowed_destination_is_reached_by_connect_and_by_absolute_uri() -> N
                 )
                 answer = await exchange(proxy.port, plain)
                 assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"hello")
+        assert tls_up.server_names == ["allowed.test"]
+        assert tls_up.requests[0].startswith(b"GET /x HTTP/1.1\r\n")
         # What arrived upstream: origin-form, and nothing of the agent's token.
-        assert up.requests[1].startswith(b"GET /y?q=1 HTTP/1.1\r\n")
-        assert b"proxy-" not in up.requests[1].lower() and TOKEN.encode() not in up.requests[1]
-        assert b"Connection: close" in up.requests[1]
+        assert up.requests[0].startswith(b"GET /y?q=1 HTTP/1.1\r\n")
+        assert b"proxy-" not in up.requests[0].lower() and TOKEN.encode() not in up.requests[0]
+        assert b"Connection: close" in up.requests[0]
         assert [event[2] for event in seen] == ["allowed", "allowed"]
-        assert seen[0][:2] == ("agent-1", f"allowed.test:{up.port}")
+        assert seen[0][:2] == ("agent-1", f"allowed.test:{tls_up.port}")
 
     asyncio.run(scenario())
 
