@@ -23,17 +23,16 @@ from starlette.responses import Response
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
-from clawhq.llm import ledger, limits, metering
+from clawhq.llm import ledger, limits, metering, paths
 from clawhq.llm.callers import Caller, find_caller, real_key
-from clawhq.llm.providers import (
-    KEY_QUERY,
-    PROVIDERS,
-    Provider,
-    client_token,
-    is_free,
-    refusal,
+from clawhq.llm.providers import PROVIDERS, Provider, client_token, refusal
+from clawhq.llm.relay import (
+    Ending,
+    MeteredResponse,
+    PassThrough,
+    upstream_headers,
+    upstream_query,
 )
-from clawhq.llm.relay import Ending, MeteredResponse, PassThrough, upstream_headers
 from clawhq.observability.metrics import Metrics
 from clawhq.proxy.http import read_body
 from clawhq.settings import Settings
@@ -106,15 +105,7 @@ class Gateway:
             body = await read_body(request, self.settings.llm_max_body)
         except PayloadTooLarge as exc:
             raise LlmRefused(413, "too_large", "llm_request_too_large", exc.message) from None
-        wire = metering.wire_for(provider.name, path)
-        if wire is None and not is_free(request.method, path):
-            raise LlmRefused(
-                404,
-                "not_found",
-                "llm_path_not_served",
-                f"{request.method} {path[:200]} is not served by ClawHQ's LLM gateway (only "
-                "metered generation endpoints, model listings and token counts are)",
-            )
+        wire = paths.relayed(provider.name, request.method, path)
         model = metering.model_of_request(wire, body, path) if wire else None
         strip = False
         if wire is not None:
@@ -122,7 +113,7 @@ class Gateway:
         self.limits.admit(caller)
         started = time.monotonic()
         try:
-            answer = await self._open(request, provider, path, key, body)
+            answer = await self._open(request, provider, path, key, body, caller.egress_open)
         except BaseException:
             self.limits.done(caller.agent_id, 0)
             raise
@@ -151,11 +142,19 @@ class Gateway:
         )
 
     async def _open(
-        self, request: Request, provider: Provider, path: str, key: str, body: bytes
+        self,
+        request: Request,
+        provider: Provider,
+        path: str,
+        key: str,
+        body: bytes,
+        egress_open: bool,
     ) -> httpx.Response:
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != KEY_QUERY]
+        query = upstream_query(request.query_params.multi_items())
         url = httpx.URL(provider.upstream(self.settings) + path, params=query)
-        headers = upstream_headers(request.headers.items(), provider.key_headers(key))
+        headers = upstream_headers(
+            request.headers.items(), provider.key_headers(key), egress_open=egress_open
+        )
         outgoing = self._client.build_request(request.method, url, headers=headers, content=body)
         try:
             return await self._client.send(outgoing, stream=True)
