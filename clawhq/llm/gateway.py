@@ -23,7 +23,7 @@ from starlette.responses import Response
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
-from clawhq.llm import ledger, limits, metering, paths
+from clawhq.llm import ledger, limits, metering, paths, policy
 from clawhq.llm.callers import Caller, find_caller, real_key
 from clawhq.llm.providers import PROVIDERS, Provider, client_token, refusal
 from clawhq.llm.relay import (
@@ -109,6 +109,9 @@ class Gateway:
         model = metering.model_of_request(wire, body, path) if wire else None
         strip = False
         if wire is not None:
+            policy.check(
+                provider.name, wire, body, egress_open=caller.egress_open, agent_id=caller.agent_id
+            )
             body, strip = metering.with_usage_requested(wire, body)
         self.limits.admit(caller)
         started = time.monotonic()

@@ -77,6 +77,12 @@ _KINDS: Mapping[str, tuple[str, str, str, str]] = {
         "permission_denied",
         "PERMISSION_DENIED",
     ),
+    "invalid": (
+        "invalid_request_error",
+        "invalid_request_error",
+        "invalid_request",
+        "INVALID_ARGUMENT",
+    ),
     "not_found": ("not_found_error", "invalid_request_error", "not_found", "NOT_FOUND"),
     "too_large": (
         "request_too_large",

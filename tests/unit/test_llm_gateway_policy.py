@@ -1,4 +1,5 @@
-"""The LLM gateway's policy under a real server: paths, headers and query parameters that never
+"""The LLM gateway's policy under a real server: provider-side tools and content fetched by URL
+by the plan's egress, answers left for later, paths, headers and query parameters that never
 reach the provider. Every refusal is in the provider's own format and nothing of it reaches the
 stand-in."""
 
@@ -7,6 +8,7 @@ stand-in."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -26,6 +28,12 @@ PATHS = {
     "openai": "/v1/responses",
     "gemini": "/v1beta/models/gemini-2.5-pro:generateContent",
 }
+#: A provider-side tool that fetches the web, per provider (allowed to `open` agents only).
+FETCHING = {
+    "claude": {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    "openai": {"type": "web_search"},
+    "gemini": {"urlContext": {}},
+}
 
 
 def ready(served: Served, provider: str, egress: str, plan: str = "free") -> tuple[str, str]:
@@ -44,6 +52,99 @@ def post(served: Served, provider: str, token: str, body: Any, **headers: str) -
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {**key_headers(provider, token), "content-type": "application/json", **headers}
     return served.http.post(url, content=raw, headers=sent)
+
+
+def with_tool(provider: str, tool: dict[str, Any]) -> dict[str, Any]:
+    body = chat_body(provider, PATHS[provider], False)
+    return {**body, "tools": [tool]}
+
+
+def assert_refused(reply: httpx.Response, provider: str, status: int, code: str) -> None:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["x-clawhq-error"] == code
+    error = reply.json()
+    if provider == "claude":
+        assert error["type"] == "error" and error["error"]["type"] == "permission_error"
+    elif provider == "gemini":
+        assert error["error"]["status"] == "PERMISSION_DENIED"
+        assert error["error"]["code"] == status
+    else:
+        assert error["error"]["code"] == "permission_denied"
+
+
+def no_ledger_row(served: Served, agent_id: str) -> None:
+    time.sleep(0.3)  # past the ledger writer's linger: a row would be there by now
+    assert served.calls(agent_id) == []
+
+
+@pytest.mark.parametrize("provider", ["claude", "openai", "gemini"])
+def test_a_provider_side_tool_that_fetches_is_refused_unless_the_egress_is_open(
+    served: Served, provider: str
+) -> None:
+    tool = FETCHING[provider]
+    agent_id, token = ready(served, provider, "none")
+    reply = post(served, provider, token, with_tool(provider, tool))
+    assert_refused(reply, provider, 403, "llm_provider_tool_refused")
+    name = tool.get("type") or next(iter(tool))
+    assert repr(name) in reply.text and "egress" in reply.text
+    assert served.llm.calls == []  # nothing reached the provider
+    no_ledger_row(served, agent_id)
+    with served.context.sessions() as session:
+        plans.set_egress(session, "free", "open")
+    passed = post(served, provider, token, with_tool(provider, tool))
+    assert passed.status_code == 200, passed.text
+    assert served.llm.calls[-1].body["tools"] == [tool]
+
+
+def test_an_image_the_provider_would_fetch_by_url_is_refused_unless_the_egress_is_open(
+    served: Served,
+) -> None:
+    agent_id, token = ready(served, "claude", "allowlist")
+    source = {"type": "url", "url": "https://collector.example/pixel.png?d=secret"}
+    content = [{"type": "image", "source": source}, {"type": "text", "text": "what is it?"}]
+    body = {**chat_body("claude", "/v1/messages", False)}
+    body["messages"] = [{"role": "user", "content": content}]
+    assert_refused(post(served, "claude", token, body), "claude", 403, "llm_url_source_refused")
+    assert served.llm.calls == []
+    no_ledger_row(served, agent_id)
+    content[0]["source"] = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    assert post(served, "claude", token, body).status_code == 200
+
+
+def test_a_tool_whose_cost_the_answer_does_not_report_is_refused_even_to_open_agents(
+    served: Served,
+) -> None:
+    _, token = ready(served, "openai", "open")
+    for tool in (
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+        {"type": "file_search", "vector_store_ids": ["vs_operator"]},
+        {"type": "image_generation"},
+        {"type": "brand_new_hosted_thing"},
+    ):
+        reply = post(served, "openai", token, with_tool("openai", tool))
+        assert_refused(reply, "openai", 403, "llm_provider_tool_refused")
+    own = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    assert post(served, "openai", token, with_tool("openai", own)).status_code == 200
+    assert len(served.llm.calls) == 1
+
+
+def test_background_responses_are_refused(served: Served) -> None:
+    agent_id, token = ready(served, "openai", "open")
+    body = {**chat_body("openai", "/v1/responses", False), "background": True}
+    assert_refused(post(served, "openai", token, body), "openai", 403, "llm_background_refused")
+    assert served.llm.calls == []
+    no_ledger_row(served, agent_id)
+
+
+def test_a_body_read_one_way_by_clawhq_and_another_by_the_provider_is_refused(
+    served: Served,
+) -> None:
+    _, token = ready(served, "openai", "none")
+    twice = b'{"model":"gpt-5","input":"hi","tools":[{"type":"function","type":"web_search"}]}'
+    reply = post(served, "openai", token, twice)
+    assert reply.status_code == 400 and reply.headers["x-clawhq-error"] == "llm_body_unreadable"
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert served.llm.calls == []
 
 
 @pytest.mark.parametrize(
