@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -107,10 +107,15 @@ class Gateway:
             raise LlmRefused(413, "too_large", "llm_request_too_large", exc.message) from None
         wire = paths.relayed(provider.name, request.method, path)
         model = metering.model_of_request(wire, body, path) if wire else None
-        strip = False
+        strip, worst = False, None
         if wire is not None:
-            policy.check(
-                provider.name, wire, body, egress_open=caller.egress_open, agent_id=caller.agent_id
+            worst = policy.check(
+                provider.name,
+                wire,
+                body,
+                egress_open=caller.egress_open,
+                agent_id=caller.agent_id,
+                default_output=self.settings.llm_unmetered_charge,
             )
             body, strip = metering.with_usage_requested(wire, body)
         self.limits.admit(caller)
@@ -131,6 +136,8 @@ class Gateway:
             )
 
         def on_end(ending: Ending) -> None:
+            if worst is not None:
+                ending = self._billable(provider, caller, ending, worst)
             self._charge(
                 caller, provider, model, wire is not None, ending, streamed=strip or _is_sse(answer)
             )
@@ -177,6 +184,25 @@ class Gateway:
                 "llm_upstream_unreachable",
                 f"cannot reach {provider.name} right now",
             ) from None
+
+    def _billable(
+        self, provider: Provider, caller: Caller, ending: Ending, worst: metering.Usage
+    ) -> Ending:
+        """The ending as it is charged: a served answer without usage costs the call's worst
+        case (``policy.charged``)."""
+        usage = policy.charged(ending.usage, ending.status, worst)
+        if usage is ending.usage:
+            return ending
+        self.metrics.llm_unmetered_calls.labels(provider.name, caller.plan).inc()
+        log.warning(
+            "a %s answer (status %d) to agent %s reported no usage: charged its worst case, "
+            "%d tokens",
+            provider.name,
+            ending.status,
+            caller.agent_id,
+            usage.total_tokens,
+        )
+        return replace(ending, usage=usage)
 
     def _charge(
         self,

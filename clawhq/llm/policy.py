@@ -32,7 +32,7 @@ from typing import Any
 
 from clawhq.errors import LlmRefused
 from clawhq.llm import sources
-from clawhq.llm.wires import Wire
+from clawhq.llm.wires import FIGURE_CAP, Usage, Wire
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,21 @@ _DEFAULT_RULES = {
 }
 
 
-def check(provider: str, wire: Wire, body: bytes, *, egress_open: bool, agent_id: str = "") -> None:
+def check(
+    provider: str,
+    wire: Wire,
+    body: bytes,
+    *,
+    egress_open: bool,
+    agent_id: str = "",
+    default_output: int,
+) -> Usage:
     """Refuses a model call the policy does not allow (``LlmRefused``, logged with what it
-    names, never the body)."""
+    names, never the body); for one it allows, the usage to charge should its answer report
+    none (:func:`worst_case_tokens`)."""
     try:
-        _check(provider, wire, _object(body), egress_open)
+        obj = _object(body)
+        _check(provider, wire, obj, egress_open)
     except LlmRefused as refused:
         log.info(
             "refused a %s call of agent %s: %s (%s)",
@@ -156,6 +166,7 @@ def check(provider: str, wire: Wire, body: bytes, *, egress_open: bool, agent_id
             refused.message,
         )
         raise
+    return _worst_case(obj, len(body), default_output)
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -288,3 +299,60 @@ def _cached_content(obj: dict[str, Any]) -> bool:
         if isinstance(google, dict) and google.get("cached_content"):
             return True
     return False
+
+
+# -- what an answer without usage is charged ---------------------------------------------------
+
+#: Bytes of request body per token, for the input estimate: few tokens are shorter.
+BYTES_PER_TOKEN = 4
+#: The output a request may ask for that is believed, per choice, and the choices.
+OUTPUT_CAP, CHOICES_CAP = 1 << 20, 128
+#: Where each wire's requests cap their output (a body holds its own wire's only).
+_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_GEMINI_OUTPUT_FIELDS = ("maxOutputTokens", "max_output_tokens")
+
+
+def worst_case_tokens(provider: str, body: bytes, *, default_output: int = 65_536) -> int:
+    """The most a call can cost: its body's size over :data:`BYTES_PER_TOKEN`, plus the output
+    it asks for at most (the largest of ``max_tokens``…, times its choices), or
+    ``default_output`` where it sets none. The budget's reservations estimate the same: the
+    two should become one."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        obj = None
+    found = obj if isinstance(obj, dict) else {}
+    return _worst_case(found, len(body), default_output).total_tokens
+
+
+def _worst_case(obj: dict[str, Any], size: int, default_output: int) -> Usage:
+    config = obj.get("generationConfig", obj.get("generation_config"))
+    config = config if isinstance(config, dict) else {}
+    asked = [obj.get(key) for key in _OUTPUT_FIELDS]
+    asked += [config.get(key) for key in _GEMINI_OUTPUT_FIELDS]
+    output = max((n for n in map(_count, asked) if n is not None), default=default_output)
+    choices = _count(obj.get("n", config.get("candidateCount", config.get("candidate_count"))))
+    many = min(max(choices or 1, 1), CHOICES_CAP)
+    return Usage(
+        input_tokens=-(-size // BYTES_PER_TOKEN),
+        output_tokens=min(min(output, OUTPUT_CAP) * many, FIGURE_CAP),
+    )
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def charged(usage: Usage, status: int, worst: Usage) -> Usage:
+    """What a metered call is charged: the usage its answer reported, or ``worst`` for a
+    successful answer that reported none (a provider that left it out, a stream cut short
+    before its usage event). Never nothing for an answer that was served."""
+    if usage.seen or not 200 <= status < 300:
+        return usage
+    return Usage(
+        input_tokens=worst.input_tokens,
+        output_tokens=worst.output_tokens,
+        model=usage.model,
+    )

@@ -69,6 +69,12 @@ class Metrics:
             ["provider", "plan", "outcome"],
             registry=r,
         )
+        self.llm_unmetered_calls = Counter(
+            "clawhq_llm_unmetered_calls",
+            "Successful model calls whose answer reported no usage: charged their worst case.",
+            ["provider", "plan"],
+            registry=r,
+        )
         self.llm_first_byte_seconds = Histogram(
             "clawhq_llm_first_byte_seconds",
             "From an agent's call to the provider's first answer byte.",

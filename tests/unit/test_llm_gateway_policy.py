@@ -1,13 +1,14 @@
 """The LLM gateway's policy under a real server: provider-side tools and content fetched by URL
 by the plan's egress, answers left for later, paths, headers and query parameters that never
-reach the provider. Every refusal is in the provider's own format and nothing of it reaches the
-stand-in."""
+reach the provider, and answers without usage charged their worst case. Every refusal is in the
+provider's own format and nothing of it reaches the stand-in."""
 
 # ruff: noqa: F811  (``served`` is test_llm_gateway's fixture, imported to be used here)
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from clawhq.services import plans
 from tests.unit.test_llm_gateway import (  # noqa: F401
+    MODEL,
     PROVIDER,
     Served,
     chat_body,
@@ -226,3 +228,39 @@ def test_anthropic_betas_are_filtered_by_egress(served: Served) -> None:
     )
     assert reply.status_code == 200
     assert served.llm.calls[-1].query == {"alt": "sse"}
+
+
+# -- what an answer without usage costs --------------------------------------------------------
+
+
+def test_a_served_answer_without_usage_is_charged_its_worst_case(served: Served) -> None:
+    agent_id, token = ready(served, "claude", "open")
+    body = {**chat_body("claude", "/v1/messages", False), "max_tokens": 321}
+    raw = json.dumps(body).encode()
+    no_usage = {"id": "msg_1", "type": "message", "role": "assistant", "model": MODEL["claude"]}
+    served.llm.fail_next(200, json.dumps({**no_usage, "content": []}).encode())
+    assert post(served, "claude", token, raw).status_code == 200
+    [row] = served.wait_calls(agent_id, 1)
+    worst = math.ceil(len(raw) / 4) + 321
+    assert (row.input_tokens, row.output_tokens, row.total_tokens) == (
+        math.ceil(len(raw) / 4),
+        321,
+        worst,
+    )
+    assert row.outcome == "ok" and served.total_tokens(agent_id) == worst
+    # A stream that ends without its usage event, and a request that sets no output cap.
+    stream = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m"}}\n\n'
+    served.llm.fail_next(200, stream, "text/event-stream")
+    streamed = {**chat_body("claude", "/v1/messages", True)}
+    del streamed["max_tokens"]
+    raw = json.dumps(streamed).encode()
+    assert post(served, "claude", token, raw).status_code == 200
+    rows = served.wait_calls(agent_id, 2)
+    assert rows[1].total_tokens == math.ceil(len(raw) / 4) + 65_536  # CLAWHQ_LLM_UNMETERED_CHARGE
+    # The provider's own error costs nothing.
+    served.llm.fail_next(400, b'{"type":"error","error":{"type":"invalid_request_error"}}')
+    assert post(served, "claude", token, raw).status_code == 400
+    assert served.wait_calls(agent_id, 3)[2].total_tokens == 0
+    registry = served.context.metrics.registry
+    labels = {"provider": "anthropic", "plan": "free"}
+    assert registry.get_sample_value("clawhq_llm_unmetered_calls_total", labels) == 2

@@ -1,5 +1,6 @@
 """The LLM gateway's body policy, pure: which provider-side tools, fields and content fetched by
-URL a model call may carry (by the agent's egress)."""
+URL a model call may carry (by the agent's egress), and what an answer without usage is
+charged."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pytest
 
 from clawhq.errors import LlmRefused
 from clawhq.llm import policy
-from clawhq.llm.metering import Wire
+from clawhq.llm.metering import Usage, Wire
 
 A, CHAT, RESP, GEM = Wire.ANTHROPIC, Wire.OPENAI_CHAT, Wire.OPENAI_RESPONSES, Wire.GEMINI
 
 
-def check(provider: str, wire: Wire, body: Any, *, egress_open: bool = False) -> None:
+def check(provider: str, wire: Wire, body: Any, *, egress_open: bool = False) -> Usage:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    policy.check(provider, wire, raw, egress_open=egress_open)
+    return policy.check(provider, wire, raw, egress_open=egress_open, default_output=1000)
 
 
 def refused(provider: str, wire: Wire, body: Any, *, egress_open: bool = False) -> LlmRefused:
@@ -356,3 +357,42 @@ def test_content_the_provider_would_fetch_by_url_is_for_open_agents_only(
 def test_inline_content_and_replayed_citations_pass(wire: Wire, body: dict[str, Any]) -> None:
     provider = {A: "anthropic", CHAT: "openai", RESP: "openai", GEM: "google"}[wire]
     check(provider, wire, {"model": "m", **body})
+
+
+# -- what an answer without usage costs --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "output"),
+    [
+        ({"model": "m", "max_tokens": 300, "messages": []}, 300),
+        ({"model": "m", "max_completion_tokens": 200, "max_tokens": 9, "n": 3}, 600),
+        ({"model": "m", "max_completion_tokens": 9, "max_tokens": 200, "n": 3}, 600),
+        ({"model": "m", "max_output_tokens": 50}, 50),
+        ({"contents": [], "generationConfig": {"maxOutputTokens": 70, "candidateCount": 2}}, 140),
+        ({"contents": [], "generation_config": {"max_output_tokens": 80}}, 80),
+        ({"model": "m"}, 65_536),  # none asked: the default
+        ({"model": "m", "max_tokens": True}, 65_536),
+        ({"model": "m", "max_tokens": 10**15, "n": 10**6}, (1 << 20) * 128),
+    ],
+)
+def test_the_worst_case_is_the_body_over_four_plus_the_output_asked_for(
+    body: dict[str, Any], output: int
+) -> None:
+    raw = json.dumps(body).encode()
+    expected = -(-len(raw) // 4) + output
+    assert policy.worst_case_tokens("openai", raw) == expected
+    assert policy.worst_case_tokens("openai", b"[not json") == 3 + 65_536
+
+
+def test_an_answer_without_usage_is_charged_the_worst_case_never_nothing() -> None:
+    worst = Usage(input_tokens=100, output_tokens=500)
+    assert policy.charged(Usage(model="m"), 200, worst).total_tokens == 600
+    assert policy.charged(Usage(model="m"), 200, worst).model == "m"
+    seen = Usage(input_tokens=3, output_tokens=4, seen=True)
+    assert policy.charged(seen, 200, worst) is seen
+    assert policy.charged(Usage(), 400, worst).total_tokens == 0  # the provider said no
+    assert policy.charged(Usage(), 529, worst).total_tokens == 0
+    body = json.dumps({"model": "m", "max_tokens": 500}).encode()
+    checked = policy.check("anthropic", A, body, egress_open=False, default_output=1)
+    assert checked.total_tokens == -(-len(body) // 4) + 500
