@@ -189,7 +189,9 @@ class Gateway:
         self, provider: Provider, caller: Caller, ending: Ending, worst: metering.Usage
     ) -> Ending:
         """The ending as it is charged: a served answer without usage costs the call's worst
-        case (``policy.charged``)."""
+        case (``policy.charged``); the provider-side tool uses it reports are counted."""
+        for tool, count in ending.usage.tool_uses.items():
+            self.metrics.llm_tool_uses.labels(provider.name, caller.plan, tool).inc(count)
         usage = policy.charged(ending.usage, ending.status, worst)
         if usage is ending.usage:
             return ending

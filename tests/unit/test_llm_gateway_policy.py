@@ -1,6 +1,6 @@
-"""The LLM gateway's policy under a real server: provider-side tools and content fetched by URL
-by the plan's egress, answers left for later, paths, headers and query parameters that never
-reach the provider, and answers without usage charged their worst case. Every refusal is in the
+"""The LLM gateway's policy under a real server: provider-side tools by the plan's egress,
+answers left for later, paths and headers that never reach the provider, answers without usage
+charged their worst case, and the tool uses providers report. Every refusal is in the
 provider's own format and nothing of it reaches the stand-in."""
 
 # ruff: noqa: F811  (``served`` is test_llm_gateway's fixture, imported to be used here)
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from clawhq.services import plans
+from tests.standins.llm import compact
 from tests.unit.test_llm_gateway import (  # noqa: F401
     MODEL,
     PROVIDER,
@@ -264,3 +265,27 @@ def test_a_served_answer_without_usage_is_charged_its_worst_case(served: Served)
     registry = served.context.metrics.registry
     labels = {"provider": "anthropic", "plan": "free"}
     assert registry.get_sample_value("clawhq_llm_unmetered_calls_total", labels) == 2
+
+
+def test_provider_side_tool_uses_the_answer_reports_are_counted(served: Served) -> None:
+    _, token = ready(served, "claude", "open")
+    usage = {"input_tokens": 5, "output_tokens": 7, "server_tool_use": {"web_search_requests": 2}}
+    answer = {"id": "m", "type": "message", "model": "c", "content": [], "usage": usage}
+    served.llm.fail_next(200, compact(answer).encode())
+    body = with_tool("claude", FETCHING["claude"])
+    assert post(served, "claude", token, body).status_code == 200
+    openai_id, openai = ready(served, "openai", "open", plan="pro")
+    output = [{"type": "web_search_call", "id": "ws_1"}, {"type": "message", "content": []}]
+    done = {"usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}, "output": output}
+    served.llm.fail_next(200, compact({"object": "response", **done}).encode())
+    assert (
+        post(served, "openai", openai, with_tool("openai", FETCHING["openai"])).status_code == 200
+    )
+    served.wait_calls(openai_id, 1)
+    registry = served.context.metrics.registry
+
+    def uses(provider: str, plan: str) -> float | None:
+        labels = {"provider": provider, "plan": plan, "tool": "web_search"}
+        return registry.get_sample_value("clawhq_llm_tool_uses_total", labels)
+
+    assert (uses("anthropic", "free"), uses("openai", "pro")) == (2, 1)

@@ -1,6 +1,6 @@
 """The LLM gateway's body policy, pure: which provider-side tools, fields and content fetched by
-URL a model call may carry (by the agent's egress), and what an answer without usage is
-charged."""
+URL a model call may carry (by the agent's egress), what an answer without usage is charged,
+and the provider-side tool uses an answer reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from clawhq.errors import LlmRefused
 from clawhq.llm import policy
-from clawhq.llm.metering import Usage, Wire
+from clawhq.llm.metering import Usage, Wire, meter_for
 
 A, CHAT, RESP, GEM = Wire.ANTHROPIC, Wire.OPENAI_CHAT, Wire.OPENAI_RESPONSES, Wire.GEMINI
 
@@ -396,3 +396,48 @@ def test_an_answer_without_usage_is_charged_the_worst_case_never_nothing() -> No
     body = json.dumps({"model": "m", "max_tokens": 500}).encode()
     checked = policy.check("anthropic", A, body, egress_open=False, default_output=1)
     assert checked.total_tokens == -(-len(body) // 4) + 500
+
+
+# -- provider-side tool uses in the answer -----------------------------------------------------
+
+
+def test_anthropic_server_tool_uses_are_read_from_the_usage() -> None:
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 1, "x": "y"},
+    }
+    whole = {"type": "message", "model": "m", "content": [], "usage": usage}
+    meter = meter_for(A, "application/json")
+    meter.feed(json.dumps(whole).encode())
+    meter.close()
+    assert meter.usage.tool_uses == {"web_search": 3, "web_fetch": 1}
+    start = {"type": "message_start", "message": {**whole, "usage": {"input_tokens": 10}}}
+    delta = {"type": "message_delta", "delta": {}, "usage": usage}
+    stream = "".join(
+        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in (start, delta)
+    ).encode()
+    meter = meter_for(A, "text/event-stream")
+    meter.feed(stream)
+    meter.close()
+    assert meter.usage.tool_uses == {"web_search": 3, "web_fetch": 1}
+    assert meter.usage.total_tokens == 15
+
+
+def test_openai_web_search_calls_are_counted_from_the_output() -> None:
+    output = [
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"type": "web_search_call", "id": "ws_2", "status": "completed"},
+        {"type": "message", "content": []},
+    ]
+    usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+    response = {"object": "response", "model": "m", "output": output, "usage": usage}
+    meter = meter_for(RESP, "application/json")
+    meter.feed(json.dumps(response).encode())
+    meter.close()
+    assert meter.usage.tool_uses == {"web_search": 2}
+    completed = {"type": "response.completed", "response": response}
+    meter = meter_for(RESP, "text/event-stream")
+    meter.feed(f"event: response.completed\ndata: {json.dumps(completed)}\n\n".encode())
+    meter.close()
+    assert meter.usage.tool_uses == {"web_search": 2} and meter.usage.total_tokens == 3
