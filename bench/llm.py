@@ -5,10 +5,11 @@ The upstream is a lean stand-in defined here (a bare ASGI app on uvicorn, in its
 ``python -m bench.llm HOST PORT``) speaking OpenAI's Chat Completions SSE: a role chunk, the
 content chunks (each with the time it was sent), a finish chunk, the usage chunk when asked
 (``stream_options.include_usage``, with ``"usage":null`` in every chunk before it, as OpenAI
-writes them) and ``[DONE]``. ``?chunks=N&every=S`` choose the length and the pace. The suite's
-stand-in (tests/standins/llm.py) is a ThreadingHTTPServer whose stream length is set on the
-object, not per request; this one costs less per chunk than ClawHQ does, so it is not the
-bottleneck of either side.
+writes them) and ``[DONE]``. The request's ``metadata`` (``{"chunks": "N", "every": "S"}``)
+chooses the length and the pace: a body field the gateway passes on (the query it passes is an
+allowlist). The suite's stand-in (tests/standins/llm.py) is a ThreadingHTTPServer whose stream
+length is set on the object, not per request; this one costs less per chunk than ClawHQ does,
+so it is not the bottleneck of either side.
 
 ClawHQ runs on the in-memory engine (``BENCH_FAKE_ENGINE=1``) with one RUNNING openai agent
 that has its own key; the agent's LLM token is set in the database (only its digest is
@@ -28,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 
@@ -72,7 +72,8 @@ async def _read_body(receive: Any) -> bytes:
 
 
 async def standin(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """POST /v1/chat/completions, streamed: ``?chunks=N`` content chunks ``?every=S`` apart."""
+    """POST /v1/chat/completions, streamed: ``metadata.chunks`` content chunks
+    ``metadata.every`` seconds apart."""
     if scope["type"] != "http":  # served with lifespan="off"
         return
     body = await _read_body(receive)
@@ -82,8 +83,8 @@ async def standin(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"ok" if ok else b""})
         return
     request = json.loads(body or b"{}")
-    query = dict(parse_qsl(scope["query_string"].decode()))
-    chunks, every = int(query.get("chunks", "20")), float(query.get("every", "0"))
+    pace = request.get("metadata") or {}
+    chunks, every = int(pace.get("chunks", "20")), float(pace.get("every", "0"))
     usage = (request.get("stream_options") or {}).get("include_usage") is True
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -207,8 +208,10 @@ def llm_gateway() -> Iterator[Setup]:
         proc.wait(timeout=10)
 
 
-def _request(stream_usage: bool = True) -> dict[str, Any]:
+def _request(stream_usage: bool = True, chunks: int = 20, every: float = 0) -> dict[str, Any]:
+    pace = {"chunks": str(chunks), "every": str(every)}
     body: dict[str, Any] = {"model": "gpt-5", "messages": MESSAGES, "stream": True}
+    body["metadata"] = pace
     if stream_usage:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -235,8 +238,7 @@ def _stream_once(
     with client.stream(
         "POST",
         url,
-        params={"chunks": str(chunks)},
-        json=_request(stream_usage),
+        json=_request(stream_usage, chunks),
         headers=headers,
     ) as reply:
         assert reply.status_code == 200, reply.read()[:300]
@@ -390,12 +392,10 @@ async def _streams(
 ) -> tuple[float, list[float]]:
     """``count`` streamed completions at once, through ClawHQ or straight to the stand-in."""
     url, headers = setup.side(through)
-    query = {"chunks": str(chunks), "every": str(every)}
     request = {
         "method": "POST",
         "url": url,
-        "params": query,
-        "json": _request(),
+        "json": _request(True, chunks, every),
         "headers": headers,
     }
     return await open_streams(request, count, chunks, _content_sent_at)

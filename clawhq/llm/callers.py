@@ -33,6 +33,13 @@ class Caller:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     sealed_key: Sealed | None
+    #: The plan's egress policy now (``open``, ``allowlist``, ``none``), as the egress proxy
+    #: reads it: provider-side tools that fetch or run code are for ``open`` agents only.
+    egress_policy: str = "none"
+
+    @property
+    def egress_open(self) -> bool:
+        return self.egress_policy == "open"
 
     @property
     def key_source(self) -> str:
@@ -71,6 +78,7 @@ async def find_caller(reads: LoopReads, token: str | None) -> Caller:
         requests_per_minute=row["llm_requests_per_minute"],
         tokens_per_minute=row["llm_tokens_per_minute"],
         sealed_key=Sealed(bytes(ciphertext), key_id) if ciphertext is not None and key_id else None,
+        egress_policy=str(row["egress_policy"] or "none"),
     )
 
 

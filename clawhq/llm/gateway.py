@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,17 +23,16 @@ from starlette.responses import Response
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
-from clawhq.llm import ledger, limits, metering
+from clawhq.llm import ledger, limits, metering, paths, policy
 from clawhq.llm.callers import Caller, find_caller, real_key
-from clawhq.llm.providers import (
-    KEY_QUERY,
-    PROVIDERS,
-    Provider,
-    client_token,
-    is_free,
-    refusal,
+from clawhq.llm.providers import PROVIDERS, Provider, client_token, refusal
+from clawhq.llm.relay import (
+    Ending,
+    MeteredResponse,
+    PassThrough,
+    upstream_headers,
+    upstream_query,
 )
-from clawhq.llm.relay import Ending, MeteredResponse, PassThrough, upstream_headers
 from clawhq.observability.metrics import Metrics
 from clawhq.proxy.http import read_body
 from clawhq.settings import Settings
@@ -106,23 +105,23 @@ class Gateway:
             body = await read_body(request, self.settings.llm_max_body)
         except PayloadTooLarge as exc:
             raise LlmRefused(413, "too_large", "llm_request_too_large", exc.message) from None
-        wire = metering.wire_for(provider.name, path)
-        if wire is None and not is_free(request.method, path):
-            raise LlmRefused(
-                404,
-                "not_found",
-                "llm_path_not_served",
-                f"{request.method} {path[:200]} is not served by ClawHQ's LLM gateway (only "
-                "metered generation endpoints, model listings and token counts are)",
-            )
+        wire = paths.relayed(provider.name, request.method, path)
         model = metering.model_of_request(wire, body, path) if wire else None
-        strip = False
+        strip, worst = False, None
         if wire is not None:
+            worst = policy.check(
+                provider.name,
+                wire,
+                body,
+                egress_open=caller.egress_open,
+                agent_id=caller.agent_id,
+                default_output=self.settings.llm_unmetered_charge,
+            )
             body, strip = metering.with_usage_requested(wire, body)
         self.limits.admit(caller)
         started = time.monotonic()
         try:
-            answer = await self._open(request, provider, path, key, body)
+            answer = await self._open(request, provider, path, key, body, caller.egress_open)
         except BaseException:
             self.limits.done(caller.agent_id, 0)
             raise
@@ -137,6 +136,8 @@ class Gateway:
             )
 
         def on_end(ending: Ending) -> None:
+            if worst is not None:
+                ending = self._billable(provider, caller, ending, worst)
             self._charge(
                 caller, provider, model, wire is not None, ending, streamed=strip or _is_sse(answer)
             )
@@ -151,11 +152,19 @@ class Gateway:
         )
 
     async def _open(
-        self, request: Request, provider: Provider, path: str, key: str, body: bytes
+        self,
+        request: Request,
+        provider: Provider,
+        path: str,
+        key: str,
+        body: bytes,
+        egress_open: bool,
     ) -> httpx.Response:
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != KEY_QUERY]
+        query = upstream_query(request.query_params.multi_items())
         url = httpx.URL(provider.upstream(self.settings) + path, params=query)
-        headers = upstream_headers(request.headers.items(), provider.key_headers(key))
+        headers = upstream_headers(
+            request.headers.items(), provider.key_headers(key), egress_open=egress_open
+        )
         outgoing = self._client.build_request(request.method, url, headers=headers, content=body)
         try:
             return await self._client.send(outgoing, stream=True)
@@ -175,6 +184,27 @@ class Gateway:
                 "llm_upstream_unreachable",
                 f"cannot reach {provider.name} right now",
             ) from None
+
+    def _billable(
+        self, provider: Provider, caller: Caller, ending: Ending, worst: metering.Usage
+    ) -> Ending:
+        """The ending as it is charged: a served answer without usage costs the call's worst
+        case (``policy.charged``); the provider-side tool uses it reports are counted."""
+        for tool, count in ending.usage.tool_uses.items():
+            self.metrics.llm_tool_uses.labels(provider.name, caller.plan, tool).inc(count)
+        usage = policy.charged(ending.usage, ending.status, worst)
+        if usage is ending.usage:
+            return ending
+        self.metrics.llm_unmetered_calls.labels(provider.name, caller.plan).inc()
+        log.warning(
+            "a %s answer (status %d) to agent %s reported no usage: charged its worst case, "
+            "%d tokens",
+            provider.name,
+            ending.status,
+            caller.agent_id,
+            usage.total_tokens,
+        )
+        return replace(ending, usage=usage)
 
     def _charge(
         self,

@@ -8,7 +8,6 @@ takes it from there and sends the real key the way the provider expects it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -78,6 +77,12 @@ _KINDS: Mapping[str, tuple[str, str, str, str]] = {
         "permission_denied",
         "PERMISSION_DENIED",
     ),
+    "invalid": (
+        "invalid_request_error",
+        "invalid_request_error",
+        "invalid_request",
+        "INVALID_ARGUMENT",
+    ),
     "not_found": ("not_found_error", "invalid_request_error", "not_found", "NOT_FOUND"),
     "too_large": (
         "request_too_large",
@@ -109,21 +114,3 @@ def refusal(provider: Provider, refused: LlmRefused) -> Response:
         headers["retry-after"] = str(refused.retry_after)
     body = error_body(provider.dialect, refused.kind, refused.status, refused.message)
     return Response(json.dumps(body), refused.status, headers, media_type="application/json")
-
-
-#: Calls the gateway relays without metering: they cost no tokens (model listings, token
-#: counts). Anything else that is not a metered generation is refused: a billable endpoint
-#: the meter does not read (embeddings, batches, images…) would spend a key unaccounted.
-_FREE_PATHS = re.compile(
-    r"^(/v1)?/models(/[A-Za-z0-9._:-]+)?$"  # listings (OpenAI-style, Anthropic)
-    r"|^/v1/messages/count_tokens$"
-    r"|^/v1beta/models(/[A-Za-z0-9._-]+)?$"  # Gemini's listing and one model
-    r"|^/v1beta/models/[A-Za-z0-9._-]+:countTokens$"
-)
-
-
-def is_free(method: str, path: str) -> bool:
-    """Whether ``method path`` is a call the gateway relays unmetered (it costs nothing)."""
-    if not _FREE_PATHS.match(path):
-        return False
-    return method == "GET" or path.endswith(("count_tokens", ":countTokens"))

@@ -1,16 +1,22 @@
 """A model call on its way through the gateway: the request as the provider gets it, and the
 answer streamed back chunk by chunk while its usage is read from it.
 
-The agent's token and anything that names a client never reach the provider; the real key is
-added here. Answers come back unbuffered. An agent that hangs up mid-answer does not stop the
-metering: the provider's answer is read to its end (the provider bills it anyway), so the
-call is charged for everything it produced.
+What reaches the provider is an allowlist: the headers and query parameters its API reads to
+serve a call, never the agent's token, a cookie, ClawHQ's own headers, or one that routes or
+bills the call elsewhere (``OpenAI-Organization``, ``OpenAI-Project``, ``x-goog-user-project``,
+Google's ``fields`` that would cut the usage out of the answer…); the real key is added here.
+``anthropic-beta`` keeps only the betas that add no provider-side tool, storage or billing path
+(those that do pass for agents whose egress is ``open`` only when the body policy lets their
+tool through, see ``policy``). Answers come back unbuffered. An agent that hangs up mid-answer
+does not stop the metering: the provider's answer is read to its end (the provider bills it
+anyway), so the call is charged for everything it produced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -19,28 +25,87 @@ import httpx
 from starlette.types import Message, Receive, Send
 
 from clawhq.llm.metering import Meter, Usage, Wire
-from clawhq.llm.providers import KEY_HEADERS
-from clawhq.proxy.headers import HOP_BY_HOP, PROXY_WRITTEN
 from clawhq.proxy.http import StreamedResponse
 
 log = logging.getLogger(__name__)
 
-#: Request headers that never go to the provider: keys, cookies, ClawHQ's own, anything that
-#: names the client. ``accept-encoding`` is replaced: the meter reads the answer as it comes.
-_DROPPED = HOP_BY_HOP | PROXY_WRITTEN | set(KEY_HEADERS) | {"cookie", "accept-encoding", "via"}
+#: Request headers passed on as they are: what the providers' APIs read to serve a call.
+#: ``x-stainless-*`` and ``x-goog-api-client`` only name the SDK and its retry count.
+_PASSED = frozenset(
+    {"accept", "content-type", "user-agent", "anthropic-version", "x-goog-api-client"}
+)
+_PASSED_PREFIXES = ("x-stainless-",)
+#: Query parameters passed on: Gemini's ``alt=sse``, the Anthropic SDK's ``beta=true``, the
+#: listings' paging. Google's system parameters (``fields``, ``userProject``, ``quotaUser``…)
+#: and the agent's token in ``key`` are not.
+_QUERY = frozenset({"alt", "beta", "pageSize", "pageToken", "limit", "after_id", "before_id"})
+#: ``anthropic-beta`` families (the name before its ``-YYYY-MM-DD``) passed for every agent:
+#: output, thinking, caching, context and streaming features of a model call. Unknown ones are
+#: dropped: a beta may add a provider-side tool, storage, or a path billed apart.
+PLAIN_BETAS = frozenset(
+    {
+        "compact",
+        "computer-use",  # the computer tool runs in the agent's own container
+        "context-1m",
+        "context-management",
+        "dev-full-thinking",
+        "effort",
+        "extended-cache-ttl",
+        "fast-mode",
+        "fine-grained-tool-streaming",
+        "interleaved-thinking",
+        "max-tokens-3-5-sonnet",
+        "model-context-window-exceeded",
+        "output-128k",
+        "output-300k",
+        "pdfs",
+        "prompt-caching",
+        "structured-outputs",
+        "token-counting",
+        "token-efficient-tools",
+        "tools",
+    }
+)
+#: Betas that enable a provider-side tool the body policy allows to agents whose egress is
+#: ``open`` (it still refuses the tool itself for the others).
+OPEN_BETAS = frozenset({"mcp-client", "web-fetch"})
+_BETA = re.compile(r"([a-z0-9-]+?)-\d{4}-\d{2}-\d{2}")
+
+
+def passed_betas(value: str, *, egress_open: bool) -> str:
+    """The ``anthropic-beta`` value as it goes on: the betas ClawHQ lets through, in order."""
+    kept = []
+    for beta in value.split(","):
+        beta = beta.strip().lower()
+        family = _BETA.fullmatch(beta)
+        name = family.group(1) if family else ""
+        if name in PLAIN_BETAS or (egress_open and name in OPEN_BETAS):
+            kept.append(beta)
+    return ",".join(dict.fromkeys(kept))
 
 
 def upstream_headers(
-    incoming: Iterable[tuple[str, str]], key_headers: list[tuple[str, str]]
+    incoming: Iterable[tuple[str, str]],
+    key_headers: list[tuple[str, str]],
+    *,
+    egress_open: bool = False,
 ) -> list[tuple[str, str]]:
     """The agent's request headers as the provider gets them, with the real key."""
-    out = [
-        (name, value)
-        for name, value in incoming
-        if name.lower() not in _DROPPED
-        and not name.lower().startswith(("x-clawhq-", "x-forwarded-"))
-    ]
+    out = []
+    for name, value in incoming:
+        lower = name.lower()
+        if lower == "anthropic-beta":
+            value = passed_betas(value, egress_open=egress_open)
+            if value:
+                out.append((name, value))
+        elif lower in _PASSED or lower.startswith(_PASSED_PREFIXES):
+            out.append((name, value))
     return [*out, *key_headers, ("accept-encoding", "identity")]
+
+
+def upstream_query(incoming: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The query parameters the provider gets: the allowlisted ones, never ``key``."""
+    return [(name, value) for name, value in incoming if name in _QUERY]
 
 
 class PassThrough(Meter):

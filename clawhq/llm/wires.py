@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
@@ -40,6 +40,8 @@ class Usage:
     cache_write_tokens: int = 0
     model: str | None = None  # model named by the upstream's answer, if any
     seen: bool = False  # whether any usage figure was found at all
+    #: Provider-side tool uses the answer reports (``web_search``: 2…), billed besides tokens.
+    tool_uses: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -174,6 +176,11 @@ def fill_usage(wire: Wire, usage: Usage, u: dict[str, Any]) -> bool:
         for key, attr in _ANTHROPIC_FIELDS:
             if u.get(key) is not None:  # present in a later message_delta: replaces
                 setattr(usage, attr, _num(u[key]))
+        tools = u.get("server_tool_use")  # {"web_search_requests": 2, "web_fetch_requests": 1}
+        if isinstance(tools, dict):
+            for key, count in list(tools.items())[:16]:
+                if isinstance(key, str) and key.endswith("_requests") and _num(count):
+                    usage.tool_uses[key.removesuffix("_requests")[:32]] = _num(count)
         return True
     if wire is Wire.GEMINI:
         prompt = _num(u.get("promptTokenCount"))
@@ -197,6 +204,10 @@ def fill_usage(wire: Wire, usage: Usage, u: dict[str, Any]) -> bool:
     usage.input_tokens, usage.cache_read_tokens = prompt - cached, cached
     usage.output_tokens, usage.cache_write_tokens = output, 0
     return True
+
+
+def _kind(item: object) -> object:
+    return item.get("type") if isinstance(item, dict) else None
 
 
 def usage_key(wire: Wire) -> str:
@@ -223,5 +234,9 @@ def apply_usage(wire: Wire, usage: Usage, obj: Any) -> None:
         return
     if isinstance(found := obj.get(key), dict):
         fill_usage(wire, usage, found)
+    if wire is Wire.OPENAI_RESPONSES and isinstance(output := obj.get("output"), list):
+        searches = sum(1 for item in output if _kind(item) == "web_search_call")
+        if searches:  # each web_search_call is a search the provider bills
+            usage.tool_uses["web_search"] = searches
     if model := text_of(obj.get(model_key(wire))):
         usage.model = model

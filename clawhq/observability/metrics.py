@@ -69,6 +69,19 @@ class Metrics:
             ["provider", "plan", "outcome"],
             registry=r,
         )
+        self.llm_tool_uses = Counter(
+            "clawhq_llm_tool_uses",
+            "Provider-side tool uses the providers reported in their answers (web_search, "
+            "web_fetch…): billed by the provider besides the tokens.",
+            ["provider", "plan", "tool"],
+            registry=r,
+        )
+        self.llm_unmetered_calls = Counter(
+            "clawhq_llm_unmetered_calls",
+            "Successful model calls whose answer reported no usage: charged their worst case.",
+            ["provider", "plan"],
+            registry=r,
+        )
         self.llm_first_byte_seconds = Histogram(
             "clawhq_llm_first_byte_seconds",
             "From an agent's call to the provider's first answer byte.",

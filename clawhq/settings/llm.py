@@ -57,6 +57,13 @@ class LlmSettings(BaseModel):
         default=16, ge=1, description="model calls one agent may have in flight at once"
     )
 
+    llm_unmetered_charge: int = Field(
+        default=65_536,
+        ge=0,
+        description="output tokens charged, besides the request's size / 4, for a successful "
+        "answer that reports no usage when the request sets no max_tokens",
+    )
+
     @field_validator("llm_max_body", mode="before")
     @classmethod
     def _llm_body(cls, value: str | int) -> int:

@@ -23,9 +23,13 @@ def is_llm(path: str) -> bool:
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a model call whose body is not one JSON object with each key once"},
     401: {"description": "unknown or revoked LLM token (in the provider's error format)"},
-    403: {"description": "the plan does not include bundled keys, or another provider"},
-    404: {"description": "unknown provider or path"},
+    403: {
+        "description": "the plan does not include bundled keys, another provider, or a "
+        "provider-side tool, background answer or content by URL the policy refuses"
+    },
+    404: {"description": "unknown provider, or a path the gateway does not relay"},
     413: {"description": "request body over CLAWHQ_LLM_MAX_BODY"},
     429: {"description": "over a per-minute limit or the monthly budget"},
     502: {"description": "the provider cannot be reached"},
