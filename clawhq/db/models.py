@@ -1,4 +1,5 @@
-"""The database schema: plans, users, API tokens, agents, port leases and webhook events.
+"""The database schema: plans, users, API tokens, agents, port leases and webhook events
+(backups: :mod:`clawhq.db.backups`).
 
 The same models run on SQLite and PostgreSQL; Alembic migrations in ``migrations/`` create them.
 """
