@@ -13,13 +13,13 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clawhq.backups import BackupStore, Download, UploadLimits, import_upload
+from clawhq.backups import BackupStore, Download, UploadLimits, import_upload, reseal_backup
 from clawhq.controller import backup_rows as rows
 from clawhq.controller.backup_jobs import BackupWork
 from clawhq.controller.deps import ControllerDeps
@@ -189,16 +189,7 @@ class Backups:
     def prune(self, keep: int, agent_id: str | None = None) -> list[AgentBackup]:
         """Delete all but the newest ``keep`` READY backups of each agent, and every FAILED
         one; a backup a job uses is kept. Returns what was deleted."""
-        kept: dict[str, int] = {}
-        doomed: list[AgentBackup] = []
-        for row in self.all(agent_id):
-            if row.status is BackupStatus.CREATING or row.restore_status is RestoreStatus.RESTORING:
-                continue
-            if row.status is BackupStatus.READY:
-                kept[row.agent_id] = kept.get(row.agent_id, 0) + 1
-                if kept[row.agent_id] <= keep:
-                    continue
-            doomed.append(row)
+        doomed = prunable(self.all(agent_id), keep)
         for row in doomed:
             self.store.delete(row.store_key)
             with self.deps.sessions.begin() as session:
@@ -206,6 +197,37 @@ class Backups:
                 if found is not None:
                     session.delete(found)
         return doomed
+
+    def reseal(self) -> tuple[int, int]:
+        """Re-seal every READY backup whose data key another key sealed (key rotation):
+        (resealed, left as they were because they failed a check)."""
+        with self.deps.read_sessions() as session:
+            stale = session.scalars(
+                select(AgentBackup.id).where(
+                    AgentBackup.status == BackupStatus.READY,
+                    AgentBackup.key_id != self.deps.keyring.current_key_id,
+                )
+            ).all()
+        done = failed = 0
+        for backup_id in stale:
+            with self.deps.sessions.begin() as session:
+                row = self._lock(session, backup_id)
+                try:
+                    record = reseal_backup(
+                        self.store,
+                        row.store_key,
+                        self.deps.keyring,
+                        row.id,
+                        expected_sha256=row.sha256,
+                    )
+                except ClawHQError as exc:
+                    log.error("backup %s not resealed: %s", backup_id, exc)
+                    failed += 1
+                    continue
+                if record is not None:
+                    rows.resealed(row, record)
+                done += 1
+        return done, failed
 
     def close(self) -> None:
         if self._pool is not None:
@@ -258,3 +280,19 @@ class Backups:
 
     def _now(self) -> datetime:
         return self.deps.clock.now()
+
+
+def prunable(found: Sequence[AgentBackup], keep: int) -> list[AgentBackup]:
+    """Of ``found`` (by agent, newest first), what a prune keeping ``keep`` deletes: READY
+    backups past the newest ``keep`` of their agent, and FAILED ones; never one a job uses."""
+    kept: dict[str, int] = {}
+    doomed: list[AgentBackup] = []
+    for row in found:
+        if row.status is BackupStatus.CREATING or row.restore_status is RestoreStatus.RESTORING:
+            continue
+        if row.status is BackupStatus.READY:
+            kept[row.agent_id] = kept.get(row.agent_id, 0) + 1
+            if kept[row.agent_id] <= keep:
+                continue
+        doomed.append(row)
+    return doomed

@@ -293,3 +293,34 @@ def test_prune_keeps_the_newest(fake_api: Api, fake_runtime: FakeRuntime, keep: 
     listed = fake_api.client.get(f"/api/agents/{agent_id}/backups", headers=owner).json()
     assert [b["id"] for b in listed["backups"]] == ids[2:]
     assert len(stored(fake_api)) == 1
+
+
+def test_key_rotation_reseals_backups(fake_api: Api, fake_runtime: FakeRuntime) -> None:
+    import dataclasses
+
+    from clawhq.backups import Download
+    from clawhq.controller.backups import Backups
+    from clawhq.crypto import Keyring, generate_key
+    from clawhq.db.backups import AgentBackup
+    from clawhq.setting_values import decode_encryption_key
+
+    owner, agent_id = running_agent(fake_api, fake_runtime, {"a": b"kept"})
+    backup = take(fake_api, owner, agent_id)
+    context = fake_api.context
+    old = decode_encryption_key(context.settings.encryption_key.get_secret_value())  # type: ignore[union-attr]
+    rotated = Keyring(decode_encryption_key(generate_key()), (old,))
+    deps = dataclasses.replace(context.deps, keyring=rotated)
+    backups = Backups(deps, context.operations, context.backups.store, threads=False)
+    assert backups.reseal() == (1, 0)
+    assert backups.reseal() == (0, 0)  # all current now
+    with context.sessions() as session:
+        row = session.get(AgentBackup, backup["id"])
+        assert row.key_id == rotated.current_key_id and row.sha256 != backup["sha256"]
+    new_only = Keyring(decode_encryption_key(generate_key()))
+    plain = b"".join(
+        Download(backups.store, row.store_key, rotated, row.id, expected_sha256=row.sha256)
+    )
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        assert tar.extractfile("./a").read() == b"kept"  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="key"):  # a key ring without the new key cannot open it
+        Download(backups.store, row.store_key, new_only, row.id, expected_sha256=row.sha256)

@@ -124,6 +124,11 @@ def test_api_conforms_to_its_schema(case: Any, caller: Caller) -> None:
         # unknown_plan, agent_not_found, image_not_found, no_agents_selected); nor can it say
         # that a day exists or that a usage report's `to` comes after its `from`.
         excluded.append(positive_data_acceptance)
+    elif "/backups" in case.operation.path:
+        # An upload is valid by its content, which a schema cannot say (a gzip tar of regular
+        # files: anything else is 400 archive_invalid), and a backup job holding the agent
+        # makes the next one a 409 agent_busy.
+        excluded.append(positive_data_acceptance)
     headers = {"Authorization": f"Bearer {token}"}
     negative = case.meta is not None and case.meta.generation.mode is GenerationMode.NEGATIVE
     if negative and "authorization" not in {k.lower() for k in (case.headers or {})}:
