@@ -139,3 +139,63 @@ def test_a_tampered_backup_and_a_hostile_upload_change_nothing(docker_app) -> No
         listed = api.client.get(f"/api/agents/{agent_id}/backups", headers=me).json()
         assert [b["id"] for b in listed["backups"]] == [backup["id"]]
         assert stored(api) == [path]
+
+
+def test_a_capped_workspace_is_restored_onto_a_capped_disk(docker_app, tmp_path: Path) -> None:
+    from clawhq.runtime.disks import HostDisks
+    from tests.conftest import unavailable
+
+    if (problem := HostDisks(tmp_path).support()) is not None:
+        unavailable("capped workspace disks", problem)
+    with docker_app(agent_disk="64m") as api:
+        me = api.user(plan="pro")
+        agent_id = api.agent(me)["id"]
+        container = deploy_running(api, me, agent_id)["containerId"]
+        assert exec_in(container, BB, "sh", "-c", f"echo capped > {HOME}/known.txt")[0] == 0
+        backup = take(api, me, agent_id)
+        assert exec_in(running(api, me, agent_id), BB, "rm", f"{HOME}/known.txt")[0] == 0
+        url = f"/api/agents/{agent_id}/backups/{backup['id']}/restore"
+        assert api.client.post(url, headers=me).status_code == 202
+        wait_backup(api, me, agent_id, backup["id"], restoreStatus="RESTORED")
+        restored = running(api, me, agent_id)
+        assert cat(restored, "known.txt") == (0, "capped\n")
+        volume = sdk().volumes.get(f"clawhq-workspace-{agent_id}")
+        point = api.context.settings.disk_dir / volume.name
+        assert volume.attrs["Options"]["device"] == str(point)  # still its own disk
+        code, output = exec_in(
+            restored, BB, "dd", "if=/dev/zero", f"of={HOME}/fill", "bs=1M", "count=100"
+        )
+        assert code != 0 and "No space left on device" in output  # and still capped
+
+
+def test_operators_take_list_and_prune_backups(docker_app, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from clawhq.cli import app as cli
+
+    with docker_app() as api:
+        me = api.user(plan="pro")
+        agent_id = api.agent(me)["id"]
+        deploy_running(api, me, agent_id)
+        first = take(api, me, agent_id)
+        settings = api.context.settings
+        monkeypatch.setenv("DATABASE_URL", settings.resolved_database_url)
+        monkeypatch.setenv("CLAWHQ_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("CLAWHQ_ENCRYPTION_KEY", settings.encryption_key.get_secret_value())  # type: ignore[union-attr]
+        monkeypatch.setenv("CLAWHQ_AGENT_IMAGE", settings.agent_image)
+        runner = CliRunner()
+        stopped = api.client.post(f"/api/agents/{agent_id}/stop", headers=me)
+        assert stopped.status_code == 200  # the CLI's job needs no stop then
+        made = runner.invoke(cli, ["backups", "create", agent_id])
+        assert made.exit_code == 0, made.output
+        assert "manual  READY" in made.output
+        listed = runner.invoke(cli, ["backups", "list", "--agent", agent_id])
+        assert listed.exit_code == 0 and listed.output.count(agent_id) == 2, listed.output
+        dry = runner.invoke(cli, ["backups", "prune", "--keep", "1"])
+        assert dry.exit_code == 0 and f"would delete {first['id']}" in dry.output, dry.output
+        assert len(stored(api)) == 2
+        pruned = runner.invoke(cli, ["backups", "prune", "--keep", "1", "--yes"])
+        assert pruned.exit_code == 0 and f"deleted {first['id']}" in pruned.output
+        assert len(stored(api)) == 1
+        gone = api.client.get(f"/api/agents/{agent_id}/backups/{first['id']}", headers=me)
+        assert gone.status_code == 404

@@ -187,14 +187,18 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     # Backups: someone else's agent, and so its backups, do not exist.
     ("POST", "/api/agents/{agent_id}/backups"): Expect(users(202, 404, 404)),
     ("GET", "/api/agents/{agent_id}/backups"): Expect(AGENT_ROUTE),
-    ("GET", "/api/agents/{agent_id}/backups/{backup_id}"): Expect(AGENT_ROUTE),
-    ("DELETE", "/api/agents/{agent_id}/backups/{backup_id}"): Expect(users(204, 404, 404)),
-    ("POST", "/api/agents/{agent_id}/backups/{backup_id}/restore"): Expect(users(202, 404, 404)),
-    ("GET", "/api/agents/{agent_id}/backups/{backup_id}/download"): Expect(AGENT_ROUTE),
+    ("GET", "/api/agents/{agent_id}/backups/{backup_id:backup_id}"): Expect(AGENT_ROUTE),
+    ("DELETE", "/api/agents/{agent_id}/backups/{backup_id:backup_id}"): Expect(
+        users(204, 404, 404)
+    ),
+    ("POST", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/restore"): Expect(
+        users(202, 404, 404)
+    ),
+    ("GET", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/download"): Expect(AGENT_ROUTE),
     ("POST", "/api/agents/{agent_id}/backups/import"): Expect(
         users(201, 404, 404), workspace_archive
     ),
-    ("POST", "/api/agents/{agent_id}/backups/{backup_id}/clone"): Expect(
+    ("POST", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/clone"): Expect(
         users(201, 404, 404), clone_body
     ),
     ("GET", "/api/usage"): Expect(users(200, 200, 200)),
@@ -306,6 +310,7 @@ class World:
 
     def path(self, template: str) -> str:
         template = template.replace("{path:path}", "{path}").replace("{name:path}", "{name}")
+        template = template.replace("{backup_id:backup_id}", "{backup_id}")
         return template.format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],

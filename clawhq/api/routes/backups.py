@@ -17,6 +17,7 @@ import anyio.from_thread
 import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from clawhq.api.audit import Audit
 from clawhq.api.deps import Context, CurrentUser, Ops
@@ -32,7 +33,24 @@ router = APIRouter(
     prefix="/api/agents", tags=["backups"], responses=problem_responses(400, 401, 404, 422, 503)
 )
 
-BackupId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+class _BackupIdConvertor(Convertor[str]):
+    """A backup id (32 hex digits) in a path: ``…/backups/import`` is then no backup's path,
+    so the router neither routes nor advertises (``Allow``) a backup's methods there."""
+
+    regex = "[0-9a-f]{32}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("backup_id", _BackupIdConvertor())
+BackupId = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
+#: The path segment of one backup.
+ONE = "/{agent_id}/backups/{backup_id:backup_id}"
 _IMPORT = re.compile(r"^/api/agents/[^/]+/backups/import$")
 GZIP = "application/gzip"
 
@@ -68,7 +86,7 @@ def list_backups(agent_id: AgentId, user: CurrentUser, context: Context) -> Back
     return BackupList(backups=[shown(r) for r in context.backups.of_agent(agent_id, user.id)])
 
 
-@router.get("/{agent_id}/backups/{backup_id}", response_model=BackupPublic)
+@router.get(ONE, response_model=BackupPublic)
 def get_backup(
     agent_id: AgentId, backup_id: BackupId, user: CurrentUser, context: Context
 ) -> BackupPublic:
@@ -76,7 +94,7 @@ def get_backup(
 
 
 @router.delete(
-    "/{agent_id}/backups/{backup_id}",
+    ONE,
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(409),
 )
@@ -90,7 +108,7 @@ def delete_backup(
 
 
 @router.post(
-    "/{agent_id}/backups/{backup_id}/restore",
+    ONE + "/restore",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BackupPublic,
     responses=problem_responses(409),
@@ -108,7 +126,7 @@ def restore_backup(
 
 
 @router.get(
-    "/{agent_id}/backups/{backup_id}/download",
+    ONE + "/download",
     response_class=StreamingResponse,
     responses={
         200: {"content": {GZIP: {"schema": {"type": "string", "format": "binary"}}}},
@@ -186,7 +204,7 @@ async def import_backup(
 
 
 @router.post(
-    "/{agent_id}/backups/{backup_id}/clone",
+    ONE + "/clone",
     status_code=status.HTTP_201_CREATED,
     response_model=AgentPublic,
     responses=problem_responses(403, 409),
