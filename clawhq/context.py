@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.backups import store_from_settings
 from clawhq.controller import desired
+from clawhq.controller.backup_schedule import BackupSchedule
 from clawhq.controller.backups import Backups
 from clawhq.controller.clock import Clock, SystemClock
 from clawhq.controller.controller import Controller
@@ -69,6 +70,7 @@ class AppContext:
     usage: UsageSampler | None
     metrics: Metrics
     backups: Backups
+    schedule: BackupSchedule
     threads: bool = True
 
     @property
@@ -84,7 +86,8 @@ class AppContext:
         return self.deps.instance_id
 
     def start_background(self) -> None:
-        """Start the controller, its sources and usage sampling (the API's lifespan)."""
+        """Start the controller, its sources, usage sampling and scheduled backups (the
+        API's lifespan); recover the backup jobs an earlier run left."""
         if self.threads:
             self.controller.start()
             self.sources.start()
@@ -96,8 +99,11 @@ class AppContext:
             self.backups.recover()
         except ClawHQError as exc:
             log.error("backups left by an earlier run not recovered yet: %s", exc)
+        if self.threads and self.deps.supervise:
+            self.schedule.start()  # scheduled backups: the supervising process's
 
     def close(self) -> None:
+        self.schedule.stop()
         self.backups.close()
         self.sources.stop()
         self.controller.stop()
@@ -191,6 +197,7 @@ def build_context(
         usage,
         metrics,
         backups,
+        BackupSchedule(backups, settings.backup_check_interval),
         threads,
     )
 

@@ -32,8 +32,10 @@ def wait_backup(api: Api, headers: dict[str, str], agent_id: str, backup_id: str
     raise AssertionError(f"backup is {body}, wanted {wanted}")
 
 
-def running_agent(api: Api, runtime: FakeRuntime, files: dict[str, bytes]) -> tuple[dict, str]:
-    owner = api.user(plan="pro")
+def running_agent(
+    api: Api, runtime: FakeRuntime, files: dict[str, bytes], plan: str = "pro"
+) -> tuple[dict, str]:
+    owner = api.user(plan=plan)
     agent = api.agent(owner)
     assert api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner).status_code == 202
     wait_status(api, owner, agent["id"], "RUNNING")
@@ -324,3 +326,52 @@ def test_key_rotation_reseals_backups(fake_api: Api, fake_runtime: FakeRuntime) 
         assert tar.extractfile("./a").read() == b"kept"  # type: ignore[union-attr]
     with pytest.raises(Exception, match="key"):  # a key ring without the new key cannot open it
         Download(backups.store, row.store_key, new_only, row.id, expected_sha256=row.sha256)
+
+
+def test_a_daily_plan_backs_its_agents_up_and_keeps_the_newest(
+    fake_api: Api, fake_runtime: FakeRuntime
+) -> None:
+    from datetime import timedelta
+
+    owner, agent_id = running_agent(fake_api, fake_runtime, {"a": b"1"})
+    running_agent(fake_api, fake_runtime, {}, plan="team")  # never scheduled: not on pro
+    admin = fake_api.admin()
+    change = fake_api.client.patch(
+        "/api/admin/plans/pro/backups",
+        json={"backupSchedule": "daily", "backupKeep": 2},
+        headers=admin,
+    )
+    assert change.status_code == 200, change.text
+    assert change.json()["backupSchedule"] == "daily" and change.json()["backupKeep"] == 2
+    assert (
+        fake_api.client.patch(
+            "/api/admin/plans/pro/backups", json={"backupSchedule": "hourly"}, headers=admin
+        ).status_code
+        == 422
+    )
+    manual = take(fake_api, owner, agent_id)  # the owner's own: never pruned by the schedule
+    schedule = fake_api.context.schedule
+
+    def scheduled() -> list[dict]:
+        listed = fake_api.client.get(f"/api/agents/{agent_id}/backups", headers=owner).json()
+        return [b for b in listed["backups"] if b["kind"] == "scheduled"]
+
+    def a_day_passes() -> None:
+        from sqlalchemy import select
+
+        from clawhq.db.backups import AgentBackup
+
+        with fake_api.context.sessions.begin() as session:
+            for row in session.scalars(select(AgentBackup)):
+                row.created_at -= timedelta(days=1)
+
+    for _ in range(4):
+        assert schedule.tick() == [agent_id]  # not the other plan's agent
+        for row in scheduled():
+            wait_backup(fake_api, owner, agent_id, row["id"], status="READY")
+        released(fake_api, agent_id)
+        assert schedule.tick() == []  # not due again the same day
+        a_day_passes()
+    assert len(scheduled()) == 2  # pruned to backupKeep (the fourth day's two newest)
+    listed = fake_api.client.get(f"/api/agents/{agent_id}/backups", headers=owner).json()
+    assert manual["id"] in [b["id"] for b in listed["backups"]]

@@ -214,6 +214,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("PATCH", "/api/admin/plans/{plan_name}/disk"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {"agentDisk": None}
     ),
+    ("PATCH", "/api/admin/plans/{plan_name}/backups"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"backupSchedule": "off"}
+    ),
     # The dashboard (clawhq/web/): its pages take the same credentials as the API (a bearer
     # token here; browsers use the session cookie); a form that changes something redirects
     # (303, followed) to the page showing the result. Streams end within the world's

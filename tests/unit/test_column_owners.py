@@ -98,6 +98,8 @@ OWNERS: dict[tuple[str, str], set[str]] = {
             "budget_own_keys",
             "llm_requests_per_minute",
             "llm_tokens_per_minute",
+            "backup_schedule",
+            "backup_keep",
         )
     },
 }

@@ -1,4 +1,5 @@
-"""Workspace backups: one row per backup of an agent's workspace, and its latest restore.
+"""Workspace backups: one row per backup of an agent's workspace, and its latest restore;
+plans' backup schedule.
 
 Revision ID: 0012
 Revises: 0011
@@ -46,9 +47,17 @@ def upgrade() -> None:
     op.create_index("ix_agent_backups_agent_id", "agent_backups", ["agent_id"])
     op.create_index("ix_agent_backups_user_id", "agent_backups", ["user_id"])
     op.create_index("ix_agent_backups_created_at", "agent_backups", ["created_at"])
+    with op.batch_alter_table("plans") as batch:
+        batch.add_column(
+            sa.Column("backup_schedule", sa.String(length=16), nullable=False, server_default="off")
+        )
+        batch.add_column(sa.Column("backup_keep", sa.Integer(), nullable=False, server_default="7"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("plans") as batch:
+        batch.drop_column("backup_keep")
+        batch.drop_column("backup_schedule")
     op.drop_index("ix_agent_backups_created_at", table_name="agent_backups")
     op.drop_index("ix_agent_backups_user_id", table_name="agent_backups")
     op.drop_index("ix_agent_backups_agent_id", table_name="agent_backups")
