@@ -57,16 +57,19 @@ class Backups:
         self, agent_id: str, owner_id: str | None, kind: BackupKind = BackupKind.MANUAL
     ) -> AgentBackup:
         """A new backup, CREATING; the job takes it (202: poll :meth:`get`)."""
-        with self.deps.sessions.begin() as session:
-            agent = load(session, agent_id, owner_id)
-            self.ops.jobs.claim(agent_id, "a backup is being taken")
-            try:
+        claimed = False
+        try:
+            with self.deps.sessions.begin() as session:
+                agent = load(session, agent_id, owner_id)
+                self.ops.jobs.claim(agent_id, "a backup is being taken")
+                claimed = True
                 row = rows.new_backup(session, agent.id, agent.user_id, kind, self._now())
                 session.flush()
                 session.expunge(row)
-            except BaseException:
+        except BaseException:
+            if claimed:
                 self.ops.jobs.release(agent_id)
-                raise
+            raise
         self._submit(agent_id, lambda: self.work.take(row.id))
         return self.get(agent_id, row.id, owner_id)
 
@@ -131,11 +134,18 @@ class Backups:
     def restore(self, agent_id: str, backup_id: str, owner_id: str | None) -> AgentBackup:
         """Start restoring the backup into its agent (202: poll :meth:`get`)."""
         self.ready(agent_id, backup_id, owner_id)
-        with self.deps.sessions.begin() as session:
-            agent = load(session, agent_id, owner_id)
-            self.ops.jobs.claim(agent_id, "a backup is being restored")
-            restart = agent.desired_state is DesiredState.RUNNING
-            rows.restore_begins(self._lock(session, backup_id), restart, self._now())
+        claimed = False
+        try:
+            with self.deps.sessions.begin() as session:
+                agent = load(session, agent_id, owner_id)
+                self.ops.jobs.claim(agent_id, "a backup is being restored")
+                claimed = True
+                restart = agent.desired_state is DesiredState.RUNNING
+                rows.restore_begins(self._lock(session, backup_id), restart, self._now())
+        except BaseException:
+            if claimed:
+                self.ops.jobs.release(agent_id)
+            raise
         self._submit(agent_id, lambda: self.work.restore(backup_id))
         return self.get(agent_id, backup_id, owner_id)
 
