@@ -15,7 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from clawhq.backups import store_from_settings
 from clawhq.controller import desired
+from clawhq.controller.backup_schedule import BackupSchedule
+from clawhq.controller.backups import Backups
 from clawhq.controller.clock import Clock, SystemClock
 from clawhq.controller.controller import Controller
 from clawhq.controller.deps import ControllerDeps, rules_of, timing_of
@@ -38,7 +41,7 @@ from clawhq.crypto import Keyring, load_keyring
 from clawhq.db import installation
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.db.loop_reads import LoopReads, make_loop_reads
-from clawhq.errors import DatabaseUnavailable
+from clawhq.errors import ClawHQError, DatabaseUnavailable
 from clawhq.observability.metrics import Metrics, StateCollector
 from clawhq.runtime import Runtime
 from clawhq.runtime.metered import MeteredRuntime
@@ -66,6 +69,8 @@ class AppContext:
     sources: Sources
     usage: UsageSampler | None
     metrics: Metrics
+    backups: Backups
+    schedule: BackupSchedule
     threads: bool = True
 
     @property
@@ -81,7 +86,8 @@ class AppContext:
         return self.deps.instance_id
 
     def start_background(self) -> None:
-        """Start the controller, its sources and usage sampling (the API's lifespan)."""
+        """Start the controller, its sources, usage sampling and scheduled backups (the
+        API's lifespan); recover the backup jobs an earlier run left."""
         if self.threads:
             self.controller.start()
             self.sources.start()
@@ -89,8 +95,16 @@ class AppContext:
             self.sources.resync()
         if self.usage is not None:
             self.usage.start()
+        try:
+            self.backups.recover()
+        except ClawHQError as exc:
+            log.error("backups left by an earlier run not recovered yet: %s", exc)
+        if self.threads and self.deps.supervise:
+            self.schedule.start()  # scheduled backups: the supervising process's
 
     def close(self) -> None:
+        self.schedule.stop()
+        self.backups.close()
         self.sources.stop()
         self.controller.stop()
         if self.usage is not None:
@@ -164,6 +178,8 @@ def build_context(
     controller = wire_controller(deps, probe, gateways)
     usage = UsageSampler(metered, settings.stats_interval) if settings.stats_interval else None
     metrics.add_collector(state_collector(deps, usage))
+    operations = Operations(deps, controller, inline=not threads)
+    backups = Backups(deps, operations, store_from_settings(settings), threads=threads)
     return AppContext(
         settings,
         engine,
@@ -175,11 +191,13 @@ def build_context(
         deps,
         gateways,
         controller,
-        Operations(deps, controller, inline=not threads),
+        operations,
         AgentViews(settings, metered, deps.observed, deps.specs),
         Sources(controller, deps),
         usage,
         metrics,
+        backups,
+        BackupSchedule(backups, settings.backup_check_interval),
         threads,
     )
 

@@ -15,6 +15,7 @@ from clawhq.api.routes import (
     agent_origin,
     agents,
     auth,
+    backups,
     health,
     llm,
     login_page,
@@ -63,16 +64,31 @@ def create_app(make_context: Callable[[], AppContext]) -> FastAPI:
         dependencies=[Depends(deps.reject_unknown_query)],
     )
     problems.install(app)
-    # Proxied requests (an agent's pages, its chat API) and model calls have their own limits.
+    # Proxied requests (an agent's pages, its chat API), model calls and backup uploads have
+    # their own limits.
     app.add_middleware(
         middleware.BodyLimit,
         max_bytes=MAX_BODY_BYTES,
-        exempt=lambda path: agent_access.is_proxied(path) or llm.is_llm(path),
+        exempt=lambda path: (
+            agent_access.is_proxied(path) or llm.is_llm(path) or backups.is_import(path)
+        ),
     )
     app.add_middleware(agent_origin.AgentOriginDispatch)
     app.add_middleware(middleware.RequestObserver)
-    modules = (auth, agents, telemetry, usage, plans, webhooks, admin, rollouts, health, metrics)
-    for module in (*modules, agent_origin, agent_access, llm, login_page):
+    modules = (
+        auth,
+        agents,
+        backups,
+        telemetry,
+        usage,
+        plans,
+        webhooks,
+        admin,
+        rollouts,
+        health,
+        metrics,
+    )
+    for module in (*modules, health, metrics, agent_origin, agent_access, llm, login_page):
         app.include_router(module.router)
     app.include_router(dashboard)
     return app

@@ -36,3 +36,11 @@ class PlanDiskChange(Body):
         if size > 16 * 1024**4:
             raise ValueError("must be at most 16t")
         return size
+
+
+class PlanBackupsChange(Body):
+    """``daily``: ClawHQ backs each agent of the plan up once a day and keeps the newest
+    ``backupKeep`` of those; ``off``: no scheduled backups (owners still take their own)."""
+
+    backup_schedule: Literal["daily", "off"]
+    backup_keep: JsonInt = Field(default=7, ge=1, le=365)

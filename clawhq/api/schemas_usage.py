@@ -73,6 +73,10 @@ class PlanLlm(Schema):
     egress_policy: str
     #: Bytes of each agent's workspace (null: CLAWHQ_AGENT_DISK; docs/disks.md).
     agent_disk: int | None
+    #: Scheduled backups of each agent's workspace: daily or off (docs/backups.md).
+    backup_schedule: str
+    #: Scheduled backups kept per agent.
+    backup_keep: int
 
 
 class PlanLlmChange(Body):

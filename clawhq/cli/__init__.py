@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from clawhq.cli import image_versions, network, rollout, workspaces
+from clawhq.cli import backups, image_versions, network, rollout, workspaces
 from clawhq.cli.exits import command_context, context_or_exit, fail, settings_or_exit
 from clawhq.cli.images import ImageKind
 from clawhq.crypto import generate_key
@@ -31,6 +31,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(image_app, name="image")
 app.add_typer(network.app, name="network")
 app.add_typer(workspaces.app, name="workspaces")
+app.add_typer(backups.app, name="backups")
 app.add_typer(rollout.app, name="rollout")
 image_app.command("list")(image_versions.list_command)
 
@@ -131,15 +132,21 @@ def keys_rotate() -> None:
 
     Set the new key as CLAWHQ_ENCRYPTION_KEY and the previous ones in CLAWHQ_ENCRYPTION_KEYS_OLD
     (comma-separated) for ClawHQ and for this command; once it reports, the old keys can go.
+    Workspace backups are re-sealed too (their data keys; the data stays as it is).
     """
     from clawhq.services import keys
 
     with command_context(settings_or_exit()) as context:
         report = keys.rotate(context.sessions, context.keyring)
+        resealed, broken = context.backups.reseal()
     typer.echo(
         f"re-encrypted the secrets of {report.rotated} agent(s) under key {report.key_id}; "
         f"{report.already_current} already used it"
     )
+    typer.echo(f"re-sealed {resealed} backup(s)")
+    if broken:
+        typer.echo(f"{broken} backup(s) failed a check and still need the old keys", err=True)
+        raise typer.Exit(1)
 
 
 @users_app.command("create")

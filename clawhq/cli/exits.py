@@ -55,8 +55,10 @@ def context_or_exit(
     *,
     instance_required: bool = True,
     firewall_installer: FirewallInstaller | None = None,
+    threads: bool = True,
 ) -> AppContext:
-    """The application's context, or exit 1 with why it cannot be built."""
+    """The application's context, or exit 1 with why it cannot be built (without
+    ``threads``, operations run the controller on the command's own thread)."""
     from clawhq.context import build_context
 
     try:
@@ -64,15 +66,16 @@ def context_or_exit(
             settings,
             instance_required=instance_required,
             firewall_installer=firewall_installer,
+            threads=threads,
         )
     except ClawHQError as exc:
         raise fail(exc) from None
 
 
 @contextlib.contextmanager
-def command_context(settings: Settings) -> Iterator[AppContext]:
+def command_context(settings: Settings, *, threads: bool = True) -> Iterator[AppContext]:
     """The context for one command: closed at the end, a ClawHQ error ends it with exit 1."""
-    context = context_or_exit(settings)
+    context = context_or_exit(settings, threads=threads)
     try:
         yield context
     except ClawHQError as exc:

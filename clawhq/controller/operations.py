@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from clawhq.controller.controller import Controller
 from clawhq.controller.deps import ControllerDeps
 from clawhq.controller.secrets import check_api_key
 from clawhq.db.models import Agent
-from clawhq.errors import NotFound, TooManyRequests
+from clawhq.errors import Conflict, NotFound, TooManyRequests
 from clawhq.status import AgentStatus, DesiredState
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,13 @@ S = AgentStatus
 WAIT_SECONDS = 60.0
 
 
-def load(session: Session, agent_id: str, owner_id: str | None = None) -> Agent:
-    """The agent, locked; another user's agent (with ``owner_id``) is a missing one."""
-    agent = session.scalars(
-        select(Agent).where(Agent.id == agent_id).with_for_update()
-    ).one_or_none()
+def load(
+    session: Session, agent_id: str, owner_id: str | None = None, *, lock: bool = True
+) -> Agent:
+    """The agent, locked (unless not ``lock``); another user's agent (with ``owner_id``) is a
+    missing one."""
+    query = select(Agent).where(Agent.id == agent_id)
+    agent = session.scalars(query.with_for_update() if lock else query).one_or_none()
     if (
         agent is None
         or agent.desired_state is DesiredState.DELETED
@@ -45,18 +48,63 @@ def load(session: Session, agent_id: str, owner_id: str | None = None) -> Agent:
     return agent
 
 
+def _busy(held: str) -> Conflict:
+    return Conflict(f"the agent is busy: {held}; retry once it is done", code="agent_busy")
+
+
+class AgentJobs:
+    """The agents a long job holds (a backup, a restore: :mod:`.backups`), in this process:
+    while one does, owners' operations on the agent and other jobs are refused (409
+    ``agent_busy``) rather than interleaved with the job's own stop and start."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, agent_id: str, what: str) -> None:
+        with self._lock:
+            if (held := self._held.get(agent_id)) is not None:
+                raise Conflict(
+                    f"the agent is busy: {held}; retry once it is done", code="agent_busy"
+                )
+            self._held[agent_id] = what
+
+    def release(self, agent_id: str) -> None:
+        with self._lock:
+            self._held.pop(agent_id, None)
+
+    def holds(self, agent_id: str) -> bool:
+        with self._lock:
+            return agent_id in self._held
+
+    def check(self, agent_id: str) -> None:
+        with self._lock:
+            if (held := self._held.get(agent_id)) is not None:
+                raise Conflict(
+                    f"the agent is busy: {held}; retry once it is done", code="agent_busy"
+                )
+
+
 class Operations:
     def __init__(
-        self, deps: ControllerDeps, controller: Controller, *, inline: bool = False
+        self,
+        deps: ControllerDeps,
+        controller: Controller,
+        *,
+        inline: bool = False,
+        jobs: AgentJobs | None = None,
     ) -> None:
         self.deps = deps
         self.controller = controller
         #: Tests without controller threads: operations run the controller themselves.
         self.inline = inline
+        self.jobs = jobs or AgentJobs()
 
-    def deploy(self, agent_id: str, owner_id: str | None = None) -> Agent:
+    def deploy(self, agent_id: str, owner_id: str | None = None, *, job: bool = False) -> Agent:
         """(Re)create the agent's container from its current spec and start it."""
         self._engine_ready()
+        if not job:
+            self.jobs.check(agent_id)
         with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             states.require(agent.status, states.DEPLOY_FROM, "deploy")
@@ -65,9 +113,11 @@ class Operations:
             generation = agent.generation
         return self._settle(agent_id, generation)
 
-    def start(self, agent_id: str, owner_id: str | None = None) -> Agent:
+    def start(self, agent_id: str, owner_id: str | None = None, *, job: bool = False) -> Agent:
         """Start a stopped agent (in its container, or a new one when it has none or it is
         out of date); a running or deploying agent is left as it is."""
+        if not job:
+            self.jobs.check(agent_id)
         with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             if agent.status in (S.RUNNING, S.DEPLOYING):
@@ -82,8 +132,10 @@ class Operations:
             generation = agent.generation
         return self._settle(agent_id, generation)
 
-    def stop(self, agent_id: str, owner_id: str | None = None) -> Agent:
+    def stop(self, agent_id: str, owner_id: str | None = None, *, job: bool = False) -> Agent:
         """Stop gracefully (SIGTERM, then SIGKILL after ``CLAWHQ_STOP_TIMEOUT``)."""
+        if not job:
+            self.jobs.check(agent_id)
         with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             if agent.status is S.STOPPED and agent.desired_state is DesiredState.STOPPED:
@@ -95,11 +147,18 @@ class Operations:
         return self._settle(agent_id, generation)
 
     def destroy(
-        self, agent_id: str, owner_id: str | None = None, *, keep_workspace: bool = True
+        self,
+        agent_id: str,
+        owner_id: str | None = None,
+        *,
+        keep_workspace: bool = True,
+        job: bool = False,
     ) -> None:
         """Remove the container, the port lease, the workspace unless kept, and the row.
 
         The wish is recorded first: a crash half-way is finished by the controller."""
+        if not job:
+            self.jobs.check(agent_id)
         with self.deps.sessions.begin() as session:
             agent = load(session, agent_id, owner_id)
             desired.request_delete(agent, keep_workspace=keep_workspace)

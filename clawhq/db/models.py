@@ -1,4 +1,5 @@
-"""The database schema: plans, users, API tokens, agents, port leases and webhook events.
+"""The database schema: plans, users, API tokens, agents, port leases and webhook events
+(backups: :mod:`clawhq.db.backups`).
 
 The same models run on SQLite and PostgreSQL; Alembic migrations in ``migrations/`` create them.
 """
@@ -98,6 +99,10 @@ class Plan(Base):
     #: Where agents may connect: ``open``, ``allowlist`` (through ClawHQ's forward proxy) or
     #: ``none`` (ClawHQ only). See docs/egress.md.
     egress_policy: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    #: Scheduled backups of its agents' workspaces: ``daily`` or ``off`` (docs/backups.md),
+    #: keeping the newest ``backup_keep`` scheduled ones of each agent.
+    backup_schedule: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    backup_keep: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
 
 
 class User(Base):

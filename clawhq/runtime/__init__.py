@@ -16,6 +16,7 @@ from clawhq.runtime.base import (
     Runtime,
     Volume,
     VolumeStore,
+    WorkspaceArchives,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "Runtime",
     "Volume",
     "VolumeStore",
+    "WorkspaceArchives",
 ]

@@ -2,7 +2,8 @@
 
 The engine's interface is split by role: :class:`AgentRuntime` (the agents' containers and
 their events), :class:`ContainerTelemetry` (logs and resource samples), :class:`VolumeStore`
-(workspace volumes), :class:`EngineAdmin` (network and images) and, in ``security``,
+(workspace volumes), :class:`WorkspaceArchives` (their files as tar streams),
+:class:`EngineAdmin` (network and images) and, in ``security``,
 :class:`~clawhq.runtime.security.SecurityInspector` (hardening facts). :class:`Runtime` is
 all of them at once: what ``DockerRuntime`` and the metered wrapper implement, and what the
 composition root hands around. A runtime built with an ``instance_id`` lists and follows only
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -315,6 +316,25 @@ class VolumeStore(Protocol):
 
 
 @runtime_checkable
+class WorkspaceArchives(Protocol):
+    """A workspace volume's contents as a tar stream, out and in (docs/backups.md). Both go
+    through a helper container that is created, never started, and removed after: it mounts
+    the volume where the agent's container does, and the engine copies files through it."""
+
+    def export_volume(self, name: str, image: str, path: str) -> Iterator[bytes]:
+        """The volume's files as an uncompressed tar (members ``./…``), streamed from the
+        engine; ``image`` makes the helper, mounting the volume at ``path``. A missing volume
+        raises ``workspace_not_found`` before the first byte."""
+        ...
+
+    def import_volume(self, spec: ContainerSpec, archive: Iterable[bytes]) -> None:
+        """Replace the workspace volume of ``spec`` by a fresh one (on a new capped disk when
+        ``spec.disk_bytes``) holding the tar or tar.gz ``archive``. No container may be using
+        the volume (the engine refuses otherwise, and nothing is removed)."""
+        ...
+
+
+@runtime_checkable
 class EngineAdmin(Protocol):
     """What the engine holds for all agents: their network and the images."""
 
@@ -338,7 +358,13 @@ class EngineAdmin(Protocol):
 
 @runtime_checkable
 class Runtime(
-    AgentRuntime, ContainerTelemetry, VolumeStore, EngineAdmin, SecurityInspector, Protocol
+    AgentRuntime,
+    ContainerTelemetry,
+    VolumeStore,
+    WorkspaceArchives,
+    EngineAdmin,
+    SecurityInspector,
+    Protocol,
 ):
     """The whole container engine: every role above. Consumers that need one role should
     take that protocol; the composition root builds one ``Runtime`` and passes it around."""

@@ -1,8 +1,9 @@
 """The :class:`~clawhq.runtime.base.Runtime` on Docker Engine, through the Docker SDK for Python.
 
-With ``docker_volumes`` (workspace volumes and their disks), ``docker_errors`` (engine errors
-become ClawHQ errors in :func:`engine_errors`) and ``docker_parse`` (answers parsed), the only
-modules that import ``docker``.
+With ``docker_volumes`` (workspace volumes and their disks), ``docker_archives`` (their files
+as tar streams), ``docker_errors`` (engine errors become ClawHQ errors in
+:func:`engine_errors`) and ``docker_parse`` (answers parsed), the only modules that import
+``docker``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from clawhq.runtime.base import (
     Runtime,
 )
 from clawhq.runtime.disks import DEFAULT_ROOT, HostDisks, remote_engine
+from clawhq.runtime.docker_archives import DockerArchives
 from clawhq.runtime.docker_errors import engine_errors
 from clawhq.runtime.docker_files import file_archive
 from clawhq.runtime.docker_parse import container_from_inspect, container_from_summary, parse_time
-from clawhq.runtime.docker_volumes import DockerVolumes
 from clawhq.runtime.security import (
     ContainerSecurity,
     DaemonFacts,
@@ -48,7 +49,7 @@ NO_ICC = {"com.docker.network.bridge.enable_icc": "false"}
 _MANAGED = f"{labels.SERVICE}={labels.SERVICE_AGENT}"
 
 
-class DockerRuntime(DockerVolumes):
+class DockerRuntime(DockerArchives):
     """Agent containers on one Docker Engine (``DOCKER_HOST`` or the local socket).
 
     The API version is pinned (Docker 20.10's) so that building the client never needs the

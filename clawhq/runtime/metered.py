@@ -7,7 +7,7 @@ a ``runtime_checkable`` protocol on Python 3.12+ (``isinstance`` no longer consu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,6 +98,14 @@ class MeteredRuntime:
 
     def disk_usage(self, name: str) -> DiskUsage | None:
         return self.inner.disk_usage(name)
+
+    # -- WorkspaceArchives -----------------------------------------------------------------------
+
+    def export_volume(self, name: str, image: str, path: str) -> Iterator[bytes]:
+        return self.inner.export_volume(name, image, path)
+
+    def import_volume(self, spec: ContainerSpec, archive: Iterable[bytes]) -> None:
+        self.inner.import_volume(spec, archive)
 
     # -- EngineAdmin ----------------------------------------------------------------------------
 

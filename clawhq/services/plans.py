@@ -37,6 +37,16 @@ def set_disk(session: Session, name: str, size: int | None) -> Plan:
     return _change(session, name, apply)
 
 
+def set_backups(session: Session, name: str, schedule: str, keep: int) -> Plan:
+    """The plan's backup schedule (``daily`` or ``off``) and how many scheduled backups of
+    each agent are kept."""
+
+    def apply(plan: Plan) -> None:
+        plan.backup_schedule, plan.backup_keep = schedule, keep
+
+    return _change(session, name, apply)
+
+
 def set_llm_terms(session: Session, name: str, terms: Mapping[str, object]) -> Plan:
     """Set the given model terms (names from :data:`LLM_TERMS`) of the plan."""
     if unknown := set(terms) - LLM_TERMS:

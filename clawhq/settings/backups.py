@@ -35,6 +35,11 @@ class BackupSettings(BaseModel):
         default=parse_size("4g"),
         description="the most an uploaded archive may unpack to (tar headers included)",
     )
+    backup_check_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds between looks for agents due a scheduled backup (0: never)",
+    )
     backup_max_members: int = Field(
         default=100_000, ge=1, description="the most files and directories an upload may hold"
     )

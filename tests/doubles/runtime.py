@@ -31,6 +31,7 @@ from clawhq.runtime.base import (
     LogLine,
     Volume,
 )
+from tests.doubles.workspaces import FakeWorkspaces
 
 if TYPE_CHECKING:
     from clawhq.runtime.base import AgentRuntime, ContainerTelemetry, EngineAdmin, VolumeStore
@@ -53,7 +54,7 @@ class PutFile:
     mode: int
 
 
-class FakeRuntime:
+class FakeRuntime(FakeWorkspaces):
     """Containers as dicts. ``fail[method] = error`` makes the next calls of ``method`` raise;
     ``reachable = False`` makes every call raise ``EngineUnavailable``.
 
@@ -97,6 +98,7 @@ class FakeRuntime:
         self._events_lock = threading.Lock()
         self._subscribers: list[_Subscriber] = []
         self._history: deque[EngineEvent] = deque(maxlen=self.EVENT_HISTORY)
+        self._init_workspaces()
 
     def _check(self, method: str) -> None:
         if not self.reachable:

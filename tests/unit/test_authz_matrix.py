@@ -7,6 +7,8 @@ fails ``test_every_endpoint_is_in_the_matrix``, and one added without authentica
 
 from __future__ import annotations
 
+import io
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +75,23 @@ AGENT_ORIGIN = "/_agent/{agent_id}"
 
 class FormBody(dict[str, str]):
     """A body sent as an HTML form (the dashboard's), not as JSON."""
+
+
+class RawBody(bytes):
+    """A body sent as it is (a backup upload)."""
+
+
+def workspace_archive(world: World | None) -> RawBody:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("notes.md")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    return RawBody(buffer.getvalue())
+
+
+def clone_body(world: World) -> dict[str, str]:
+    return {"name": f"clone-{uuid.uuid4().hex[:8]}", "apiKey": "sk-test-0123456789"}
 
 
 EXPECTED: dict[tuple[str, str], Expect] = {
@@ -165,6 +184,23 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/api/agents/{agent_id}/v1/models"): Expect(AGENT_ROUTE),
     # Usage from the LLM gateway's ledger: the owner's agent, the caller's month, admins' all.
     ("GET", "/api/agents/{agent_id}/usage"): Expect(AGENT_ROUTE),
+    # Backups: someone else's agent, and so its backups, do not exist.
+    ("POST", "/api/agents/{agent_id}/backups"): Expect(users(202, 404, 404)),
+    ("GET", "/api/agents/{agent_id}/backups"): Expect(AGENT_ROUTE),
+    ("GET", "/api/agents/{agent_id}/backups/{backup_id:backup_id}"): Expect(AGENT_ROUTE),
+    ("DELETE", "/api/agents/{agent_id}/backups/{backup_id:backup_id}"): Expect(
+        users(204, 404, 404)
+    ),
+    ("POST", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/restore"): Expect(
+        users(202, 404, 404)
+    ),
+    ("GET", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/download"): Expect(AGENT_ROUTE),
+    ("POST", "/api/agents/{agent_id}/backups/import"): Expect(
+        users(201, 404, 404), workspace_archive
+    ),
+    ("POST", "/api/agents/{agent_id}/backups/{backup_id:backup_id}/clone"): Expect(
+        users(201, 404, 404), clone_body
+    ),
     ("GET", "/api/usage"): Expect(users(200, 200, 200)),
     ("GET", "/api/admin/usage"): Expect(users(owner=403, other=403, admin=200)),
     ("GET", "/api/admin/plans"): Expect(users(owner=403, other=403, admin=200)),
@@ -177,6 +213,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ),
     ("PATCH", "/api/admin/plans/{plan_name}/disk"): Expect(
         users(owner=403, other=403, admin=200), lambda w: {"agentDisk": None}
+    ),
+    ("PATCH", "/api/admin/plans/{plan_name}/backups"): Expect(
+        users(owner=403, other=403, admin=200), lambda w: {"backupSchedule": "off"}
     ),
     # The dashboard (clawhq/web/): its pages take the same credentials as the API (a bearer
     # token here; browsers use the session cookie); a form that changes something redirects
@@ -270,14 +309,17 @@ class World:
     headers: dict[Caller, dict[str, str]] = field(default_factory=dict)
     rollout_id: str = ""
     token_id: str = ""
+    backup_id: str = ""
 
     def path(self, template: str) -> str:
         template = template.replace("{path:path}", "{path}").replace("{name:path}", "{name}")
+        template = template.replace("{backup_id:backup_id}", "{backup_id}")
         return template.format(
             agent_id=self.agent_id,
             user_id=self.other["X-User-Id"],
             rollout_id=self.rollout_id,
             token_id=self.token_id,
+            backup_id=self.backup_id,
             plan_name="pro",
             provider="anthropic",
             path="page",
@@ -296,7 +338,9 @@ class World:
 
     def call(self, method: str, path: str, caller: Caller, body: Any = None) -> int:
         headers = {k: v for k, v in self.headers[caller].items() if k == "Authorization"}
-        sent = {"data": body} if isinstance(body, FormBody) else {"json": body}
+        sent: dict[str, Any] = {"data": body} if isinstance(body, FormBody) else {"json": body}
+        if isinstance(body, RawBody):
+            sent = {"content": bytes(body)}
         reply = self.api.client.request(method, self.url(path), headers=headers, **sent)
         return reply.status_code
 
@@ -325,8 +369,13 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> Iterator[World]:
     agent = api.agent(owner)
     deployed = api.client.post(f"/api/agents/{agent['id']}/deploy", headers=owner)
     assert deployed.status_code == 202, deployed.text
-    token = handed_secrets(fake_runtime, deployed.json()["containerId"])["CLAWHQ_WEBHOOK_TOKEN"]
+    # A READY backup to aim at (imported: taking one would stop and start the agent).
+    archive = bytes(workspace_archive(None))  # type: ignore[arg-type]
+    backup_id = api.context.backups.import_archive(agent["id"], owner["X-User-Id"], [archive]).id
+    container_id = deployed.json()["containerId"]
+    token = handed_secrets(fake_runtime, container_id)["CLAWHQ_WEBHOOK_TOKEN"]
     world = World(api, owner, owner_email, other, admin, agent["id"], token, expired)
+    world.backup_id = backup_id
     world.rollout_id = finished_rollout(api, agent["id"])
     world.token_id = token_id(api, owner)
     world.headers = {
@@ -339,7 +388,7 @@ def world(fake_api: Api, fake_runtime: FakeRuntime) -> Iterator[World]:
         Caller.OWNER: owner,
     }
     wait_status(api, owner, agent["id"], "RUNNING")
-    address = fake_runtime.containers[deployed.json()["containerId"]].address
+    address = fake_runtime.containers[container_id].address
     with serving(address, api.context.settings.agent_internal_port):  # the agent's gateway
         yield world
 

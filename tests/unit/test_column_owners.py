@@ -1,4 +1,4 @@
-"""Each column of an agent, a plan and a rollout has one owner: the module that writes it.
+"""Each column of an agent, a plan, a rollout and a backup has one owner: the module that writes it.
 
 The syntax tree of every module in clawhq/ is read for writes — ``row.column = …`` (also
 augmented and in tuples), ``setattr(row, "column", …)`` and ``update(Model).values(column=…)``
@@ -13,6 +13,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from clawhq.db.backups import AgentBackup
 from clawhq.db.models import Agent, Plan, Rollout, RolloutAgent
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clawhq"
@@ -21,6 +22,7 @@ DESIRED = "controller/desired.py"
 TRANSITIONS = "controller/transitions.py"
 ROLLOUTS = "controller/rollout_transitions.py"
 AGENTS = "services/agents.py"
+BACKUPS = "controller/backup_rows.py"
 
 #: (table, column) -> the modules (relative to clawhq/) that may write it.
 OWNERS: dict[tuple[str, str], set[str]] = {
@@ -84,6 +86,8 @@ OWNERS: dict[tuple[str, str], set[str]] = {
             "finished_at",
         )
     },
+    # A backup's row: its taking and its restore (the jobs of controller/backup_jobs.py).
+    **{("agent_backups", c.key): {BACKUPS} for c in AgentBackup.__table__.columns},
     **{
         ("plans", c): {"services/plans.py"}
         for c in (
@@ -94,10 +98,13 @@ OWNERS: dict[tuple[str, str], set[str]] = {
             "budget_own_keys",
             "llm_requests_per_minute",
             "llm_tokens_per_minute",
+            "backup_schedule",
+            "backup_keep",
         )
     },
 }
-MODELS = {m.__name__: m.__table__.name for m in (Agent, Plan, Rollout, RolloutAgent)}
+OWNED = (Agent, Plan, Rollout, RolloutAgent, AgentBackup)
+MODELS = {m.__name__: m.__table__.name for m in OWNED}
 #: Modules whose ``setattr`` computes the name, and why that is within their ownership.
 DYNAMIC = {
     "services/plans.py": "the plan's model terms, from its own list",
@@ -109,6 +116,8 @@ NOT_ROWS = {
     ("llm/metering.py", "model"),  # a Usage record
     ("llm/wires.py", "model"),  # a Usage record
     ("api/sessions.py", "user_id"),  # the request's state
+    ("backups/archive.py", "size"),  # a TarInfo
+    ("runtime/docker_files.py", "size"),  # a TarInfo
 }
 
 
@@ -116,7 +125,7 @@ def columns() -> dict[str, set[str]]:
     """Column name -> the tables that have it (of the tables owned here)."""
     found: dict[str, set[str]] = {}
     for table in MODELS.values():
-        model = next(m for m in (Agent, Plan, Rollout, RolloutAgent) if m.__tablename__ == table)
+        model = next(m for m in OWNED if m.__tablename__ == table)
         for column in model.__table__.columns:
             found.setdefault(column.key, set()).add(table)
     return found

@@ -36,6 +36,7 @@ from clawhq.runtime.base import (
     PortBinding,
     Runtime,
     VolumeStore,
+    WorkspaceArchives,
 )
 from clawhq.runtime.docker_engine import DockerRuntime
 from clawhq.runtime.docker_parse import container_from_inspect, container_from_summary
@@ -44,14 +45,21 @@ from clawhq.runtime.security import SecurityInspector
 from tests.doubles.runtime import FakeRuntime
 
 IMAGE = "clawhq-test-agent:latest"
-ROLES = (AgentRuntime, ContainerTelemetry, VolumeStore, EngineAdmin, SecurityInspector)
+ROLES = (
+    AgentRuntime,
+    ContainerTelemetry,
+    VolumeStore,
+    WorkspaceArchives,
+    EngineAdmin,
+    SecurityInspector,
+)
 NO_ENGINE = "unix:///nonexistent/docker.sock"  # building the client never needs the engine
 
 #: What each runtime class claims to implement.
 CLAIMS: dict[type, tuple[type, ...]] = {
     DockerRuntime: (Runtime,),
     MeteredRuntime: (Runtime,),
-    FakeRuntime: (AgentRuntime, ContainerTelemetry, VolumeStore, EngineAdmin),
+    FakeRuntime: (AgentRuntime, ContainerTelemetry, VolumeStore, WorkspaceArchives, EngineAdmin),
 }
 
 
@@ -164,6 +172,7 @@ SAMPLE_ARGUMENTS: dict[str, Any] = {
     "content": b"{}",
     "owner": "1001:1001",
     "mode": 0o400,
+    "archive": [b"tar"],
 }
 
 

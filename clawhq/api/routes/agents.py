@@ -55,6 +55,19 @@ def public(agent: Agent, views: AgentViews, plan: Plan | None = None) -> AgentPu
     return present(agents.row_of(agent, plan), views)
 
 
+def new_agent(body: AgentCreate) -> NewAgent:
+    """What a create request asks for."""
+    return NewAgent(
+        name=body.name,
+        model_provider=body.model_provider,
+        model=body.model,
+        api_key=body.api_key,
+        uses_bundled_api=body.uses_bundled_api,
+        channels=tuple(body.channels),
+        channel_env=body.channel_credentials.as_env(),
+    )
+
+
 @router.get("", response_model=AgentList, response_model_by_alias=True)
 def list_agents(user: CurrentUser, reads: Reads, context: Context) -> AgentList:
     """The caller's agents, each with what the engine last reported of its container."""
@@ -73,17 +86,8 @@ def create_agent(
     body: AgentCreate, user: CurrentUser, session: DbSession, context: Context, audit: Audit
 ) -> AgentPublic:
     """Create an agent (STOPPED). Over the plan's limit: 403 ``agent_limit_reached``."""
-    new = NewAgent(
-        name=body.name,
-        model_provider=body.model_provider,
-        model=body.model,
-        api_key=body.api_key,
-        uses_bundled_api=body.uses_bundled_api,
-        channels=tuple(body.channels),
-        channel_env=body.channel_credentials.as_env(),
-    )
     try:
-        agent = agents.create_agent(session, context.keyring, user, new)
+        agent = agents.create_agent(session, context.keyring, user, new_agent(body))
     except ClawHQError as exc:
         audit.record("agent.create", f"error:{exc.code}", detail=exc.message)
         raise

@@ -1,5 +1,5 @@
 """Admin: the plans, and the settings of theirs that shape agents (model budgets and limits,
-egress, workspace size).
+egress, workspace size, scheduled backups).
 
 A model budget or limit applies from the next model call on. Like an image pin, an egress or
 disk change is drift for running agents: they keep their container until a rollout or their
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path
 from clawhq.api.audit import Audit
 from clawhq.api.deps import Admin, DbSession, Reads
 from clawhq.api.problems import problem_responses
-from clawhq.api.schemas_plans import PlanDiskChange, PlanEgressChange
+from clawhq.api.schemas_plans import PlanBackupsChange, PlanDiskChange, PlanEgressChange
 from clawhq.api.schemas_rollouts import PlanName
 from clawhq.api.schemas_usage import PlanLlm, PlanLlmChange
 from clawhq.db.models import Plan
@@ -86,3 +86,20 @@ def change_plan_disk(
 
     size: int | None = body.agent_disk  # type: ignore[assignment]  # validated to int
     return _answer(audit, "admin.plan_disk", lambda: plans.set_disk(session, plan_name, size))
+
+
+@router.patch(
+    "/{plan_name}/backups",
+    response_model=PlanLlm,
+    response_model_by_alias=True,
+    responses=problem_responses(404),
+)
+def change_plan_backups(
+    plan_name: PlanPath, body: PlanBackupsChange, admin: Admin, session: DbSession, audit: Audit
+) -> PlanLlm:
+    """Set the plan's scheduled backups (docs/backups.md)."""
+
+    def change() -> Plan:
+        return plans.set_backups(session, plan_name, body.backup_schedule, body.backup_keep)
+
+    return _answer(audit, "admin.plan_backups", change)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
+import clawhq.db.backups  # noqa: F401  (its table in the metadata)
 from clawhq.db.models import Base
 
 engine: Engine = context.config.attributes["engine"]
