@@ -23,7 +23,7 @@ from starlette.responses import Response
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
-from clawhq.llm import ledger, limits, metering
+from clawhq.llm import ledger, limits, metering, reservations
 from clawhq.llm.callers import Caller, find_caller, real_key
 from clawhq.llm.providers import (
     KEY_QUERY,
@@ -58,7 +58,12 @@ class Gateway:
     def __post_init__(self) -> None:
         self.limits = limits.AgentLimits(self.settings.llm_calls_per_agent)
         self.budgets = limits.Budgets()
-        self.ledger = ledger.LedgerWriter(self.sessions)
+        self.reservations = reservations.Reservations(self.sessions)
+        self.ledger = ledger.LedgerWriter(
+            self.sessions,
+            upkeep=self.reservations.upkeep,
+            upkeep_every=reservations.RENEW_EVERY,
+        )
         self._models: set[str] = set()
         timeout = httpx.Timeout(self.settings.llm_timeout, connect=10.0)
         self._client = httpx.AsyncClient(
@@ -121,10 +126,16 @@ class Gateway:
             body, strip = metering.with_usage_requested(wire, body)
         self.limits.admit(caller)
         started = time.monotonic()
+        held: reservations.Held | None = None
         try:
+            if wire is not None and caller.budgeted:  # its worst case held, its cap in the body
+                held = await self.reservations.hold(caller, provider.name, wire, path, body)
+                body = held.body
             answer = await self._open(request, provider, path, key, body)
         except BaseException:
             self.limits.done(caller.agent_id, 0)
+            if held is not None:
+                self.ledger.release(self.reservations.forget(held.id))
             raise
         self.metrics.llm_first_byte_seconds.labels(provider.name).observe(
             time.monotonic() - started
@@ -138,7 +149,13 @@ class Gateway:
 
         def on_end(ending: Ending) -> None:
             self._charge(
-                caller, provider, model, wire is not None, ending, streamed=strip or _is_sse(answer)
+                caller,
+                provider,
+                model,
+                wire is not None,
+                ending,
+                streamed=strip or _is_sse(answer),
+                held=held,
             )
 
         return MeteredResponse(
@@ -185,8 +202,9 @@ class Gateway:
         ending: Ending,
         *,
         streamed: bool,
+        held: reservations.Held | None = None,
     ) -> None:
-        usage = ending.usage
+        usage = reservations.charged(held, ending.usage, ending.status)
         self.limits.done(caller.agent_id, usage.total_tokens)
         if metered and usage.total_tokens:
             bundled = caller.key_source == "bundled"
@@ -216,7 +234,7 @@ class Gateway:
             outcome=ending.outcome,
             latency_ms=ending.latency_ms,
         )
-        self.ledger.submit(call)
+        self.ledger.submit(call, None if held is None else self.reservations.forget(held.id))
 
     def _model_label(self, model: str | None) -> str:
         if not model:

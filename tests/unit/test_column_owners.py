@@ -1,4 +1,5 @@
-"""Each column of an agent, a plan and a rollout has one owner: the module that writes it.
+"""Each column of an agent, a plan, a rollout and an LLM budget reservation has one owner: the
+module that writes it.
 
 The syntax tree of every module in clawhq/ is read for writes — ``row.column = …`` (also
 augmented and in tuples), ``setattr(row, "column", …)`` and ``update(Model).values(column=…)``
@@ -13,7 +14,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from clawhq.db.models import Agent, Plan, Rollout, RolloutAgent
+from clawhq.db.models import Agent, LlmReservation, Plan, Rollout, RolloutAgent
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clawhq"
 
@@ -56,6 +57,8 @@ OWNERS: dict[tuple[str, str], set[str]] = {
         for c in ("proxy_identity_ciphertext", "proxy_identity_key_id")
     },
     ("agents", "rollout_id"): {ROLLOUTS},
+    # A reservation is taken and renewed by its module; the ledger writer only deletes it.
+    **{("llm_reservations", c): {"llm/reservations.py"} for c in ("tokens", "expires_at")},
     # Sealed secrets: set by their owner, re-sealed by a key rotation (services/keys.py).
     **{
         ("agents", c): {AGENTS, "services/keys.py"}
@@ -97,7 +100,8 @@ OWNERS: dict[tuple[str, str], set[str]] = {
         )
     },
 }
-MODELS = {m.__name__: m.__table__.name for m in (Agent, Plan, Rollout, RolloutAgent)}
+OWNED = (Agent, Plan, Rollout, RolloutAgent, LlmReservation)
+MODELS = {m.__name__: m.__table__.name for m in OWNED}
 #: Modules whose ``setattr`` computes the name, and why that is within their ownership.
 DYNAMIC = {
     "services/plans.py": "the plan's model terms, from its own list",
@@ -116,7 +120,7 @@ def columns() -> dict[str, set[str]]:
     """Column name -> the tables that have it (of the tables owned here)."""
     found: dict[str, set[str]] = {}
     for table in MODELS.values():
-        model = next(m for m in (Agent, Plan, Rollout, RolloutAgent) if m.__tablename__ == table)
+        model = next(m for m in OWNED if m.__tablename__ == table)
         for column in model.__table__.columns:
             found.setdefault(column.key, set()).add(table)
     return found
@@ -205,3 +209,5 @@ def test_the_check_sees_a_write_outside_the_owner() -> None:
     ]
     tree = ast.parse("session.execute(update(Agent).where(x).values(status='RUNNING'))")
     assert list(writes(tree)) == [("status", {"agents"}, 1)]
+    tree = ast.parse("session.execute(update(LlmReservation).values(expires_at=later))")
+    assert list(writes(tree)) == [("expires_at", {"llm_reservations"}, 1)]
