@@ -139,7 +139,7 @@ def with_cap(ask: Ask, cap: int, body: bytes, *, add: bool) -> bytes | None:
     obj = dict(ask.obj)
     found = False
     for holder, names in ask.places:
-        where = dict(_member(obj, holder))
+        where = obj if holder is None else dict(_member(obj, holder))
         for name in names:
             if name in where:
                 value = _positive(where[name])
