@@ -1,0 +1,398 @@
+"""Budget reservations (clawhq/llm/reservations.py): calls in flight together never spend past
+their owner's budget, their caps are lowered in the body the provider gets, and a reservation
+ends with its call however it ends. On SQLite and PostgreSQL, through the real server (the
+``served`` fixture of test_llm_gateway.py) and against the database straight."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, insert, select
+
+from clawhq.db.engine import create_db_engine, make_session_factory
+from clawhq.db.models import LlmCall, LlmReservation, new_id
+from clawhq.errors import LlmRefused
+from clawhq.llm import caps, ledger, reservations
+from clawhq.llm.callers import Caller
+from clawhq.llm.wires import Usage, Wire
+from tests.standins.llm import TOTALS
+from tests.unit import test_llm_gateway
+from tests.unit.test_llm_gateway import PROVIDER, Served, admin_headers, key_headers
+
+served = test_llm_gateway.served  # the fixture: the real server over the stand-in providers
+
+PROMPT = "Write a haiku about budgets. " * 5  # its estimate is above the stand-in's 31 tokens
+CHAT = "/llm/openai/v1/chat/completions"
+
+
+def set_budget(served: Served, budget: int, **limits: Any) -> None:
+    change = {"monthlyTokenBudget": budget, **limits}
+    reply = served.http.patch(
+        "/api/admin/plans/pro/llm", json=change, headers=admin_headers(served)
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def spend(served: Served, owner: dict[str, str], agent_id: str, tokens: int) -> None:
+    """A ledger row of ``tokens`` on a bundled key: what the user spent before."""
+    call = ledger.CallRecord(
+        agent_id=agent_id,
+        user_id=owner["X-User-Id"],
+        plan="pro",
+        provider="openai",
+        model="gpt-5",
+        key_source="bundled",
+        streamed=False,
+        input_tokens=tokens,
+        output_tokens=0,
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        status=200,
+        outcome="ok",
+        latency_ms=1,
+    )
+    ledger.record(served.context.sessions, [call])
+
+
+def held(served: Served, user_id: str) -> list[LlmReservation]:
+    with served.context.sessions() as session:
+        query = select(LlmReservation).where(LlmReservation.user_id == user_id)
+        return list(session.scalars(query))
+
+
+def wait_released(served: Served, user_id: str, ignore: str = "") -> None:
+    for _ in range(300):
+        if not [r for r in held(served, user_id) if r.id != ignore]:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"reservations left: {held(served, user_id)}")
+
+
+def spent(served: Served, user_id: str) -> int:
+    with served.context.sessions() as session:
+        query = select(func.coalesce(func.sum(LlmCall.total_tokens), 0))
+        return int(session.scalar(query.where(LlmCall.user_id == user_id)) or 0)
+
+
+def bundled_agent(served: Served, owner: dict[str, str], provider: str = "openai") -> Agent:
+    """A RUNNING agent on the bundled key."""
+    agent_id = served.agent(owner, provider, usesBundledApi=True)
+    return Agent(agent_id, served.deploy(owner, agent_id))
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    token: str
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-5", "messages": [{"role": "user", "content": PROMPT}], **fields}
+
+
+@pytest.mark.parametrize("headroom", [1, 250])
+def test_sixteen_parallel_streams_never_spend_past_the_budget(
+    served: Served, headroom: int
+) -> None:
+    owner = served.user("pro")
+    agents = [bundled_agent(served, owner) for _ in range(4)]
+    budget = 1_000_000
+    set_budget(served, budget)
+    spend(served, owner, "seed", budget - headroom)
+    served.llm.stream_delay, served.llm.stream_chunks = 0.05, 10  # each lasts half a second
+    body = chat(stream=True, stream_options={"include_usage": True}, max_completion_tokens=64)
+    start = threading.Barrier(16)
+
+    def stream(n: int) -> tuple[int, str]:
+        with httpx.Client(base_url=served.base, timeout=30) as client:
+            start.wait()
+            headers = key_headers("openai", agents[n % 4].token)
+            with client.stream("POST", CHAT, json=body, headers=headers) as reply:
+                reply.read()
+                return reply.status_code, reply.headers.get("x-clawhq-error", "")
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(stream, range(16)))
+    through = [a for a in answers if a[0] == 200]
+    assert all(a == (429, "llm_budget_exhausted") for a in answers if a[0] != 200), answers
+    # Each holds its estimate (PROMPT's, above the stand-in's input) and 64, or what is left.
+    left, expected, estimate = headroom, 0, caps.estimate_input(body)
+    while left > estimate and expected < 16:
+        left -= estimate + min(64, left - estimate)
+        expected += 1
+    assert len(through) == expected
+    wait_released(served, owner["X-User-Id"])
+    assert spent(served, owner["X-User-Id"]) <= budget
+    for call in served.llm.calls:
+        assert call.body["max_completion_tokens"] <= 64
+
+
+def test_the_cap_is_lowered_in_the_body_the_provider_gets(served: Served) -> None:
+    owner = served.user("pro")
+    budget, left = 1_000_000, 500
+    set_budget(served, budget)
+    spend(served, owner, "seed", budget - left)
+
+    def sent(provider: str, path: str, body: dict[str, Any], token: str) -> Any:
+        url = f"/llm/{PROVIDER[provider]}{path}"
+        reply = served.http.post(url, json=body, headers=key_headers(provider, token))
+        assert reply.status_code == 200, reply.text
+        wait_released(served, owner["X-User-Id"])
+        return served.llm.calls[-1].body
+
+    def room(body: dict[str, Any]) -> int:  # what is left after the call's input
+        return budget - spent(served, owner["X-User-Id"]) - caps.estimate_input(body)
+
+    openai = bundled_agent(served, owner).token
+    asked = chat(max_completion_tokens=100_000)
+    expected = room(asked)
+    assert sent("openai", "/v1/chat/completions", asked, openai)["max_completion_tokens"] == (
+        expected
+    )
+    legacy = chat(max_tokens=10**6)  # the old field alone: lowered, no other added
+    expected = room(legacy)
+    got = sent("openai", "/v1/chat/completions", legacy, openai)
+    assert got["max_tokens"] == expected and "max_completion_tokens" not in got
+    uncapped = chat()  # no cap: what is left becomes the cap
+    expected = room(uncapped)
+    assert sent("openai", "/v1/chat/completions", uncapped, openai)["max_completion_tokens"] == (
+        expected
+    )
+    three = chat(n=3, max_completion_tokens=100_000)  # each of three answers gets a third
+    expected = room(three) // 3
+    assert sent("openai", "/v1/chat/completions", three, openai)["max_completion_tokens"] == (
+        expected
+    )
+    small = chat(max_completion_tokens=5)  # under what is left: as asked
+    assert sent("openai", "/v1/chat/completions", small, openai)["max_completion_tokens"] == 5
+    responses = {"model": "gpt-5", "input": PROMPT, "max_output_tokens": 10**5}
+    expected = room(responses)
+    assert sent("openai", "/v1/responses", responses, openai)["max_output_tokens"] == expected
+
+    claude = bundled_agent(served, owner, "claude").token
+    anthropic = chat(max_tokens=64_000)
+    expected = room(anthropic)
+    assert sent("claude", "/v1/messages", anthropic, claude)["max_tokens"] == expected
+    gemini = bundled_agent(served, owner, "gemini").token
+    contents = {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}
+    expected = room(contents)
+    got = sent("gemini", "/v1beta/models/gemini-2.5-pro:generateContent", contents, gemini)
+    assert got["generationConfig"] == {"maxOutputTokens": expected}
+
+    # The user's own key is not budgeted on this plan: its body goes as it was sent.
+    own = served.deploy(owner, served.agent(owner, "openai"))
+    assert sent("openai", "/v1/chat/completions", asked, own) == asked
+
+
+def test_the_cap_is_at_most_the_agents_tokens_a_minute(served: Served) -> None:
+    owner = served.user("pro")
+    set_budget(served, 10**9, llmTokensPerMinute=700)
+    agent = bundled_agent(served, owner)
+    body = chat(max_completion_tokens=50_000)
+    reply = served.http.post(CHAT, json=body, headers=key_headers("openai", agent.token))
+    assert reply.status_code == 200, reply.text
+    expected = 700 - caps.estimate_input(body)
+    assert served.llm.calls[-1].body["max_completion_tokens"] == expected
+
+
+@pytest.mark.parametrize("ending", ["ok", "upstream_error", "client_gone", "unreachable"])
+def test_a_reservation_ends_with_its_call(served: Served, ending: str) -> None:
+    owner = served.user("pro")
+    user_id = owner["X-User-Id"]
+    set_budget(served, 1_000_000)
+    agent = bundled_agent(served, owner)
+    headers = key_headers("openai", agent.token)
+    body = chat(stream=True, max_completion_tokens=300)
+    served.llm.stream_delay, served.llm.stream_chunks = 0.05, 20
+    if ending == "upstream_error":
+        served.llm.fail_next(529, b'{"error":{"message":"overloaded","type":"server_error"}}')
+    if ending == "unreachable":
+        served.llm.__exit__(None, None, None)
+    with served.http.stream("POST", CHAT, json=body, headers=headers) as reply:
+        chunks = reply.iter_raw()
+        if ending in ("ok", "client_gone"):
+            next(chunks)
+            [during] = held(served, user_id)  # held while the answer streams
+            # Its input as estimated on the body it sent (with the usage ClawHQ asks for).
+            assert during.tokens == caps.estimate_input(served.llm.calls[-1].body) + 300
+            assert during.key_source == "bundled" and during.expires_at > datetime.now(UTC)
+        if ending != "client_gone":
+            for _ in chunks:
+                pass
+    status = {"ok": 200, "upstream_error": 529, "client_gone": 200, "unreachable": 502}
+    assert reply.status_code == status[ending]
+    wait_released(served, user_id)
+    if ending == "unreachable":
+        assert spent(served, user_id) == 0
+        return
+    [row] = served.wait_calls(agent.id, 1)
+    expected = {"ok": "ok", "upstream_error": "error", "client_gone": "client_gone"}[ending]
+    assert row.outcome == expected
+    # Reported usage is charged; a provider's refusal without usage costs nothing.
+    assert row.total_tokens == (0 if ending == "upstream_error" else TOTALS["openai_chat"])
+
+
+def test_an_expired_reservation_counts_no_more(served: Served) -> None:
+    owner = served.user("pro")
+    user_id = owner["X-User-Id"]
+    budget = 1_000_000
+    set_budget(served, budget)
+    agent = bundled_agent(served, owner)
+    now = datetime.now(UTC)
+    row = {"user_id": user_id, "agent_id": "gone", "key_source": "bundled", "tokens": budget}
+    expired = new_id()
+    with served.context.sessions.begin() as session:  # a dead process's: expired
+        session.execute(
+            insert(LlmReservation).values(
+                id=expired, created_at=now - timedelta(hours=1), expires_at=now, **row
+            )
+        )
+    headers = key_headers("openai", agent.token)
+    assert served.http.post(CHAT, json=chat(), headers=headers).status_code == 200
+    wait_released(served, user_id, ignore=expired)
+    with served.context.sessions.begin() as session:  # a live one: it holds the whole budget
+        session.execute(
+            insert(LlmReservation).values(
+                id=new_id(), created_at=now, expires_at=now + timedelta(minutes=5), **row
+            )
+        )
+    refused = served.http.post(CHAT, json=chat(), headers=headers)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["x-clawhq-error"] == "llm_budget_exhausted"
+    assert f"{budget} held by calls in flight" in refused.json()["error"]["message"]
+
+
+def test_an_answer_without_usage_is_charged_its_reservation(served: Served) -> None:
+    owner = served.user("pro")
+    set_budget(served, 1_000_000)
+    agent = bundled_agent(served, owner)
+    served.llm.fail_next(200, b'{"id":"chatcmpl-1","object":"chat.completion","choices":[]}')
+    body = chat(max_completion_tokens=200)
+    reply = served.http.post(CHAT, json=body, headers=key_headers("openai", agent.token))
+    assert reply.status_code == 200
+    wait_released(served, owner["X-User-Id"])
+    [row] = served.wait_calls(agent.id, 1)
+    assert (row.input_tokens, row.output_tokens) == (caps.estimate_input(body), 200)
+    assert row.total_tokens == served.total_tokens(row.agent_id)
+
+
+# -- against the database: several processes, renewal, the ledger's settling -----------------
+
+
+def caller(user_id: str, budget: int, *, agent_id: str = "a1") -> Caller:
+    return Caller(
+        agent_id=agent_id,
+        user_id=user_id,
+        model_provider="claude",
+        plan="pro",
+        has_own_key=False,
+        bundled_keys_allowed=True,
+        monthly_token_budget=budget,
+        budget_own_keys=False,
+        requests_per_minute=None,
+        tokens_per_minute=None,
+        sealed_key=None,
+    )
+
+
+MESSAGE = b'{"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def anthropic_call(who: Caller) -> tuple[Caller, str, Wire, str, bytes]:
+    return who, "anthropic", Wire.ANTHROPIC, "/v1/messages", MESSAGE
+
+
+def test_processes_reserving_at_once_never_hold_more_than_the_budget(database_url: str) -> None:
+    # Two "processes": each its own engine (its own connections) and its own reservations.
+    engines = [create_db_engine(database_url) for _ in range(2)]
+    try:
+        sessions = [make_session_factory(engine) for engine in engines]
+        sides = [reservations.Reservations(s) for s in sessions]
+        one = caps.read_ask(Wire.ANTHROPIC, "anthropic", "/v1/messages", MESSAGE)
+        per_call = one.input_tokens + 100
+        budget = 5 * per_call + per_call // 2  # room for five whole calls and a cut one
+        who = caller(new_id(), budget)
+        start = threading.Barrier(24)
+
+        def hold(n: int) -> int | str:
+            start.wait()
+            try:
+                return sides[n % 2]._hold(*anthropic_call(who)).tokens
+            except LlmRefused as refused:
+                return refused.code
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(hold, range(24)))
+        got = [a if isinstance(a, int) else 0 for a in answers]
+        assert {a for a in answers if not isinstance(a, int)} == {"llm_budget_exhausted"}
+        assert sorted(got, reverse=True)[:7] == [per_call] * 5 + [per_call // 2, 0]
+        with sessions[0]() as session:
+            total = session.scalar(
+                select(func.sum(LlmReservation.tokens)).where(LlmReservation.user_id == who.user_id)
+            )
+        assert total == sum(got) <= budget
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_live_reservations_are_renewed_and_dead_ones_purged(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        sessions = make_session_factory(engine)
+        mine = reservations.Reservations(sessions, ttl=timedelta(seconds=2))
+        who = caller(new_id(), 10**6)
+        live = asyncio.run(mine.hold(*anthropic_call(who)))  # a call in flight
+        gone = mine._hold(*anthropic_call(who))  # one whose process never renews it
+        time.sleep(2.1)  # both past their two seconds; only the live one is renewed
+        with sessions.begin() as session:
+            mine.upkeep(session)
+        with sessions() as session:
+            rows = {r.id: r for r in session.scalars(select(LlmReservation))}
+        assert set(rows) == {live.id} and gone.id not in rows
+        assert rows[live.id].expires_at > datetime.now(UTC)
+        # The call ends: the ledger writes its row and deletes the reservation together.
+        call = ledger.CallRecord(
+            who.agent_id, who.user_id, "pro", "anthropic", "m", "bundled", False,
+            10, 5, 0, 0, 200, "ok", 3,
+        )  # fmt: skip
+        ledger.record(sessions, [call], [mine.forget(live.id)])
+        with sessions() as session:
+            assert session.scalars(select(LlmReservation)).all() == []
+            assert session.scalar(select(func.sum(LlmCall.total_tokens))) == 15
+    finally:
+        engine.dispose()
+
+
+def test_the_ledger_writer_runs_its_upkeep_even_when_idle(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    rounds: list[float] = []
+    try:
+        writer = ledger.LedgerWriter(
+            make_session_factory(engine),
+            upkeep=lambda session: rounds.append(time.monotonic()),
+            upkeep_every=0.05,
+        )
+        time.sleep(0.5)
+        writer.release(new_id())  # a release alone (no call) is written too
+        writer.close()
+    finally:
+        engine.dispose()
+    assert len(rounds) >= 3
+
+
+def test_a_refusal_by_the_provider_without_usage_costs_nothing() -> None:
+    found = reservations.Held("r", 40, 60, b"{}")
+    assert reservations.charged(found, Usage(), 400).total_tokens == 0
+    assert reservations.charged(found, Usage(), 200).total_tokens == 100
+    reported = Usage(input_tokens=3, output_tokens=4, seen=True)
+    assert reservations.charged(found, reported, 200) is reported
+    assert reservations.charged(None, Usage(), 200).total_tokens == 0
