@@ -6,6 +6,7 @@ ends with its call however it ends. On SQLite and PostgreSQL, through the real s
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from clawhq.db.models import LlmCall, LlmReservation, new_id
 from clawhq.errors import LlmRefused
 from clawhq.llm import caps, ledger, reservations
 from clawhq.llm.callers import Caller
+from clawhq.llm.gateway import Gateway
 from clawhq.llm.wires import Usage, Wire
 from tests.standins.llm import TOTALS
 from tests.unit import test_llm_gateway
@@ -204,7 +206,9 @@ def test_the_cap_is_at_most_the_agents_tokens_a_minute(served: Served) -> None:
 
 
 @pytest.mark.parametrize("ending", ["ok", "upstream_error", "client_gone", "unreachable"])
-def test_a_reservation_ends_with_its_call(served: Served, ending: str) -> None:
+def test_a_reservation_ends_with_its_call(
+    served: Served, ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     owner = served.user("pro")
     user_id = owner["X-User-Id"]
     set_budget(served, 1_000_000)
@@ -216,17 +220,27 @@ def test_a_reservation_ends_with_its_call(served: Served, ending: str) -> None:
         served.llm.fail_next(529, b'{"error":{"message":"overloaded","type":"server_error"}}')
     if ending == "unreachable":
         served.llm.__exit__(None, None, None)
+    opening: list[tuple[list[LlmReservation], Any]] = []  # what was held as the call left
+    send = Gateway._open
+
+    async def spy(self: Gateway, *args: Any) -> Any:
+        opening.append((held(served, user_id), json.loads(args[-1])))
+        return await send(self, *args)
+
+    monkeypatch.setattr(Gateway, "_open", spy)
     with served.http.stream("POST", CHAT, json=body, headers=headers) as reply:
         chunks = reply.iter_raw()
         if ending in ("ok", "client_gone"):
             next(chunks)
-            [during] = held(served, user_id)  # held while the answer streams
-            # Its input as estimated on the body it sent (with the usage ClawHQ asks for).
-            assert during.tokens == caps.estimate_input(served.llm.calls[-1].body) + 300
-            assert during.key_source == "bundled" and during.expires_at > datetime.now(UTC)
+            [during] = held(served, user_id)  # still held while the answer streams
+            assert during.expires_at > datetime.now(UTC)
         if ending != "client_gone":
             for _ in chunks:
                 pass
+    [([before], sent)] = opening
+    # Its input as estimated on the body it sent (with the usage ClawHQ asks for), its cap.
+    assert before.tokens == caps.estimate_input(sent) + 300
+    assert before.key_source == "bundled" and before.agent_id == agent.id
     status = {"ok": 200, "upstream_error": 529, "client_gone": 200, "unreachable": 502}
     assert reply.status_code == status[ending]
     wait_released(served, user_id)
