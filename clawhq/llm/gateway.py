@@ -58,7 +58,9 @@ class Gateway:
     def __post_init__(self) -> None:
         self.limits = limits.AgentLimits(self.settings.llm_calls_per_agent)
         self.budgets = limits.Budgets()
-        self.reservations = reservations.Reservations(self.sessions)
+        self.reservations = reservations.Reservations(
+            self.sessions.kw["bind"], self.settings.resolved_database_url
+        )
         self.ledger = ledger.LedgerWriter(
             self.sessions,
             upkeep=self.reservations.upkeep,
@@ -75,6 +77,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self.reservations.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.ledger.close)
 
     async def handle(self, request: Request, provider_name: str, path: str) -> Response:

@@ -4,10 +4,16 @@ one ``clawhq serve`` or several).
 
 A call holds its estimated input plus its output cap, the cap lowered to what the budget has
 left and written into the body the provider gets (:mod:`clawhq.llm.caps`), so the provider
-cannot overshoot it. The hold is atomic per user: on PostgreSQL under a transaction-scoped
-advisory lock on the user, on SQLite under the write lock every writing transaction takes
-(``BEGIN IMMEDIATE``); inside it, one statement sums the month's ledger and the live
-reservations (one snapshot), then the reservation is inserted.
+cannot overshoot it. The hold is atomic per user: on PostgreSQL a transaction takes an advisory
+lock on the user first; on SQLite every writing transaction takes the write lock (``BEGIN
+IMMEDIATE``). Then one statement sums the month's ledger and the live reservations (one
+snapshot, taken after the lock), and the reservation is inserted.
+
+PostgreSQL is written from the event loop through psycopg's asyncio driver, on a pool of its
+own (a call waiting for its user's lock holds a connection; it must not take the token
+lookups' — :mod:`clawhq.db.loop_reads`). A reservation on a worker thread cost the server 3 ms
+of CPU a call, most of it the thread's hand-offs of the interpreter lock. SQLite, whose writes
+may wait for the file's lock, is written on a worker thread.
 
 When the call ends, its ledger row and the deletion of its reservation are one transaction of
 the ledger writer (:func:`clawhq.llm.ledger.record`): a sum sees the call either held or spent,
@@ -25,10 +31,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import Select, bindparam, delete, func, insert, literal_column, select, text, update
+import psycopg
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
 
+from clawhq.db.engine import normalize_url
 from clawhq.db.models import LlmReservation, new_id
 from clawhq.errors import LlmRefused
 from clawhq.llm import caps, limits
@@ -44,28 +64,32 @@ TTL = timedelta(minutes=5)
 RENEW_EVERY = 60.0
 #: The first key of the per-user advisory locks (PostgreSQL), apart from ClawHQ's other locks.
 LOCK_SPACE = 0x4C4C4D52  # "LLMR"
+#: PostgreSQL connections the reservations keep (as many again under load, then they wait).
+PG_POOL_SIZE = 8
+#: Bodies larger than this are read and written back on a worker thread, not on the loop.
+INLINE_BODY = 64 << 10
 
 _r = LlmReservation.__table__.c
-_HELD = (
-    select(func.coalesce(func.sum(_r.tokens), literal_column("0")))
-    .where(_r.user_id == bindparam("user_id"), _r.expires_at > bindparam("now"))
-    .scalar_subquery()
+_HELD_ALL = select(func.coalesce(func.sum(_r.tokens), literal_column("0"))).where(
+    _r.user_id == bindparam("user_id"), _r.expires_at > bindparam("now")
 )
-_HELD_BUNDLED = (
-    select(func.coalesce(func.sum(_r.tokens), literal_column("0")))
-    .where(
-        _r.user_id == bindparam("user_id"),
-        _r.expires_at > bindparam("now"),
-        _r.key_source == bindparam("source"),
-    )
-    .scalar_subquery()
+_HELD = {
+    False: _HELD_ALL.scalar_subquery(),
+    True: _HELD_ALL.where(_r.key_source == bindparam("source")).scalar_subquery(),
+}
+#: Bundled keys only -> the month's spent tokens and the live reservations, in one statement.
+_SUMS: dict[bool, Select[Any]] = {
+    only: select(spent_query(only).scalar_subquery().label("spent"), _HELD[only].label("held"))
+    for only in (False, True)
+}
+_INSERT = insert(LlmReservation).values(
+    {
+        **{c: bindparam(c) for c in ("id", "user_id", "agent_id", "key_source", "tokens")},
+        "created_at": bindparam("now"),
+        "expires_at": bindparam("expires_at"),
+    }
 )
-
-
-def _sums(bundled_only: bool) -> Select[Any]:
-    """The month's spent tokens and the live reservations, in one statement (one snapshot)."""
-    spent = spent_query(bundled_only).scalar_subquery()
-    return select(spent.label("spent"), (_HELD_BUNDLED if bundled_only else _HELD).label("held"))
+_LOCK = select(func.pg_advisory_xact_lock(bindparam("space"), func.hashtext(bindparam("user_id"))))
 
 
 @dataclass(frozen=True)
@@ -82,69 +106,123 @@ class Held:
         return self.input_tokens + self.output_tokens
 
 
-def take(
-    session: Session,
-    caller: Caller,
-    ask: caps.Ask,
-    *,
-    now: datetime,
-    ttl: timedelta = TTL,
-) -> tuple[str, int]:
-    """Reserve a call in ``session``'s transaction: ``(id, output cap)``; a 429 when the
-    budget cannot take it. The caller commits."""
-    budget = caller.monthly_token_budget
-    assert budget is not None, "only budgeted calls are reserved"
-    bundled_only = not caller.budget_own_keys
-    if session.get_bind().dialect.name == "postgresql":
-        lock = text("SELECT pg_advisory_xact_lock(:space, hashtext(:user_id))")
-        session.execute(lock, {"space": LOCK_SPACE, "user_id": caller.user_id})
-    params = {**spent_params(caller.user_id, limits.month_start(now), bundled_only), "now": now}
-    spent, held = session.execute(_sums(bundled_only), params).one()
-    left = budget - int(spent) - int(held)
-    cap = limits.output_cap(ask, left, caller.tokens_per_minute)
-    if cap is None:
-        raise limits.budget_refusal(
-            caller,
-            f"has {max(left, 0)} tokens left ({int(spent)} used, {int(held)} held by calls in "
-            f"flight): too few for this call's ~{ask.input_tokens} tokens of input and "
-            f"{ask.minimum} of output",
+class _Taking:
+    """One reservation being taken: the statements' parameters, then the cap the sums leave."""
+
+    def __init__(self, caller: Caller, ask: caps.Ask, ttl: timedelta) -> None:
+        assert caller.monthly_token_budget is not None, "only budgeted calls are reserved"
+        self.caller, self.ask, self.bundled_only = caller, ask, not caller.budget_own_keys
+        now = datetime.now(UTC)
+        month = limits.month_start(now)
+        self.sums = {**spent_params(caller.user_id, month, self.bundled_only), "now": now}
+        self.row = {
+            "id": new_id(),
+            "user_id": caller.user_id,
+            "agent_id": caller.agent_id,
+            "key_source": caller.key_source,
+            "now": now,
+            "expires_at": now + ttl,
+        }
+
+    def cap(self, spent: int, held: int) -> int:
+        """The call's output cap given the sums (and the row's tokens), or the budget's 429."""
+        assert self.caller.monthly_token_budget is not None
+        left = self.caller.monthly_token_budget - spent - held
+        cap = limits.output_cap(self.ask, left, self.caller.tokens_per_minute)
+        if cap is None:
+            raise limits.budget_refusal(
+                self.caller,
+                f"has {max(left, 0)} tokens left ({spent} used, {held} held by calls in "
+                f"flight): too few for this call's ~{self.ask.input_tokens} tokens of input "
+                f"and {self.ask.minimum} of output",
+            )
+        self.row["tokens"] = self.ask.input_tokens + cap * self.ask.choices
+        return cap
+
+
+def take(conn: Connection, taking: _Taking) -> int:
+    """Reserve a call in ``conn``'s transaction (its write lock held on SQLite): the cap."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, _lock_params(taking))
+    spent, held = conn.execute(_SUMS[taking.bundled_only], taking.sums).one()
+    cap = taking.cap(int(spent), int(held))
+    conn.execute(_INSERT, taking.row)
+    return cap
+
+
+def _lock_params(taking: _Taking) -> dict[str, Any]:
+    return {"space": LOCK_SPACE, "user_id": taking.caller.user_id}
+
+
+class _PostgresTaker:
+    """Takes reservations on the loop: psycopg's asyncio driver, statements compiled once."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_async_engine(
+            url,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_POOL_SIZE,
+            pool_timeout=5.0,
+            isolation_level="AUTOCOMMIT",  # the transaction is psycopg's own, below
+            connect_args={
+                "options": "-c TimeZone=UTC",
+                "application_name": "clawhq-llm-reservations",
+            },
         )
-    reservation = new_id()
-    session.execute(
-        insert(LlmReservation).values(
-            id=reservation,
-            user_id=caller.user_id,
-            agent_id=caller.agent_id,
-            key_source=caller.key_source,
-            tokens=ask.input_tokens + cap * ask.choices,
-            created_at=now,
-            expires_at=now + ttl,
-        )
-    )
-    return reservation, cap
+        dialect = self._engine.dialect
+        self._lock = str(_LOCK.compile(dialect=dialect))
+        self._sums = {only: str(q.compile(dialect=dialect)) for only, q in _SUMS.items()}
+        self._insert = str(_INSERT.compile(dialect=dialect))
+
+    async def take(self, taking: _Taking) -> int:
+        try:
+            return await self._take(taking)
+        except psycopg.OperationalError:
+            await self._engine.dispose()  # the server dropped its connections: a new pool
+        return await self._take(taking)  # a row of a try that failed at COMMIT only expires
+
+    async def _take(self, taking: _Taking) -> int:
+        async with self._engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None  # a pooled connection always has its driver's
+            async with driver.transaction(), driver.cursor() as cursor:
+                await cursor.execute(self._lock, _lock_params(taking))
+                await cursor.execute(self._sums[taking.bundled_only], taking.sums)
+                row = await cursor.fetchone()
+                assert row is not None
+                cap = taking.cap(int(row[0]), int(row[1]))
+                await cursor.execute(self._insert, taking.row)
+                return cap
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
 
 
 class Reservations:
-    """This process's reservations: taken on a worker thread, renewed while their calls last."""
+    """This process's reservations: taken before their calls leave, renewed while they last."""
 
-    def __init__(self, sessions: sessionmaker[Session], ttl: timedelta = TTL) -> None:
-        self._sessions, self._ttl = sessions, ttl
+    def __init__(self, engine: Engine, url: str, ttl: timedelta = TTL) -> None:
+        """``engine`` for SQLite and the writer's upkeep; ``url`` says which database it is."""
+        self._engine, self._ttl = engine, ttl
+        url = normalize_url(url)
+        self._postgres = _PostgresTaker(url) if url.startswith("postgresql") else None
         self._lock = threading.Lock()
         self._live: set[str] = set()
 
     async def hold(self, caller: Caller, provider: str, wire: Wire, path: str, body: bytes) -> Held:
         """Reserve the call and cap its body, or refuse it (429 with the budget's code)."""
-        held = await anyio.to_thread.run_sync(self._hold, caller, provider, wire, path, body)
-        with self._lock:  # on the loop: a hold whose caller was cancelled is never renewed
-            self._live.add(held.id)
-        return held
-
-    def _hold(self, caller: Caller, provider: str, wire: Wire, path: str, body: bytes) -> Held:
-        ask = caps.read_ask(wire, provider, path, body)
+        inline = len(body) <= INLINE_BODY
+        if inline:
+            ask = caps.read_ask(wire, provider, path, body)
+        else:
+            ask = await anyio.to_thread.run_sync(caps.read_ask, wire, provider, path, body)
+        taking = _Taking(caller, ask, self._ttl)
         try:
-            with self._sessions.begin() as session:
-                found, cap = take(session, caller, ask, now=datetime.now(UTC), ttl=self._ttl)
-        except SQLAlchemyError:
+            if self._postgres is not None:
+                cap = await self._postgres.take(taking)
+            else:
+                cap = await anyio.to_thread.run_sync(self._take, taking)
+        except (SQLAlchemyError, psycopg.Error):
             log.warning("could not reserve a model call's budget", exc_info=True)
             raise LlmRefused(
                 503,
@@ -152,14 +230,29 @@ class Reservations:
                 "llm_budget_unavailable",
                 "the budget cannot be checked right now; try again shortly",
             ) from None
-        capped = caps.with_cap(ask, cap, body, add=cap < caps.UNCAPPED_OUTPUT)
+        reservation = str(taking.row["id"])
+        with self._lock:  # from here on it is renewed, and its call must end it
+            self._live.add(reservation)
+        add = cap < caps.UNCAPPED_OUTPUT
+        if inline:
+            capped = caps.with_cap(ask, cap, body, add=add)
+        else:
+            capped = await anyio.to_thread.run_sync(lambda: caps.with_cap(ask, cap, body, add=add))
         if capped is None:  # parsed but not written back: never sent uncapped
-            with self._sessions.begin() as session:
-                session.execute(delete(LlmReservation).where(LlmReservation.id == found))
+            self.forget(reservation)
+            await anyio.to_thread.run_sync(self._delete, reservation)
             raise LlmRefused(
                 413, "too_large", "llm_request_unreadable", "the request body nests too deeply"
             )
-        return Held(found, ask.input_tokens, cap * ask.choices, capped)
+        return Held(reservation, ask.input_tokens, cap * ask.choices, capped)
+
+    def _take(self, taking: _Taking) -> int:
+        with self._engine.begin() as conn:
+            return take(conn, taking)
+
+    def _delete(self, reservation: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(LlmReservation).where(LlmReservation.id == reservation))
 
     def forget(self, reservation: str) -> str:
         """Stop renewing a reservation (its call ended): its id, for the ledger to delete."""
@@ -179,6 +272,10 @@ class Reservations:
                 .values(expires_at=now + self._ttl)
             )
         session.execute(delete(LlmReservation).where(LlmReservation.expires_at <= now))
+
+    async def aclose(self) -> None:
+        if self._postgres is not None:
+            await self._postgres.aclose()
 
 
 def charged(held: Held | None, usage: Usage, status: int) -> Usage:

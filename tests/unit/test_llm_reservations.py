@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from clawhq.db.engine import create_db_engine, make_session_factory
 from clawhq.db.models import LlmCall, LlmReservation, new_id
@@ -320,36 +320,46 @@ def caller(user_id: str, budget: int, *, agent_id: str = "a1") -> Caller:
 MESSAGE = b'{"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}'
 
 
-def anthropic_call(who: Caller) -> tuple[Caller, str, Wire, str, bytes]:
-    return who, "anthropic", Wire.ANTHROPIC, "/v1/messages", MESSAGE
+def holding(engine: Engine, url: str, who: Caller, count: int, **options: Any) -> list[Any]:
+    """``count`` reservations taken at once by a process of its own (its own engine, its own
+    loop): each Held, or the refusal's code."""
+    mine = reservations.Reservations(engine, url, **options)
+
+    async def one() -> Any:
+        try:
+            return await mine.hold(who, "anthropic", Wire.ANTHROPIC, "/v1/messages", MESSAGE)
+        except LlmRefused as refused:
+            return refused.code
+
+    async def all_of_them() -> list[Any]:
+        try:
+            return list(await asyncio.gather(*(one() for _ in range(count))))
+        finally:
+            await mine.aclose()
+
+    return asyncio.run(all_of_them())
 
 
 def test_processes_reserving_at_once_never_hold_more_than_the_budget(database_url: str) -> None:
-    # Two "processes": each its own engine (its own connections) and its own reservations.
     engines = [create_db_engine(database_url) for _ in range(2)]
     try:
-        sessions = [make_session_factory(engine) for engine in engines]
-        sides = [reservations.Reservations(s) for s in sessions]
         one = caps.read_ask(Wire.ANTHROPIC, "anthropic", "/v1/messages", MESSAGE)
         per_call = one.input_tokens + 100
         budget = 5 * per_call + per_call // 2  # room for five whole calls and a cut one
         who = caller(new_id(), budget)
-        start = threading.Barrier(24)
+        start = threading.Barrier(2)
 
-        def hold(n: int) -> int | str:
+        def process(engine: Engine) -> list[Any]:
             start.wait()
-            try:
-                return sides[n % 2]._hold(*anthropic_call(who)).tokens
-            except LlmRefused as refused:
-                return refused.code
+            return holding(engine, database_url, who, 12)
 
-        with ThreadPoolExecutor(24) as pool:
-            answers = list(pool.map(hold, range(24)))
-        got = [a if isinstance(a, int) else 0 for a in answers]
-        assert {a for a in answers if not isinstance(a, int)} == {"llm_budget_exhausted"}
+        with ThreadPoolExecutor(2) as pool:
+            answers = [a for side in pool.map(process, engines) for a in side]
+        got = [a.tokens if isinstance(a, reservations.Held) else 0 for a in answers]
+        assert {a for a in answers if isinstance(a, str)} == {"llm_budget_exhausted"}
         assert sorted(got, reverse=True)[:7] == [per_call] * 5 + [per_call // 2, 0]
-        with sessions[0]() as session:
-            total = session.scalar(
+        with engines[0].connect() as conn:
+            total = conn.scalar(
                 select(func.sum(LlmReservation.tokens)).where(LlmReservation.user_id == who.user_id)
             )
         assert total == sum(got) <= budget
@@ -362,10 +372,18 @@ def test_live_reservations_are_renewed_and_dead_ones_purged(database_url: str) -
     engine = create_db_engine(database_url)
     try:
         sessions = make_session_factory(engine)
-        mine = reservations.Reservations(sessions, ttl=timedelta(seconds=2))
+        mine = reservations.Reservations(engine, database_url, ttl=timedelta(seconds=2))
         who = caller(new_id(), 10**6)
-        live = asyncio.run(mine.hold(*anthropic_call(who)))  # a call in flight
-        gone = mine._hold(*anthropic_call(who))  # one whose process never renews it
+
+        async def in_flight() -> reservations.Held:
+            try:
+                return await mine.hold(who, "anthropic", Wire.ANTHROPIC, "/v1/messages", MESSAGE)
+            finally:
+                await mine.aclose()
+
+        live = asyncio.run(in_flight())
+        # Another process's, which died: nobody renews it.
+        [gone] = holding(engine, database_url, who, 1, ttl=timedelta(seconds=2))
         time.sleep(2.1)  # both past their two seconds; only the live one is renewed
         with sessions.begin() as session:
             mine.upkeep(session)
