@@ -185,7 +185,9 @@ class _PostgresTaker:
         async with self._engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None  # a pooled connection always has its driver's
-            async with driver.transaction(), driver.cursor() as cursor:
+            # Pipelined: BEGIN, the lock and the sums go out together, then the INSERT and
+            # COMMIT (the server runs them in order: the sums' snapshot follows the lock).
+            async with driver.pipeline(), driver.transaction(), driver.cursor() as cursor:
                 await cursor.execute(self._lock, _lock_params(taking))
                 await cursor.execute(self._sums[taking.bundled_only], taking.sums)
                 row = await cursor.fetchone()
