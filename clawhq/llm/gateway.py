@@ -1,8 +1,9 @@
 """The LLM gateway: ``/llm/<provider>/<the provider's own API path>``.
 
 An agent calls it as it would call its provider, with its ClawHQ token where the provider's
-key would go. The gateway finds the agent by the token, checks its limits and its owner's
-budget, sends the call on with the real key to the upstream of ``CLAWHQ_LLM_UPSTREAM_<X>``
+key would go. The gateway finds the agent by the token, checks its limits, holds the call's
+worst case against its owner's budget (its output cap lowered to fit: :mod:`.reservations`),
+sends the call on with the real key to the upstream of ``CLAWHQ_LLM_UPSTREAM_<X>``
 (nothing the agent sends can choose another host), relays the answer unbuffered and writes
 what it cost to the ledger. Refusals come in the provider's own error format.
 """

@@ -9,11 +9,12 @@ lock on the user first; on SQLite every writing transaction takes the write lock
 IMMEDIATE``). Then one statement sums the month's ledger and the live reservations (one
 snapshot, taken after the lock), and the reservation is inserted.
 
-PostgreSQL is written from the event loop through psycopg's asyncio driver, on a pool of its
-own (a call waiting for its user's lock holds a connection; it must not take the token
-lookups' — :mod:`clawhq.db.loop_reads`). A reservation on a worker thread cost the server 3 ms
-of CPU a call, most of it the thread's hand-offs of the interpreter lock. SQLite, whose writes
-may wait for the file's lock, is written on a worker thread.
+Both are written from the event loop, as :mod:`clawhq.db.loop_reads` reads: a reservation on a
+worker thread cost the server ~3 ms of CPU a call, most of it the thread's hand-offs of the
+interpreter lock. PostgreSQL through psycopg's asyncio driver, on a pool of its own (a call
+waiting for its user's lock holds a connection: not one of the token lookups'); SQLite on a
+connection of the loop's that never waits for the file's lock (nor checkpoints): when another
+writer holds it, the reservation is taken on a worker thread.
 
 When the call ends, its ledger row and the deletion of its reservation are one transaction of
 the ledger writer (:func:`clawhq.llm.ledger.record`): a sum sees the call either held or spent,
@@ -25,6 +26,7 @@ and is purged.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,14 +39,16 @@ from sqlalchemy import (
     Engine,
     Select,
     bindparam,
+    create_engine,
     delete,
+    event,
     func,
     insert,
     literal_column,
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
@@ -89,6 +93,7 @@ _INSERT = insert(LlmReservation).values(
         "expires_at": bindparam("expires_at"),
     }
 )
+_SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _LOCK = select(func.pg_advisory_xact_lock(bindparam("space"), func.hashtext(bindparam("user_id"))))
 
 
@@ -200,14 +205,55 @@ class _PostgresTaker:
         await self._engine.dispose()
 
 
+class _SqliteTaker:
+    """Takes reservations on the loop's own connection, which never waits: when another
+    writer holds the file's lock, on a worker thread instead (``engine``'s, which waits)."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self._waiting = engine
+        options = {"check_same_thread": False, "timeout": 0}
+        self._loop = create_engine(url, connect_args=options, pool_size=1, max_overflow=0)
+
+        @event.listens_for(self._loop, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # BEGIN IMMEDIATE below
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA busy_timeout=0")  # never wait on the loop
+            cursor.execute("PRAGMA wal_autocheckpoint=0")  # and never checkpoint there
+            cursor.execute("PRAGMA synchronous=NORMAL")  # no fsync at commit (under WAL)
+            cursor.close()
+
+        @event.listens_for(self._loop, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    async def take(self, taking: _Taking) -> int:
+        try:
+            with self._loop.begin() as conn:
+                return take(conn, taking)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF not in _SQLITE_BUSY:
+                raise
+        return await anyio.to_thread.run_sync(self._take_waiting, taking)
+
+    def _take_waiting(self, taking: _Taking) -> int:
+        with self._waiting.begin() as conn:
+            return take(conn, taking)
+
+    async def aclose(self) -> None:
+        self._loop.dispose()
+
+
 class Reservations:
     """This process's reservations: taken before their calls leave, renewed while they last."""
 
     def __init__(self, engine: Engine, url: str, ttl: timedelta = TTL) -> None:
-        """``engine`` for SQLite and the writer's upkeep; ``url`` says which database it is."""
+        """``engine`` (the sessions') serves the writes that may wait; ``url`` is its URL."""
         self._engine, self._ttl = engine, ttl
         url = normalize_url(url)
-        self._postgres = _PostgresTaker(url) if url.startswith("postgresql") else None
+        self._taker = (
+            _PostgresTaker(url) if url.startswith("postgresql") else _SqliteTaker(url, engine)
+        )
         self._lock = threading.Lock()
         self._live: set[str] = set()
 
@@ -220,10 +266,7 @@ class Reservations:
             ask = await anyio.to_thread.run_sync(caps.read_ask, wire, provider, path, body)
         taking = _Taking(caller, ask, self._ttl)
         try:
-            if self._postgres is not None:
-                cap = await self._postgres.take(taking)
-            else:
-                cap = await anyio.to_thread.run_sync(self._take, taking)
+            cap = await self._taker.take(taking)
         except (SQLAlchemyError, psycopg.Error):
             log.warning("could not reserve a model call's budget", exc_info=True)
             raise LlmRefused(
@@ -247,10 +290,6 @@ class Reservations:
                 413, "too_large", "llm_request_unreadable", "the request body nests too deeply"
             )
         return Held(reservation, ask.input_tokens, cap * ask.choices, capped)
-
-    def _take(self, taking: _Taking) -> int:
-        with self._engine.begin() as conn:
-            return take(conn, taking)
 
     def _delete(self, reservation: str) -> None:
         with self._engine.begin() as conn:
@@ -276,8 +315,7 @@ class Reservations:
         session.execute(delete(LlmReservation).where(LlmReservation.expires_at <= now))
 
     async def aclose(self) -> None:
-        if self._postgres is not None:
-            await self._postgres.aclose()
+        await self._taker.aclose()
 
 
 def charged(held: Held | None, usage: Usage, status: int) -> Usage:

@@ -25,6 +25,7 @@ from clawhq.llm import caps, ledger, reservations
 from clawhq.llm.callers import Caller
 from clawhq.llm.gateway import Gateway
 from clawhq.llm.wires import Usage, Wire
+from tests.conftest import clean_database
 from tests.standins.llm import TOTALS
 from tests.unit import test_llm_gateway
 from tests.unit.test_llm_gateway import PROVIDER, Served, admin_headers, key_headers
@@ -428,3 +429,51 @@ def test_a_refusal_by_the_provider_without_usage_costs_nothing() -> None:
     reported = Usage(input_tokens=3, output_tokens=4, seen=True)
     assert reservations.charged(found, reported, 200) is reported
     assert reservations.charged(None, Usage(), 200).total_tokens == 0
+
+
+def test_on_sqlite_a_reservation_waits_off_the_loop_for_another_writer(sqlite_url: str) -> None:
+    with clean_database(sqlite_url):
+        engine = create_db_engine(sqlite_url)
+        mine = reservations.Reservations(engine, sqlite_url)
+        who = caller(new_id(), 10**6)
+        writing, done = threading.Event(), threading.Event()
+
+        def writer() -> None:  # another writer holds the file's lock for a while
+            with engine.begin() as conn:
+                conn.execute(select(1))
+                writing.set()
+                done.wait(5)
+
+        async def reserve() -> tuple[reservations.Held, float]:
+            ticks = 0
+
+            async def tick() -> None:  # the loop keeps running while the reservation waits
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticking = asyncio.create_task(tick())
+            asyncio.get_running_loop().call_later(0.3, done.set)
+            try:
+                found = await mine.hold(who, "anthropic", Wire.ANTHROPIC, "/v1/messages", MESSAGE)
+            finally:
+                await ticking
+                await mine.aclose()
+            return found, ticks
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            writing.wait(5)
+            found, ticks = asyncio.run(reserve())
+        finally:
+            done.set()
+            thread.join()
+            engine.dispose()
+        assert (
+            ticks >= 10
+            and found.tokens
+            == caps.read_ask(Wire.ANTHROPIC, "anthropic", "/v1/messages", MESSAGE).input_tokens
+            + 100
+        )
