@@ -350,6 +350,20 @@ class LlmCall(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class LlmMonth(Base):
+    """What a user's calls cost in one calendar month (UTC), per key source: the ledger's sum,
+    kept in step with its rows in the same transaction, so a budget is read in one row rather
+    than summed over the month's calls."""
+
+    __tablename__ = "llm_months"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: ``YYYY-MM``.
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    key_source: Mapped[str] = mapped_column(String(8), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class LlmReservation(Base):
     """Tokens a model call in flight may still use: its estimated input and its output cap,
     counted against its owner's budget until the call's ledger row replaces it (in the same

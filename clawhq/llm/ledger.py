@@ -27,9 +27,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.db.models import Agent, LlmCall, LlmReservation
+from clawhq.db.models import Agent, LlmCall, LlmMonth, LlmReservation
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ def record(
         row = {**asdict(call), "at": now, "total_tokens": total}
         row["model"] = call.model[:128] if call.model else None
         rows.append(row)
+    per_month: dict[tuple[str, str], int] = {}
+    for call in calls:
+        key = (call.user_id, call.key_source)
+        per_month[key] = per_month.get(key, 0) + call.total_tokens
     reservations = sorted(settled)
     with sessions.begin() as session:
         if rows:
@@ -85,9 +91,29 @@ def record(
                 .where(Agent.id == agent_id)
                 .values(total_tokens=Agent.total_tokens + total, last_active_at=now)
             )
+        for (user_id, source), total in sorted(per_month.items()):
+            _add_to_month(session, user_id, month_key(now), source, total)
         for start in range(0, len(reservations), 500):
             chunk = reservations[start : start + 500]
             session.execute(delete(LlmReservation).where(LlmReservation.id.in_(chunk)))
+
+
+def month_key(at: datetime) -> str:
+    """The calendar month (UTC) of ``at``, as :class:`LlmMonth` keys it."""
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+def _add_to_month(session: Session, user_id: str, month: str, source: str, tokens: int) -> None:
+    """Add a user's tokens to their month (the row made on the month's first call)."""
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    row = {"user_id": user_id, "month": month, "key_source": source, "tokens": tokens}
+    statement = upsert(LlmMonth).values(row)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["user_id", "month", "key_source"],
+            set_={"tokens": LlmMonth.tokens + statement.excluded.tokens},
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -239,6 +265,20 @@ def spent_query(bundled_only: bool) -> Select[Any]:
 
 def spent_params(user_id: str, since: datetime, bundled_only: bool) -> dict[str, Any]:
     params: dict[str, Any] = {"user_id": user_id, "since": since}
+    return {**params, "source": "bundled"} if bundled_only else params
+
+
+_m = LlmMonth.__table__.c
+_MONTH_ALL = select(func.coalesce(func.sum(_m.tokens), literal_column("0")).label("spent")).where(
+    _m.user_id == bindparam("user_id"), _m.month == bindparam("month")
+)
+#: Bundled keys only -> the tokens that count against a user's budget this month, from
+#: :class:`LlmMonth` (bind :func:`month_params`).
+MONTH_SPENT = {False: _MONTH_ALL, True: _MONTH_ALL.where(_m.key_source == bindparam("source"))}
+
+
+def month_params(user_id: str, at: datetime, bundled_only: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"user_id": user_id, "month": month_key(at)}
     return {**params, "source": "bundled"} if bundled_only else params
 
 

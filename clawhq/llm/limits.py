@@ -19,7 +19,7 @@ from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused
 from clawhq.llm.callers import Caller
 from clawhq.llm.caps import UNCAPPED_OUTPUT, Ask
-from clawhq.llm.ledger import spent_params, spent_query
+from clawhq.llm.ledger import MONTH_SPENT, month_params
 
 WINDOW = 60.0
 
@@ -31,9 +31,10 @@ def month_start(now: datetime) -> datetime:
 
 
 async def spent_this_month(reads: LoopReads, user_id: str, *, bundled_only: bool) -> int:
-    """Tokens the user's agents used this month (on bundled keys only, or all)."""
-    since = month_start(datetime.now(UTC))
-    row = await reads.first(spent_query(bundled_only), **spent_params(user_id, since, bundled_only))
+    """Tokens the user's agents used this month (on bundled keys only, or all): one row or
+    two of the ledger's monthly totals."""
+    params = month_params(user_id, datetime.now(UTC), bundled_only)
+    row = await reads.first(MONTH_SPENT[bundled_only], **params)
     return int(row["spent"]) if row else 0
 
 

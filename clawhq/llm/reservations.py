@@ -6,8 +6,9 @@ A call holds its estimated input plus its output cap, the cap lowered to what th
 left and written into the body the provider gets (:mod:`clawhq.llm.caps`), so the provider
 cannot overshoot it. The hold is atomic per user: on PostgreSQL a transaction takes an advisory
 lock on the user first; on SQLite every writing transaction takes the write lock (``BEGIN
-IMMEDIATE``). Then one statement sums the month's ledger and the live reservations (one
-snapshot, taken after the lock), and the reservation is inserted.
+IMMEDIATE``). Then one statement reads what the user spent this month (the ledger's monthly
+total, :class:`~clawhq.db.models.LlmMonth`) and sums the live reservations (one snapshot,
+taken after the lock), and the reservation is inserted.
 
 Both are written from the event loop, as :mod:`clawhq.db.loop_reads` reads: a reservation on a
 worker thread cost the server ~3 ms of CPU a call, most of it the thread's hand-offs of the
@@ -57,7 +58,7 @@ from clawhq.db.models import LlmReservation, new_id
 from clawhq.errors import LlmRefused
 from clawhq.llm import caps, limits
 from clawhq.llm.callers import Caller
-from clawhq.llm.ledger import spent_params, spent_query
+from clawhq.llm.ledger import MONTH_SPENT, month_params
 from clawhq.llm.wires import Usage, Wire
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ _HELD = {
 }
 #: Bundled keys only -> the month's spent tokens and the live reservations, in one statement.
 _SUMS: dict[bool, Select[Any]] = {
-    only: select(spent_query(only).scalar_subquery().label("spent"), _HELD[only].label("held"))
+    only: select(MONTH_SPENT[only].scalar_subquery().label("spent"), _HELD[only].label("held"))
     for only in (False, True)
 }
 _INSERT = insert(LlmReservation).values(
@@ -118,8 +119,7 @@ class _Taking:
         assert caller.monthly_token_budget is not None, "only budgeted calls are reserved"
         self.caller, self.ask, self.bundled_only = caller, ask, not caller.budget_own_keys
         now = datetime.now(UTC)
-        month = limits.month_start(now)
-        self.sums = {**spent_params(caller.user_id, month, self.bundled_only), "now": now}
+        self.sums = {**month_params(caller.user_id, now, self.bundled_only), "now": now}
         self.row = {
             "id": new_id(),
             "user_id": caller.user_id,

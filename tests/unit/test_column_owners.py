@@ -14,7 +14,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from clawhq.db.models import Agent, LlmReservation, Plan, Rollout, RolloutAgent
+from clawhq.db.models import Agent, LlmMonth, LlmReservation, Plan, Rollout, RolloutAgent
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clawhq"
 
@@ -59,6 +59,7 @@ OWNERS: dict[tuple[str, str], set[str]] = {
     ("agents", "rollout_id"): {ROLLOUTS},
     # A reservation is taken and renewed by its module; the ledger writer only deletes it.
     **{("llm_reservations", c): {"llm/reservations.py"} for c in ("tokens", "expires_at")},
+    ("llm_months", "tokens"): {"llm/ledger.py"},  # kept in step with the ledger's rows
     # Sealed secrets: set by their owner, re-sealed by a key rotation (services/keys.py).
     **{
         ("agents", c): {AGENTS, "services/keys.py"}
@@ -100,7 +101,7 @@ OWNERS: dict[tuple[str, str], set[str]] = {
         )
     },
 }
-OWNED = (Agent, Plan, Rollout, RolloutAgent, LlmReservation)
+OWNED = (Agent, Plan, Rollout, RolloutAgent, LlmReservation, LlmMonth)
 MODELS = {m.__name__: m.__table__.name for m in OWNED}
 #: Modules whose ``setattr`` computes the name, and why that is within their ownership.
 DYNAMIC = {

@@ -477,3 +477,58 @@ def test_on_sqlite_a_reservation_waits_off_the_loop_for_another_writer(sqlite_ur
             == caps.read_ask(Wire.ANTHROPIC, "anthropic", "/v1/messages", MESSAGE).input_tokens
             + 100
         )
+
+
+def test_the_monthly_totals_follow_the_ledger_and_the_migration_fills_them(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from clawhq.db import migrate
+    from clawhq.db.models import LlmMonth
+
+    engine = create_db_engine(database_url)
+    try:
+        command.downgrade(migrate.alembic_config(engine), "0011")
+        old = {"plan": "pro", "provider": "openai", "model": "m", "streamed": False}
+        old |= {"status": 200, "outcome": "ok", "latency_ms": 1, "agent_id": "a"}
+        zero = dict.fromkeys(("input_tokens", "output_tokens", "cache_write_tokens"), 0)
+        rows = [
+            (datetime(2026, 10, 31, 23, 59, tzinfo=UTC), "u1", "bundled", 5),
+            (datetime(2026, 11, 1, 0, 0, tzinfo=UTC), "u1", "bundled", 7),
+            (datetime(2026, 11, 20, tzinfo=UTC), "u1", "bundled", 11),
+            (datetime(2026, 11, 20, tzinfo=UTC), "u1", "own", 13),
+            (datetime(2026, 11, 21, tzinfo=UTC), "u2", "bundled", 17),
+        ]
+        with engine.begin() as conn:
+            conn.execute(
+                insert(LlmCall),
+                [
+                    {**old, **zero, "at": at, "user_id": user, "key_source": source}
+                    | {"cache_read_tokens": tokens, "total_tokens": tokens}
+                    for at, user, source, tokens in rows
+                ],
+            )
+        migrate.upgrade(engine)
+
+        def months() -> set[tuple[str, str, str, int]]:
+            with engine.connect() as conn:
+                found = conn.execute(select(LlmMonth.__table__))
+                return {(r.user_id, r.month, r.key_source, r.tokens) for r in found}
+
+        assert months() == {
+            ("u1", "2026-10", "bundled", 5),
+            ("u1", "2026-11", "bundled", 18),
+            ("u1", "2026-11", "own", 13),
+            ("u2", "2026-11", "bundled", 17),
+        }
+        # Then each batch of the ledger adds to this month's, in its own transaction.
+        now = ledger.month_key(datetime.now(UTC))
+        call = ledger.CallRecord(
+            "a", "u1", "pro", "openai", "m", "own", False, 1, 2, 3, 4, 200, "ok", 1
+        )
+        ledger.record(make_session_factory(engine), [call, call])
+        ledger.record(make_session_factory(engine), [call])
+        assert ("u1", now, "own", 30 + (13 if now == "2026-11" else 0)) in months()
+    finally:
+        engine.dispose()
