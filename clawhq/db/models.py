@@ -352,8 +352,8 @@ class LlmCall(Base):
 
 class LlmMonth(Base):
     """What a user's calls cost in one calendar month (UTC), per key source: the ledger's sum,
-    kept in step with its rows in the same transaction, so a budget is read in one row rather
-    than summed over the month's calls."""
+    kept in step by a trigger on ``llm_calls`` (migration 0012), so a budget is read in one row
+    rather than summed over the month's calls."""
 
     __tablename__ = "llm_months"
 

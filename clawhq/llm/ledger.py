@@ -27,8 +27,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from clawhq.db.models import Agent, LlmCall, LlmMonth, LlmReservation
@@ -65,7 +63,8 @@ class CallRecord:
 def record(
     sessions: sessionmaker[Session], calls: list[CallRecord], settled: Iterable[str] = ()
 ) -> None:
-    """Write calls, add their tokens to their agents' totals and delete the reservations they
+    """Write calls, add their tokens to their agents' totals (and, by a trigger of the
+    database's, to their users' months: :class:`LlmMonth`) and delete the reservations they
     settle, in one transaction (a budget's sum never sees a call both held and spent, or
     neither)."""
     now = datetime.now(UTC)
@@ -77,10 +76,6 @@ def record(
         row = {**asdict(call), "at": now, "total_tokens": total}
         row["model"] = call.model[:128] if call.model else None
         rows.append(row)
-    per_month: dict[tuple[str, str], int] = {}
-    for call in calls:
-        key = (call.user_id, call.key_source)
-        per_month[key] = per_month.get(key, 0) + call.total_tokens
     reservations = sorted(settled)
     with sessions.begin() as session:
         if rows:
@@ -91,29 +86,15 @@ def record(
                 .where(Agent.id == agent_id)
                 .values(total_tokens=Agent.total_tokens + total, last_active_at=now)
             )
-        for (user_id, source), total in sorted(per_month.items()):
-            _add_to_month(session, user_id, month_key(now), source, total)
         for start in range(0, len(reservations), 500):
             chunk = reservations[start : start + 500]
             session.execute(delete(LlmReservation).where(LlmReservation.id.in_(chunk)))
 
 
 def month_key(at: datetime) -> str:
-    """The calendar month (UTC) of ``at``, as :class:`LlmMonth` keys it."""
+    """The calendar month (UTC) of ``at``, as :class:`LlmMonth` keys it (and the trigger that
+    fills it, from the row's ``at``)."""
     return at.astimezone(UTC).strftime("%Y-%m")
-
-
-def _add_to_month(session: Session, user_id: str, month: str, source: str, tokens: int) -> None:
-    """Add a user's tokens to their month (the row made on the month's first call)."""
-    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    row = {"user_id": user_id, "month": month, "key_source": source, "tokens": tokens}
-    statement = upsert(LlmMonth).values(row)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["user_id", "month", "key_source"],
-            set_={"tokens": LlmMonth.tokens + statement.excluded.tokens},
-        )
-    )
 
 
 @dataclass(frozen=True)

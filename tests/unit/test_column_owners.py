@@ -59,7 +59,8 @@ OWNERS: dict[tuple[str, str], set[str]] = {
     ("agents", "rollout_id"): {ROLLOUTS},
     # A reservation is taken and renewed by its module; the ledger writer only deletes it.
     **{("llm_reservations", c): {"llm/reservations.py"} for c in ("tokens", "expires_at")},
-    ("llm_months", "tokens"): {"llm/ledger.py"},  # kept in step with the ledger's rows
+    # Kept in step with the ledger's rows by a trigger (migration 0012): no module writes it.
+    ("llm_months", "tokens"): {"<the database's trigger>"},
     # Sealed secrets: set by their owner, re-sealed by a key rotation (services/keys.py).
     **{
         ("agents", c): {AGENTS, "services/keys.py"}
