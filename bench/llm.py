@@ -15,6 +15,10 @@ ClawHQ runs on the in-memory engine (``BENCH_FAKE_ENGINE=1``) with one RUNNING o
 that has its own key; the agent's LLM token is set in the database (only its digest is
 stored, and the gateway reads it on every call), so the gateway path is the real one: the
 token lookup, the key opened, the upstream call, the meter, the ledger row.
+
+``BENCH_LLM_BUDGET=1`` gives the bench plan a (never reached) monthly budget that counts own
+keys, so every call also takes the budget's path (its reservation, when there is one);
+``BENCH_LLM_DB=postgresql`` runs ClawHQ on PostgreSQL instead of SQLite.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -141,7 +146,7 @@ def llm_gateway() -> Iterator[Setup]:
 
     from clawhq.credentials import LLM_TOKEN_PREFIX, hash_token, new_token
     from clawhq.db.engine import create_db_engine
-    from clawhq.db.models import Agent
+    from clawhq.db.models import Agent, Plan
 
     port = free_port()
     upstream = f"http://127.0.0.1:{port}"
@@ -162,7 +167,7 @@ def llm_gateway() -> Iterator[Setup]:
         wait_until(up, 30, "the LLM stand-in", every=0.05)
         with (
             workdir() as tmp,
-            Database.create("sqlite", Path(tmp)) as db,
+            Database.create(os.environ.get("BENCH_LLM_DB", "sqlite"), Path(tmp)) as db,
             Server(
                 db,
                 Path(tmp),
@@ -193,6 +198,12 @@ def llm_gateway() -> Iterator[Setup]:
                     .where(Agent.id == agent_id)
                     .values(llm_token_hash=hash_token(token))
                 )
+                if os.environ.get("BENCH_LLM_BUDGET") == "1":
+                    conn.execute(
+                        update(Plan)
+                        .where(Plan.name == "bench")
+                        .values(monthly_token_budget=10**15, budget_own_keys=True)
+                    )
             engine.dispose()
             yield Setup(
                 server,

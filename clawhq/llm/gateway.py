@@ -1,8 +1,9 @@
 """The LLM gateway: ``/llm/<provider>/<the provider's own API path>``.
 
 An agent calls it as it would call its provider, with its ClawHQ token where the provider's
-key would go. The gateway finds the agent by the token, checks its limits and its owner's
-budget, sends the call on with the real key to the upstream of ``CLAWHQ_LLM_UPSTREAM_<X>``
+key would go. The gateway finds the agent by the token, checks its limits, holds the call's
+worst case against its owner's budget (its output cap lowered to fit: :mod:`.reservations`),
+sends the call on with the real key to the upstream of ``CLAWHQ_LLM_UPSTREAM_<X>``
 (nothing the agent sends can choose another host), relays the answer unbuffered and writes
 what it cost to the ledger. Refusals come in the provider's own error format.
 """
@@ -23,7 +24,7 @@ from starlette.responses import Response
 from clawhq.crypto import Keyring
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused, NotFound, PayloadTooLarge
-from clawhq.llm import ledger, limits, metering, paths, policy
+from clawhq.llm import ledger, limits, metering, paths, policy, reservations
 from clawhq.llm.callers import Caller, find_caller, real_key
 from clawhq.llm.providers import PROVIDERS, Provider, client_token, refusal
 from clawhq.llm.relay import (
@@ -57,7 +58,14 @@ class Gateway:
     def __post_init__(self) -> None:
         self.limits = limits.AgentLimits(self.settings.llm_calls_per_agent)
         self.budgets = limits.Budgets()
-        self.ledger = ledger.LedgerWriter(self.sessions)
+        self.reservations = reservations.Reservations(
+            self.sessions.kw["bind"], self.settings.resolved_database_url
+        )
+        self.ledger = ledger.LedgerWriter(
+            self.sessions,
+            upkeep=self.reservations.upkeep,
+            upkeep_every=reservations.RENEW_EVERY,
+        )
         self._models: set[str] = set()
         timeout = httpx.Timeout(self.settings.llm_timeout, connect=10.0)
         self._client = httpx.AsyncClient(
@@ -69,6 +77,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self.reservations.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.ledger.close)
 
     async def handle(self, request: Request, provider_name: str, path: str) -> Response:
@@ -120,10 +129,16 @@ class Gateway:
             body, strip = metering.with_usage_requested(wire, body)
         self.limits.admit(caller)
         started = time.monotonic()
+        held: reservations.Held | None = None
         try:
+            if wire is not None and caller.budgeted:  # its worst case held, its cap in the body
+                held = await self.reservations.hold(caller, provider.name, wire, path, body)
+                body = held.body
             answer = await self._open(request, provider, path, key, body, caller.egress_open)
         except BaseException:
             self.limits.done(caller.agent_id, 0)
+            if held is not None:
+                self.ledger.release(self.reservations.forget(held.id))
             raise
         self.metrics.llm_first_byte_seconds.labels(provider.name).observe(
             time.monotonic() - started
@@ -139,7 +154,13 @@ class Gateway:
             if worst is not None:
                 ending = self._billable(provider, caller, ending, worst)
             self._charge(
-                caller, provider, model, wire is not None, ending, streamed=strip or _is_sse(answer)
+                caller,
+                provider,
+                model,
+                wire is not None,
+                ending,
+                streamed=strip or _is_sse(answer),
+                held=held,
             )
 
         return MeteredResponse(
@@ -215,8 +236,9 @@ class Gateway:
         ending: Ending,
         *,
         streamed: bool,
+        held: reservations.Held | None = None,
     ) -> None:
-        usage = ending.usage
+        usage = reservations.charged(held, ending.usage, ending.status)
         self.limits.done(caller.agent_id, usage.total_tokens)
         if metered and usage.total_tokens:
             bundled = caller.key_source == "bundled"
@@ -246,7 +268,7 @@ class Gateway:
             outcome=ending.outcome,
             latency_ms=ending.latency_ms,
         )
-        self.ledger.submit(call)
+        self.ledger.submit(call, None if held is None else self.reservations.forget(held.id))
 
     def _model_label(self, model: str | None) -> str:
         if not model:

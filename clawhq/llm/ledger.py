@@ -2,7 +2,7 @@
 
 A row says who called which provider and model, how many tokens went in and out, and how it
 ended; never the prompt, the answer or a key. An agent's ``totalTokens`` is kept in step with
-its rows in the same transaction.
+its rows, and the call's budget reservation is deleted, in the same transaction.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     bindparam,
+    delete,
     func,
     insert,
     literal_column,
@@ -27,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.db.models import Agent, LlmCall
+from clawhq.db.models import Agent, LlmCall, LlmMonth, LlmReservation
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,13 @@ class CallRecord:
         return sum(getattr(self, name) for name in TOKEN_FIELDS)
 
 
-def record(sessions: sessionmaker[Session], calls: list[CallRecord]) -> None:
-    """Write calls, and add their tokens to their agents' totals, in one transaction."""
+def record(
+    sessions: sessionmaker[Session], calls: list[CallRecord], settled: Iterable[str] = ()
+) -> None:
+    """Write calls, add their tokens to their agents' totals (and, by a trigger of the
+    database's, to their users' months: :class:`LlmMonth`) and delete the reservations they
+    settle, in one transaction (a budget's sum never sees a call both held and spent, or
+    neither)."""
     now = datetime.now(UTC)
     per_agent: dict[str, int] = {}
     rows = []
@@ -69,14 +76,31 @@ def record(sessions: sessionmaker[Session], calls: list[CallRecord]) -> None:
         row = {**asdict(call), "at": now, "total_tokens": total}
         row["model"] = call.model[:128] if call.model else None
         rows.append(row)
+    reservations = sorted(settled)
     with sessions.begin() as session:
-        session.execute(insert(LlmCall), rows)
+        if rows:
+            session.execute(insert(LlmCall), rows)
         for agent_id, total in sorted(per_agent.items()):  # one order: no deadlock between two
             session.execute(
                 update(Agent)
                 .where(Agent.id == agent_id)
                 .values(total_tokens=Agent.total_tokens + total, last_active_at=now)
             )
+        for start in range(0, len(reservations), 500):
+            chunk = reservations[start : start + 500]
+            session.execute(delete(LlmReservation).where(LlmReservation.id.in_(chunk)))
+
+
+def month_key(at: datetime) -> str:
+    """The calendar month (UTC) of ``at``, as :class:`LlmMonth` keys it (and the trigger that
+    fills it, from the row's ``at``)."""
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    call: CallRecord | None  # None: a reservation released without a call to record
+    settles: str | None  # the reservation the call ends
 
 
 class LedgerWriter:
@@ -85,18 +109,32 @@ class LedgerWriter:
     A row per call written from the event loop's thread pool cost ~4 ms of the server's CPU
     (the thread's hand-offs of the interpreter lock included) and delayed the next call's first
     byte (bench/RESULTS.md); here the loop only queues, and calls that end together share a
-    transaction. A batch waits at most ``linger`` seconds.
+    transaction. A batch waits at most ``linger`` seconds. Every ``upkeep_every`` seconds the
+    thread also runs ``upkeep`` in a transaction of its own (renewing reservations).
     """
 
-    def __init__(self, sessions: sessionmaker[Session], linger: float = 0.05) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        linger: float = 0.05,
+        *,
+        upkeep: Callable[[Session], None] | None = None,
+        upkeep_every: float = 60.0,
+    ) -> None:
         self._sessions = sessions
         self._linger = linger
-        self._queue: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
+        self._upkeep, self._upkeep_every = upkeep, upkeep_every
+        self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clawhq-ledger", daemon=True)
         self._thread.start()
 
-    def submit(self, call: CallRecord) -> None:
-        self._queue.put(call)
+    def submit(self, call: CallRecord, settles: str | None = None) -> None:
+        """Record a call (and delete the reservation it ``settles``)."""
+        self._queue.put(_Entry(call, settles))
+
+    def release(self, reservation: str) -> None:
+        """Delete a reservation whose call never reached the provider."""
+        self._queue.put(_Entry(None, reservation))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
@@ -105,8 +143,13 @@ class LedgerWriter:
 
     def _run(self) -> None:
         stopping = False
+        due = time.monotonic() + self._upkeep_every
         while not stopping:
-            first = self._queue.get()
+            wait = None if self._upkeep is None else max(due - time.monotonic(), 0.0)
+            try:
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:  # time for the upkeep
+                first = _Entry(None, None)
             if first is None:
                 return
             batch = [first]
@@ -121,17 +164,32 @@ class LedgerWriter:
                     break
                 batch.append(more)
             self._write(batch)
+            if self._upkeep is not None and time.monotonic() >= due:
+                self._keep_up()
+                due = time.monotonic() + self._upkeep_every
 
-    def _write(self, batch: list[CallRecord]) -> None:
+    def _write(self, batch: list[_Entry]) -> None:
+        calls = [entry.call for entry in batch if entry.call is not None]
+        settled = [entry.settles for entry in batch if entry.settles is not None]
+        if not calls and not settled:
+            return
         for attempt in range(3):
             try:
-                record(self._sessions, batch)
+                record(self._sessions, calls, settled)
                 return
             except Exception:  # the calls are done; losing their rows must not go unnoticed
                 if attempt == 2:
-                    log.exception("could not write %d model calls to the ledger", len(batch))
+                    log.exception("could not write %d model calls to the ledger", len(calls))
                 else:
                     time.sleep(0.5 * (attempt + 1))
+
+    def _keep_up(self) -> None:
+        assert self._upkeep is not None
+        try:
+            with self._sessions.begin() as session:
+                self._upkeep(session)
+        except Exception:  # renewed at the next round; a reservation lasts several
+            log.exception("could not renew the LLM budget reservations")
 
 
 def _day(session: Session) -> ColumnElement[Any]:
@@ -188,6 +246,20 @@ def spent_query(bundled_only: bool) -> Select[Any]:
 
 def spent_params(user_id: str, since: datetime, bundled_only: bool) -> dict[str, Any]:
     params: dict[str, Any] = {"user_id": user_id, "since": since}
+    return {**params, "source": "bundled"} if bundled_only else params
+
+
+_m = LlmMonth.__table__.c
+_MONTH_ALL = select(func.coalesce(func.sum(_m.tokens), literal_column("0")).label("spent")).where(
+    _m.user_id == bindparam("user_id"), _m.month == bindparam("month")
+)
+#: Bundled keys only -> the tokens that count against a user's budget this month, from
+#: :class:`LlmMonth` (bind :func:`month_params`).
+MONTH_SPENT = {False: _MONTH_ALL, True: _MONTH_ALL.where(_m.key_source == bindparam("source"))}
+
+
+def month_params(user_id: str, at: datetime, bundled_only: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"user_id": user_id, "month": month_key(at)}
     return {**params, "source": "bundled"} if bundled_only else params
 
 

@@ -1,8 +1,10 @@
 """What an agent may spend: calls and tokens a minute, calls in flight, its owner's monthly
-budget. Over a limit the call is refused with a 429 before it reaches the provider.
+budget, and the output cap a call gets. Over a limit the call is refused with a 429 before it
+reaches the provider.
 
 The per-minute windows and the in-flight counts live in this process (one ``clawhq serve``
-serves the gateway); the budget is read from the ledger, so it holds across restarts.
+serves the gateway); the budget is read from the ledger and the reservations of the calls in
+flight (:mod:`clawhq.llm.reservations`), so it holds across restarts and processes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from datetime import UTC, datetime
 from clawhq.db.loop_reads import LoopReads
 from clawhq.errors import LlmRefused
 from clawhq.llm.callers import Caller
-from clawhq.llm.ledger import spent_params, spent_query
+from clawhq.llm.caps import UNCAPPED_OUTPUT, Ask
+from clawhq.llm.ledger import MONTH_SPENT, month_params
 
 WINDOW = 60.0
 
@@ -28,9 +31,10 @@ def month_start(now: datetime) -> datetime:
 
 
 async def spent_this_month(reads: LoopReads, user_id: str, *, bundled_only: bool) -> int:
-    """Tokens the user's agents used this month (on bundled keys only, or all)."""
-    since = month_start(datetime.now(UTC))
-    row = await reads.first(spent_query(bundled_only), **spent_params(user_id, since, bundled_only))
+    """Tokens the user's agents used this month (on bundled keys only, or all): one row or
+    two of the ledger's monthly totals."""
+    params = month_params(user_id, datetime.now(UTC), bundled_only)
+    row = await reads.first(MONTH_SPENT[bundled_only], **params)
     return int(row["spent"]) if row else 0
 
 
@@ -152,14 +156,34 @@ def over_budget(caller: Caller, spent: int) -> LlmRefused | None:
     budget = caller.monthly_token_budget
     if budget is None or spent < budget:
         return None
+    return budget_refusal(caller, f"is used up ({spent} used)")
+
+
+def budget_refusal(caller: Caller, state: str) -> LlmRefused:
+    """The 429 of a budget that cannot take the call; ``state`` says how it stands."""
     which = "" if caller.budget_own_keys else " on ClawHQ's bundled keys"
     return LlmRefused(
         429,
         "quota",
         "llm_budget_exhausted",
-        f"the {caller.plan} plan's monthly budget of {budget} tokens{which} is used up "
-        f"({spent} used); it starts over on the 1st (UTC)",
+        f"the {caller.plan} plan's monthly budget of {caller.monthly_token_budget} tokens"
+        f"{which} {state}; it starts over on the 1st (UTC)",
     )
+
+
+def output_cap(ask: Ask, left: int, tokens_per_minute: int | None) -> int | None:
+    """The output cap (per answer) a call gets with ``left`` tokens of its budget free: what
+    it asked for (:data:`~clawhq.llm.caps.UNCAPPED_OUTPUT` without a cap), at most what is
+    left after its input, and at most its agent's tokens a minute after its input. None when
+    not even the provider's smallest cap fits."""
+    wanted = ask.output_cap if ask.output_cap is not None else UNCAPPED_OUTPUT
+    room = (left - ask.input_tokens) // ask.choices
+    if tokens_per_minute is not None:
+        per_minute = (tokens_per_minute - ask.input_tokens) // ask.choices
+        room = min(room, max(per_minute, ask.minimum))
+    if room >= wanted:
+        return wanted
+    return room if room >= ask.minimum else None
 
 
 def _limited(message: str, code: str, retry_after: int) -> LlmRefused:

@@ -1,4 +1,5 @@
-"""Each column of an agent, a plan, a rollout and a backup has one owner: the module that writes it.
+"""Each column of an agent, a plan, a rollout, a backup and an LLM budget reservation has one
+owner: the module that writes it.
 
 The syntax tree of every module in clawhq/ is read for writes — ``row.column = …`` (also
 augmented and in tuples), ``setattr(row, "column", …)`` and ``update(Model).values(column=…)``
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clawhq.db.backups import AgentBackup
-from clawhq.db.models import Agent, Plan, Rollout, RolloutAgent
+from clawhq.db.models import Agent, LlmMonth, LlmReservation, Plan, Rollout, RolloutAgent
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clawhq"
 
@@ -58,6 +59,10 @@ OWNERS: dict[tuple[str, str], set[str]] = {
         for c in ("proxy_identity_ciphertext", "proxy_identity_key_id")
     },
     ("agents", "rollout_id"): {ROLLOUTS},
+    # A reservation is taken and renewed by its module; the ledger writer only deletes it.
+    **{("llm_reservations", c): {"llm/reservations.py"} for c in ("tokens", "expires_at")},
+    # Kept in step with the ledger's rows by a trigger (migration 0013): no module writes it.
+    ("llm_months", "tokens"): {"<the database's trigger>"},
     # Sealed secrets: set by their owner, re-sealed by a key rotation (services/keys.py).
     **{
         ("agents", c): {AGENTS, "services/keys.py"}
@@ -103,7 +108,7 @@ OWNERS: dict[tuple[str, str], set[str]] = {
         )
     },
 }
-OWNED = (Agent, Plan, Rollout, RolloutAgent, AgentBackup)
+OWNED = (Agent, Plan, Rollout, RolloutAgent, AgentBackup, LlmReservation, LlmMonth)
 MODELS = {m.__name__: m.__table__.name for m in OWNED}
 #: Modules whose ``setattr`` computes the name, and why that is within their ownership.
 DYNAMIC = {
@@ -214,3 +219,5 @@ def test_the_check_sees_a_write_outside_the_owner() -> None:
     ]
     tree = ast.parse("session.execute(update(Agent).where(x).values(status='RUNNING'))")
     assert list(writes(tree)) == [("status", {"agents"}, 1)]
+    tree = ast.parse("session.execute(update(LlmReservation).values(expires_at=later))")
+    assert list(writes(tree)) == [("expires_at", {"llm_reservations"}, 1)]

@@ -302,9 +302,10 @@ def test_the_monthly_budget_trips_with_a_provider_shaped_429(served: Served) -> 
     owner = served.user("pro")
     agent_id = served.agent(owner, "openai", usesBundledApi=True)
     token = served.deploy(owner, agent_id)
+    budget = 2 * TOTALS["openai_chat"] + 5  # room for two calls, not for a third's input
     admin = served.http.patch(
         "/api/admin/plans/pro/llm",
-        json={"monthlyTokenBudget": TOTALS["openai_chat"] + 1},
+        json={"monthlyTokenBudget": budget},
         headers=admin_headers(served),
     )
     assert admin.status_code == 200, admin.text
@@ -315,18 +316,19 @@ def test_the_monthly_budget_trips_with_a_provider_shaped_429(served: Served) -> 
     headers = key_headers("openai", token)
     assert served.http.post(url, json=body, headers=headers).status_code == 200
     served.wait_calls(agent_id, 1)
-    assert served.http.post(url, json=body, headers=headers).status_code == 200  # 43 < 44
+    assert served.http.post(url, json=body, headers=headers).status_code == 200  # 48 left
     served.wait_calls(agent_id, 2)
-    over = served.http.post(url, json=body, headers=headers)
+    over = served.http.post(url, json=body, headers=headers)  # 5 left: less than its input
     assert over.status_code == 429
     assert over.json()["error"]["code"] == "insufficient_quota"
     assert over.json()["error"]["type"] == "insufficient_quota"
+    assert over.headers["x-clawhq-error"] == "llm_budget_exhausted"
     mine = served.http.get("/api/usage", headers=owner).json()
     assert mine["budget"] == {
-        "monthlyTokens": TOTALS["openai_chat"] + 1,
+        "monthlyTokens": budget,
         "appliesTo": "bundled",
         "used": 2 * TOTALS["openai_chat"],
-        "remaining": 0,
+        "remaining": 5,
     }
     assert mine["totals"]["requests"] == 2
 
