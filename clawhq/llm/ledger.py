@@ -29,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from clawhq.db.models import Agent, LlmCall, LlmMonth, LlmReservation
+from clawhq.db.budgets import LlmMonth, LlmReservation
+from clawhq.db.models import Agent, LlmCall
 
 log = logging.getLogger(__name__)
 

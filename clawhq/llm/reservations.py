@@ -53,8 +53,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
+from clawhq.db.budgets import LlmReservation
 from clawhq.db.engine import normalize_url
-from clawhq.db.models import LlmReservation, new_id
+from clawhq.db.models import new_id
 from clawhq.errors import LlmRefused
 from clawhq.llm import caps, limits
 from clawhq.llm.callers import Caller

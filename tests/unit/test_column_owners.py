@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clawhq.db.backups import AgentBackup
-from clawhq.db.models import Agent, LlmMonth, LlmReservation, Plan, Rollout, RolloutAgent
+from clawhq.db.budgets import LlmMonth, LlmReservation
+from clawhq.db.models import Agent, Plan, Rollout, RolloutAgent
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clawhq"
 

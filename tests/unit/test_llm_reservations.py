@@ -18,8 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from clawhq.db.budgets import LlmReservation
 from clawhq.db.engine import create_db_engine, make_session_factory
-from clawhq.db.models import LlmCall, LlmReservation, new_id
+from clawhq.db.models import LlmCall, new_id
 from clawhq.errors import LlmRefused
 from clawhq.llm import caps, ledger, reservations
 from clawhq.llm.callers import Caller
@@ -485,7 +486,7 @@ def test_the_monthly_totals_follow_the_ledger_and_the_migration_fills_them(
     from alembic import command
 
     from clawhq.db import migrate
-    from clawhq.db.models import LlmMonth
+    from clawhq.db.budgets import LlmMonth
 
     engine = create_db_engine(database_url)
     try:

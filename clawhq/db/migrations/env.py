@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-import clawhq.db.backups  # noqa: F401  (its table in the metadata)
+# Imported for their tables, which join Base's metadata.
+import clawhq.db.backups
+import clawhq.db.budgets  # noqa: F401
 from clawhq.db.models import Base
 
 engine: Engine = context.config.attributes["engine"]
